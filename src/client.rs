@@ -1,0 +1,217 @@
+//! An HTTP client for nodes that trusts nothing it is not able to check: each reply's
+//! `Content-Digest` must match its body, and its RFC 9421 signature must verify against the
+//! node's key and cover the status, the digest, and the request's method, path and
+//! query. Used by the tests now, by the CLI and by peers later.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use ed25519_dalek::VerifyingKey;
+use http_body_util::{BodyExt, Full};
+use hyper::header::HeaderMap;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use sha2::{Digest, Sha256};
+
+use crate::id::BlockId;
+use crate::identity::{
+    ComponentId, SignatureFields, VerifyError, parse_digest_header, parse_identity_block,
+    verify_fields,
+};
+use crate::node::NodeInfo;
+
+/// Label of a node's response signature.
+pub const LABEL: &str = "node";
+
+/// Failures of a request or of checking its reply.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The URL or request could not be built.
+    #[error("bad request: {0}")]
+    Request(String),
+    /// Connecting or exchanging failed.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The node's `/node` answer is inconsistent (id is not the identity block's hash).
+    #[error("node identity is inconsistent: {0}")]
+    Identity(String),
+    /// `Content-Digest` missing or not matching the body.
+    #[error("content digest: {0}")]
+    Digest(String),
+    /// The signature is missing, wrong, stale, or does not cover what it must.
+    #[error("signature: {0}")]
+    Signature(#[from] VerifyError),
+}
+
+/// A node's id and key, as learned from its `/node` and checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeKey {
+    /// The node id.
+    pub id: BlockId,
+    /// Its ed25519 public key.
+    pub key: VerifyingKey,
+}
+
+/// A reply as received.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body (empty for HEAD).
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// A header as text, if present and ASCII.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A connection pool to one node.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    http: HyperClient<HttpConnector, Full<Bytes>>,
+}
+
+impl Client {
+    /// A client for the node at `base` (e.g. `http://127.0.0.1:8042`).
+    pub fn new(base: &str) -> Client {
+        Client {
+            base: base.trim_end_matches('/').to_owned(),
+            http: HyperClient::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// Sends a request and reads the whole reply. Checks nothing: see `verify_reply`.
+    pub async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Result<Reply, ClientError> {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(format!("{}{path_and_query}", self.base));
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let request = builder
+            .body(Full::new(body.into()))
+            .map_err(|e| ClientError::Request(e.to_string()))?;
+        let response = self
+            .http
+            .request(request)
+            .await
+            .map_err(|e| ClientError::Transport(format!("{e:#}")))?;
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?
+            .to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    /// Fetches `/node`, checks that its id is the hash of its identity block and that the
+    /// reply is signed by that key, and returns the key.
+    pub async fn node_key(&self) -> Result<(NodeKey, NodeInfo), ClientError> {
+        let reply = self.send(Method::GET, "/node", &[], Bytes::new()).await?;
+        let info: NodeInfo = serde_json::from_slice(&reply.body)
+            .map_err(|e| ClientError::Identity(format!("/node is not node JSON: {e}")))?;
+        let block = info.identity_block.as_bytes();
+        let id = BlockId::of(block);
+        if id.to_string() != info.id {
+            return Err(ClientError::Identity(format!(
+                "id {} is not sha256 of its identity block",
+                info.id
+            )));
+        }
+        let key = parse_identity_block(block).map_err(|e| ClientError::Identity(e.to_string()))?;
+        let node = NodeKey { id, key };
+        verify_reply(&reply, "GET", "/node", &node, unix_now())?;
+        Ok((node, info))
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Checks a reply to `method path_and_query` from `node` at time `now`: the body matches
+/// `Content-Digest` (skipped for HEAD, which has no body), and the `node` signature
+/// verifies and covers `@status`, `content-digest`, `@method;req`, `@path;req` and, if the
+/// request had a query, `@query;req`.
+pub fn verify_reply(
+    reply: &Reply,
+    method: &str,
+    path_and_query: &str,
+    node: &NodeKey,
+    now: u64,
+) -> Result<(), ClientError> {
+    let digest = reply
+        .header("content-digest")
+        .ok_or_else(|| ClientError::Digest("missing".into()))?;
+    let named = parse_digest_header(digest)
+        .ok_or_else(|| ClientError::Digest(format!("no sha-256 in {digest:?}")))?;
+    if method != "HEAD" && named != <[u8; 32]>::from(Sha256::digest(&reply.body)) {
+        return Err(ClientError::Digest("body does not match".into()));
+    }
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let fields = SignatureFields {
+        input: reply.header("signature-input").unwrap_or("").to_owned(),
+        signature: reply.header("signature").unwrap_or("").to_owned(),
+    };
+    let status = reply.status.as_u16().to_string();
+    let resolve = |c: &ComponentId| -> Option<String> {
+        match (c.name.as_str(), c.req) {
+            ("@status", false) => Some(status.clone()),
+            ("@method", true) => Some(method.to_owned()),
+            ("@path", true) => Some(path.to_owned()),
+            ("@query", true) => Some(format!("?{}", query.unwrap_or(""))),
+            (name, false) if !name.starts_with('@') => {
+                reply.header(name).map(|v| v.trim().to_owned())
+            }
+            _ => None,
+        }
+    };
+    let verified = verify_fields(
+        &fields,
+        LABEL,
+        &node.id.to_string(),
+        &node.key,
+        now,
+        resolve,
+    )?;
+    let mut required = vec![
+        ComponentId::new("@status"),
+        ComponentId::new("content-digest"),
+        ComponentId::req("@method"),
+        ComponentId::req("@path"),
+    ];
+    if query.is_some() {
+        required.push(ComponentId::req("@query"));
+    }
+    for c in required {
+        if !verified.components.contains(&c) {
+            return Err(VerifyError::NotCovered(c.to_string()).into());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,340 @@
+//! Node configuration: command-line flags over an optional TOML file over defaults,
+//! validated once into a `Config`. The only module that reads the environment (for the
+//! default store location); every other module receives values from here.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default listen address (DESIGN 3).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8042";
+/// Default quota: room for ten thousand 1 MiB blocks.
+pub const DEFAULT_QUOTA: u64 = 10 << 30;
+/// Default time a GET waits for an absent block (DESIGN 3).
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(3);
+/// Longest wait a request may ask for with `?wait=`; larger values are capped.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+/// Default cap on open connections: well under a default 1024-descriptor limit's worth
+/// of sockets plus block files.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// Default cap on requests waiting for absent blocks: each holds a connection and a
+/// few hundred bytes.
+pub const DEFAULT_MAX_WAITERS: usize = 4096;
+/// Default background scrub rate: re-hashing at 8 MiB/s costs under 1% of a core.
+pub const DEFAULT_SCRUB_RATE: u64 = 8 << 20;
+
+/// Flags of `libernet serve`; each overrides the config file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML file with any of: store, listen, quota, wait, url, max_connections,
+    /// max_waiters, scrub_rate.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Store directory [default: $XDG_DATA_HOME/libernet, else ~/.libernet].
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8042; port 0 picks a free port].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Most bytes of blocks to keep, e.g. 10GiB, 500MB, 1048576 [default: 10GiB].
+    #[arg(long, value_name = "SIZE")]
+    pub quota: Option<String>,
+    /// Seconds a GET waits for an absent block [default: 3].
+    #[arg(long, value_name = "SECS")]
+    pub wait: Option<f64>,
+    /// Public URL of this node, as peers and `/node` give it [default: http://<listen>].
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Most connections open at once [default: 512].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+}
+
+/// The config file's shape: every key optional, unknown keys refused.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    store: Option<PathBuf>,
+    listen: Option<String>,
+    quota: Option<toml::Value>,
+    wait: Option<f64>,
+    url: Option<String>,
+    max_connections: Option<usize>,
+    max_waiters: Option<usize>,
+    scrub_rate: Option<toml::Value>,
+}
+
+/// A bad flag, file or value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// What the file system said.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML of the expected shape.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is out of range or malformed.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Validated settings of one node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Store directory.
+    pub store: PathBuf,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Quota in bytes.
+    pub quota: u64,
+    /// Default wait for absent blocks.
+    pub wait: Duration,
+    /// Public URL, if set; else derived from the bound address.
+    pub url: Option<String>,
+    /// Connection cap.
+    pub max_connections: usize,
+    /// Waiter cap.
+    pub max_waiters: usize,
+    /// Scrub rate in bytes per second; 0 turns the scrub off.
+    pub scrub_rate: u64,
+}
+
+impl Config {
+    /// Defaults for a store directory: what tests and embedders start from.
+    pub fn for_store(store: &Path) -> Config {
+        Config {
+            store: store.to_owned(),
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8042))),
+            quota: DEFAULT_QUOTA,
+            wait: DEFAULT_WAIT,
+            url: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_waiters: DEFAULT_MAX_WAITERS,
+            scrub_rate: DEFAULT_SCRUB_RATE,
+        }
+    }
+
+    /// Flags over the file named by `--config` over defaults.
+    pub fn load(args: &ServeArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let store = args
+            .store
+            .clone()
+            .or(file.store)
+            .unwrap_or_else(default_store);
+        let mut config = Config::for_store(&store);
+        if let Some(listen) = args.listen.as_ref().or(file.listen.as_ref()) {
+            config.listen = listen.parse().map_err(|_| {
+                ConfigError::Invalid(format!("listen address {listen:?} is not IP:PORT"))
+            })?;
+        }
+        if let Some(quota) = &args.quota {
+            config.quota = parse_size(quota)?;
+        } else if let Some(quota) = &file.quota {
+            config.quota = size_value(quota, "quota")?;
+        }
+        if let Some(secs) = args.wait.or(file.wait) {
+            config.wait = parse_wait(secs)?;
+        }
+        config.url = args.url.clone().or(file.url);
+        if let Some(n) = args.max_connections.or(file.max_connections) {
+            config.max_connections = n;
+        }
+        if let Some(n) = file.max_waiters {
+            config.max_waiters = n;
+        }
+        if let Some(rate) = &file.scrub_rate {
+            config.scrub_rate = size_value(rate, "scrub_rate")?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.quota < crate::id::MAX_BLOCK_SIZE as u64 {
+            return Err(ConfigError::Invalid(format!(
+                "quota {} is below one block ({} bytes)",
+                self.quota,
+                crate::id::MAX_BLOCK_SIZE
+            )));
+        }
+        if self.max_connections == 0 || self.max_waiters == 0 {
+            return Err(ConfigError::Invalid(
+                "max_connections and max_waiters must be at least 1".into(),
+            ));
+        }
+        if let Some(url) = &self.url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "url {url:?} must start with http:// or https://"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A wait in seconds: finite, not negative, capped at `MAX_WAIT`.
+pub fn parse_wait(secs: f64) -> Result<Duration, ConfigError> {
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(ConfigError::Invalid(format!(
+            "wait {secs} must be a number of seconds >= 0"
+        )));
+    }
+    Ok(Duration::from_secs_f64(secs).min(MAX_WAIT))
+}
+
+/// Parses a size: a number of bytes with an optional unit (B, KB, MB, GB, TB in powers of
+/// 1000; KiB, MiB, GiB, TiB in powers of 1024; case-insensitive; spaces allowed).
+pub fn parse_size(text: &str) -> Result<u64, ConfigError> {
+    let bad = || ConfigError::Invalid(format!("size {text:?} is not like 10GiB, 500MB or 1048576"));
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number.parse().map_err(|_| bad())?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "m" | "mb" => 1_000_000,
+        "g" | "gb" => 1_000_000_000,
+        "t" | "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => return Err(bad()),
+    };
+    let bytes = number * multiplier as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes as u64)
+}
+
+fn size_value(value: &toml::Value, key: &str) -> Result<u64, ConfigError> {
+    match value {
+        toml::Value::String(s) => parse_size(s),
+        toml::Value::Integer(n) if *n >= 0 => Ok(*n as u64),
+        _ => Err(ConfigError::Invalid(format!(
+            "{key} must be a size like \"10GiB\" or a number of bytes"
+        ))),
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// `$XDG_DATA_HOME/libernet`, else `~/.libernet`, else `./.libernet`.
+fn default_store() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("libernet");
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".libernet"),
+        None => PathBuf::from(".libernet"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        let ok = [
+            ("10GiB", 10u64 << 30),
+            ("10 gib", 10 << 30),
+            ("500MB", 500_000_000),
+            ("1048576", 1 << 20),
+            ("1.5KiB", 1536),
+            ("2t", 2_000_000_000_000),
+        ];
+        for (text, want) in ok {
+            assert_eq!(parse_size(text).unwrap(), want, "{text}");
+        }
+        for bad in ["", "GiB", "-1", "10 parsecs", "1e400", "1..2MB"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn flags_override_file_and_file_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.toml");
+        std::fs::write(
+            &file,
+            "store = \"/tmp/a\"\nquota = \"2GiB\"\nwait = 5\nmax_waiters = 7\nscrub_rate = 0\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            quota: Some("3GiB".into()),
+            ..ServeArgs::default()
+        };
+        let c = Config::load(&args).unwrap();
+        assert_eq!(c.store, PathBuf::from("/tmp/a"));
+        assert_eq!(c.quota, 3 << 30);
+        assert_eq!(c.wait, Duration::from_secs(5));
+        assert_eq!((c.max_waiters, c.scrub_rate), (7, 0));
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+
+        std::fs::write(&file, "stroe = \"/tmp/a\"\n").unwrap();
+        let err = Config::load(&args).unwrap_err().to_string();
+        assert!(err.contains("stroe"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_refused() {
+        let cases = [
+            ServeArgs {
+                listen: Some("localhost".into()),
+                ..ServeArgs::default()
+            },
+            ServeArgs {
+                quota: Some("1KiB".into()),
+                ..ServeArgs::default()
+            },
+            ServeArgs {
+                wait: Some(-1.0),
+                ..ServeArgs::default()
+            },
+            ServeArgs {
+                url: Some("ftp://x".into()),
+                ..ServeArgs::default()
+            },
+            ServeArgs {
+                max_connections: Some(0),
+                ..ServeArgs::default()
+            },
+        ];
+        for args in cases {
+            assert!(Config::load(&args).is_err(), "{args:?}");
+        }
+        assert_eq!(parse_wait(1e9).unwrap(), MAX_WAIT);
+    }
+}

@@ -1,0 +1,118 @@
+//! The one mapping from failures to HTTP answers: every `RouteError` and `NodeError`
+//! variant gets a status and a stable JSON `error` code here, in exhaustive matches (no
+//! catch-all, so a new variant forces a decision). OS errors and paths are logged, never
+//! sent.
+
+use hyper::StatusCode;
+use serde_json::{Value, json};
+
+use super::route::RouteError;
+use crate::node::NodeError;
+
+/// Seconds a client is told to wait before asking again for a block that did not come.
+pub const RETRY_AFTER_SECS: u64 = 5;
+
+/// An error answer: status, stable code, human message, optional extra fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// One line for people.
+    pub message: String,
+    /// Extra JSON fields merged into the body.
+    pub extra: Option<Value>,
+    /// `Allow` header for 405.
+    pub allow: Option<&'static str>,
+    /// `Retry-After` header, seconds.
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with no extras.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            extra: None,
+            allow: None,
+            retry_after: None,
+        }
+    }
+
+    /// The JSON body: `{"error": code, "message": ..., extras...}`.
+    pub fn body(&self) -> Vec<u8> {
+        let mut body = json!({ "error": self.code, "message": self.message });
+        if let (Some(Value::Object(extra)), Value::Object(map)) = (&self.extra, &mut body) {
+            map.extend(extra.clone());
+        }
+        body.to_string().into_bytes()
+    }
+}
+
+impl From<RouteError> for ApiError {
+    fn from(e: RouteError) -> ApiError {
+        match e {
+            RouteError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "no_route", e.to_string()),
+            RouteError::BadId(_) => ApiError::new(StatusCode::BAD_REQUEST, "bad_id", e.to_string()),
+            RouteError::MethodNotAllowed { allow } => ApiError {
+                allow: Some(allow),
+                ..ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    e.to_string(),
+                )
+            },
+        }
+    }
+}
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> ApiError {
+        match e {
+            NodeError::HashMismatch(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "hash_mismatch",
+                e.to_string(),
+            ),
+            NodeError::TooLarge => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
+            }
+            NodeError::Full(_) => {
+                tracing::warn!(error = %e, "PUT refused: store full");
+                ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "store_full",
+                    "the store is full",
+                )
+            }
+            NodeError::NotFound {
+                id,
+                waited,
+                ref asked,
+            } => ApiError {
+                extra: Some(json!({
+                    "id": id.to_string(),
+                    "waited_ms": waited.as_millis() as u64,
+                    "asked": asked,
+                })),
+                retry_after: Some(RETRY_AFTER_SECS),
+                ..ApiError::new(StatusCode::GATEWAY_TIMEOUT, "not_found", e.to_string())
+            },
+            NodeError::Busy(_) => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())
+            },
+            NodeError::Store(_) | NodeError::Identity(_) | NodeError::Task(_) => {
+                tracing::error!(error = %e, "request failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; see the node's log",
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,500 @@
+//! Request handling: one `match` from `Route` to node use cases, replies with the
+//! protocol's headers, and the finishing step every response goes through (content
+//! digest, signature, request log line). Translation only; the decisions live in `node`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::request::Parts;
+use hyper::{Method, Request, Response, StatusCode};
+use sha2::{Digest, Sha256};
+
+use super::error::ApiError;
+use super::range::{self, ByteRange};
+use super::route::Route;
+use super::sign::{Covered, ResponseSigner};
+use crate::config::parse_wait;
+use crate::id::{BlockId, MAX_BLOCK_SIZE};
+use crate::identity::digest_header;
+use crate::node::{Node, UploadHasher};
+use crate::store::PutOutcome;
+
+/// Longest time a PUT body may take to arrive (1 MiB at 35 KB/s).
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Cache lifetime of immutable content: 336 days, as DESIGN 3 fixes.
+const IMMUTABLE: &str = "public, max-age=29030400, immutable";
+
+/// The dashboard page, built into the binary.
+const DASHBOARD: &str = include_str!("../../web/index.html");
+
+static REPR_DIGEST: HeaderName = HeaderName::from_static("repr-digest");
+static CONTENT_DIGEST: HeaderName = HeaderName::from_static("content-digest");
+static SIGNATURE_INPUT: HeaderName = HeaderName::from_static("signature-input");
+static SIGNATURE: HeaderName = HeaderName::from_static("signature");
+
+/// Response body type of the server.
+pub type Body = Full<Bytes>;
+
+/// An answer before digest and signature are added.
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    /// SHA-256 of `body` when already known (a whole block: its id).
+    digest: Option<[u8; 32]>,
+    /// Content length when `body` was not read (a HEAD answered from the index).
+    length: Option<u64>,
+}
+
+impl Reply {
+    fn new(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        Reply {
+            status,
+            headers,
+            body: body.into(),
+            digest: None,
+            length: None,
+        }
+    }
+
+    fn json(status: StatusCode, body: impl Into<Bytes>) -> Reply {
+        let mut reply = Reply::new(status, "application/json", body);
+        reply
+            .headers
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        reply
+    }
+
+    fn error(e: &ApiError) -> Reply {
+        let mut reply = Reply::new(e.status, "application/json", e.body());
+        reply
+            .headers
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(allow) = e.allow {
+            reply
+                .headers
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if let Some(secs) = e.retry_after {
+            reply
+                .headers
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        reply
+    }
+
+    /// Headers every block answer carries (DESIGN 3).
+    fn block(status: StatusCode, id: &BlockId, body: Bytes) -> Reply {
+        let mut reply = Reply::new(status, "application/octet-stream", body);
+        let h = &mut reply.headers;
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        h.insert(header::ETAG, etag(id));
+        h.insert(REPR_DIGEST.clone(), digest_value(id.as_bytes()));
+        reply
+    }
+}
+
+/// Serves requests for one node.
+pub struct Handler {
+    node: Arc<Node>,
+    signer: ResponseSigner,
+    default_wait: Duration,
+}
+
+impl Handler {
+    /// A handler for `node`; absent blocks are waited for `default_wait` unless the
+    /// request says `?wait=`.
+    pub fn new(node: Arc<Node>, default_wait: Duration) -> Handler {
+        let signer = ResponseSigner::new(node.identity().id().to_string());
+        Handler {
+            node,
+            signer,
+            default_wait,
+        }
+    }
+
+    /// Answers one request; never fails (errors become signed error answers).
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let (parts, body) = req.into_parts();
+        let route = Route::parse(&parts.method, parts.uri.path());
+        let route_name = route.as_ref().map_or("none", Route::name);
+        let reply = match route {
+            Ok(route) => self.dispatch(route, &parts, body).await,
+            Err(e) => Err(ApiError::from(e)),
+        };
+        let reply = reply.unwrap_or_else(|e| Reply::error(&e));
+        let status = reply.status.as_u16();
+        let response = self.finish(reply, &parts);
+        let bytes = if parts.method == Method::HEAD {
+            0
+        } else {
+            response.body().size_hint_exact()
+        };
+        crate::node::Metrics::add(&self.node.metrics().bytes_out, bytes);
+        self.node.metrics().record_request(route_name, status);
+        tracing::info!(
+            method = %parts.method,
+            path = %parts.uri.path(),
+            status,
+            bytes,
+            ms = format_args!("{:.3}", started.elapsed().as_secs_f64() * 1e3),
+            "request"
+        );
+        response
+    }
+
+    async fn dispatch(
+        &self,
+        route: Route,
+        parts: &Parts,
+        body: Incoming,
+    ) -> Result<Reply, ApiError> {
+        match route {
+            Route::GetBlock { id } => self.get_block(id, parts).await,
+            Route::PutBlock { id } => self.put_block(id, parts, body).await,
+            Route::Like { id } => Ok(self.like(&id)),
+            Route::Node => {
+                let info = serde_json::to_vec(&self.node.info()).map_err(|e| {
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                })?;
+                Ok(Reply::json(StatusCode::OK, info))
+            }
+            Route::Metrics => Ok(Reply::new(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.node.render_metrics(),
+            )),
+            Route::Dashboard => Ok(Reply::new(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                DASHBOARD,
+            )),
+        }
+    }
+
+    async fn get_block(&self, id: BlockId, parts: &Parts) -> Result<Reply, ApiError> {
+        let wait = wait_param(parts.uri.query(), self.default_wait)?;
+        if if_none_match(&parts.headers, &id) {
+            let mut reply = Reply::block(StatusCode::NOT_MODIFIED, &id, Bytes::new());
+            reply.headers.remove(header::CONTENT_TYPE);
+            return Ok(reply);
+        }
+        let range_header = parts
+            .headers
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok());
+        let range_header = range_header.filter(|_| if_range_allows(&parts.headers, &id));
+        if parts.method == Method::HEAD && range_header.is_none() {
+            let size = self.node.block_size(id, wait).await?;
+            let mut reply = Reply::block(StatusCode::OK, &id, Bytes::new());
+            reply.digest = Some(id.0);
+            reply.length = Some(u64::from(size));
+            return Ok(reply);
+        }
+        let bytes = self.node.get_block(id, wait).await?;
+        let len = bytes.len() as u64;
+        match range::parse(range_header, len) {
+            ByteRange::Whole => {
+                let mut reply = Reply::block(StatusCode::OK, &id, bytes);
+                reply.digest = Some(id.0);
+                Ok(reply)
+            }
+            ByteRange::Part { start, end } => {
+                let part = bytes.slice(start as usize..=end as usize);
+                let mut reply = Reply::block(StatusCode::PARTIAL_CONTENT, &id, part);
+                let content_range = format!("bytes {start}-{end}/{len}");
+                reply
+                    .headers
+                    .insert(header::CONTENT_RANGE, header_value(&content_range));
+                Ok(reply)
+            }
+            ByteRange::Unsatisfiable => {
+                let e = ApiError::new(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "range_not_satisfiable",
+                    format!("the block has {len} bytes"),
+                );
+                let mut reply = Reply::error(&e);
+                reply.headers.insert(
+                    header::CONTENT_RANGE,
+                    header_value(&format!("bytes */{len}")),
+                );
+                Ok(reply)
+            }
+        }
+    }
+
+    async fn put_block(
+        &self,
+        id: BlockId,
+        parts: &Parts,
+        body: Incoming,
+    ) -> Result<Reply, ApiError> {
+        let len = content_length(&parts.headers)?;
+        let upload = read_body(body, len).await?;
+        let outcome = self.node.put_block(id, upload).await?;
+        let status = match outcome {
+            PutOutcome::Stored => StatusCode::CREATED,
+            PutOutcome::AlreadyHeld => StatusCode::OK,
+        };
+        let mut reply = Reply::json(status, format!("{{\"id\":\"{id}\"}}"));
+        reply
+            .headers
+            .insert(header::LOCATION, header_value(&id.path()));
+        Ok(reply)
+    }
+
+    fn like(&self, id: &BlockId) -> Reply {
+        let found = self.node.like(id);
+        // Hand-built so the object keeps best-first order.
+        let mut body = String::with_capacity(2 + found.len() * 84);
+        body.push('{');
+        for (i, (id, size)) in found.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(&format!("\"/sha256/{id}\":{size}"));
+        }
+        body.push('}');
+        let status = if found.is_empty() {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::OK
+        };
+        Reply::json(status, body)
+    }
+
+    /// Adds `Content-Digest` and the signature, and the body (none for HEAD).
+    fn finish(&self, reply: Reply, parts: &Parts) -> Response<Body> {
+        let digest = reply
+            .digest
+            .unwrap_or_else(|| Sha256::digest(&reply.body).into());
+        let content_digest = digest_value(&digest);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let (input, signature) = self.signer.sign(
+            self.node.identity(),
+            &Covered {
+                status: reply.status.as_u16(),
+                content_digest: content_digest.to_str().unwrap_or(""),
+                method: parts.method.as_str(),
+                path: parts.uri.path(),
+                query: parts.uri.query(),
+            },
+            now,
+        );
+        let length = reply.length.unwrap_or(reply.body.len() as u64);
+        let body = if parts.method == Method::HEAD {
+            Bytes::new()
+        } else {
+            reply.body
+        };
+        let mut response = Response::new(Full::new(body));
+        *response.status_mut() = reply.status;
+        let headers = response.headers_mut();
+        *headers = reply.headers;
+        headers.insert(CONTENT_DIGEST.clone(), content_digest);
+        headers.insert(SIGNATURE_INPUT.clone(), input);
+        headers.insert(SIGNATURE.clone(), signature);
+        if reply.status != StatusCode::NOT_MODIFIED {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
+        response
+    }
+}
+
+trait SizeHintExact {
+    fn size_hint_exact(&self) -> u64;
+}
+
+impl SizeHintExact for Body {
+    fn size_hint_exact(&self) -> u64 {
+        hyper::body::Body::size_hint(self).exact().unwrap_or(0)
+    }
+}
+
+/// `?wait=SECS`, defaulting to the node's wait; capped at `MAX_WAIT`.
+fn wait_param(query: Option<&str>, default: Duration) -> Result<Duration, ApiError> {
+    let Some(value) = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter_map(|pair| pair.strip_prefix("wait="))
+        .next_back()
+    else {
+        return Ok(default);
+    };
+    let bad = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_wait",
+            "wait must be a number of seconds >= 0",
+        )
+    };
+    let secs: f64 = value.parse().map_err(|_| bad())?;
+    parse_wait(secs).map_err(|_| bad())
+}
+
+/// True when `If-None-Match` names this block's tag (weak comparison, RFC 9110). `*` is
+/// not honoured: whether "a representation exists" may depend on waiting for the mesh.
+fn if_none_match(headers: &HeaderMap, id: &BlockId) -> bool {
+    let tag = format!("\"{id}\"");
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim())
+        .any(|t| t.strip_prefix("W/").unwrap_or(t) == tag)
+}
+
+/// False when `If-Range` is present and names another tag: then send the whole block.
+fn if_range_allows(headers: &HeaderMap, id: &BlockId) -> bool {
+    match headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(v) => v.trim() == format!("\"{id}\""),
+    }
+}
+
+/// The declared body length of a PUT: required, at most 1 MiB.
+fn content_length(headers: &HeaderMap) -> Result<usize, ApiError> {
+    let Some(value) = headers.get(header::CONTENT_LENGTH) else {
+        return Err(ApiError::new(
+            StatusCode::LENGTH_REQUIRED,
+            "length_required",
+            "a PUT needs Content-Length",
+        ));
+    };
+    let n: u64 = value
+        .to_str()
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_length",
+                "Content-Length is not a number",
+            )
+        })?;
+    if n > MAX_BLOCK_SIZE as u64 {
+        return Err(too_large());
+    }
+    Ok(n as usize)
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!("a block is at most {MAX_BLOCK_SIZE} bytes"),
+    )
+}
+
+/// Reads a PUT body of `len` bytes under the size cap and a deadline, hashing as it goes.
+async fn read_body(body: Incoming, len: usize) -> Result<crate::node::Upload, ApiError> {
+    let mut hasher = UploadHasher::new(len);
+    let mut body = Limited::new(body, MAX_BLOCK_SIZE);
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                if e.downcast_ref::<LengthLimitError>().is_some() {
+                    too_large()
+                } else {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_body",
+                        "the body ended early or was malformed",
+                    )
+                }
+            })?;
+            if let Some(data) = frame.data_ref() {
+                hasher.push(data);
+            }
+        }
+        Ok::<(), ApiError>(())
+    };
+    tokio::time::timeout(BODY_READ_TIMEOUT, read)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the body took too long",
+            )
+        })??;
+    if hasher.len() != len {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            "body length differs from Content-Length",
+        ));
+    }
+    Ok(hasher.finish())
+}
+
+fn etag(id: &BlockId) -> HeaderValue {
+    header_value(&format!("\"{id}\""))
+}
+
+fn digest_value(sha256: &[u8; 32]) -> HeaderValue {
+    header_value(&digest_header(sha256))
+}
+
+/// A header value from text this module built (ASCII only).
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_param_cases() {
+        let d = Duration::from_secs(3);
+        assert_eq!(wait_param(None, d).unwrap(), d);
+        assert_eq!(wait_param(Some("wait=0"), d).unwrap(), Duration::ZERO);
+        assert_eq!(
+            wait_param(Some("x=1&wait=0.5"), d).unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            wait_param(Some("wait=9999"), d).unwrap(),
+            crate::config::MAX_WAIT
+        );
+        for bad in ["wait=", "wait=-1", "wait=abc", "wait=NaN", "wait=inf"] {
+            assert_eq!(
+                wait_param(Some(bad), d).unwrap_err().status,
+                StatusCode::BAD_REQUEST,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn etag_matching() {
+        let id = BlockId::of(b"a");
+        let mut h = HeaderMap::new();
+        assert!(!if_none_match(&h, &id));
+        h.insert(
+            header::IF_NONE_MATCH,
+            header_value(&format!("\"x\", W/\"{id}\"")),
+        );
+        assert!(if_none_match(&h, &id));
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"other\""));
+        assert!(!if_none_match(&h, &id));
+    }
+}

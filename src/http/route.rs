@@ -1,0 +1,171 @@
+//! `Route::parse`: a request's method and path, turned into what it asks for. Pure and
+//! total: every input becomes a route or a `RouteError`, never a panic.
+
+use hyper::Method;
+
+use crate::id::{BlockId, IdError};
+
+/// What a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `GET`/`HEAD /sha256/{id}`.
+    GetBlock {
+        /// The block.
+        id: BlockId,
+    },
+    /// `PUT /sha256/{id}`.
+    PutBlock {
+        /// The block.
+        id: BlockId,
+    },
+    /// `GET`/`HEAD /sha256/like/{id}`.
+    Like {
+        /// The target.
+        id: BlockId,
+    },
+    /// `GET`/`HEAD /node`.
+    Node,
+    /// `GET`/`HEAD /metrics`.
+    Metrics,
+    /// `GET`/`HEAD /`.
+    Dashboard,
+}
+
+/// Why a request has no route.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// No such resource.
+    #[error("no such resource")]
+    NotFound,
+    /// A path segment that should be an id is not one.
+    #[error("bad id: {0}")]
+    BadId(IdError),
+    /// The resource exists but not for this method.
+    #[error("method not allowed; allowed: {allow}")]
+    MethodNotAllowed {
+        /// Value for the `Allow` header.
+        allow: &'static str,
+    },
+}
+
+const READ_ONLY: &str = "GET, HEAD";
+const READ_WRITE: &str = "GET, HEAD, PUT";
+
+impl Route {
+    /// Parses a request's method and (raw, undecoded) path.
+    pub fn parse(method: &Method, path: &str) -> Result<Route, RouteError> {
+        let read = method == Method::GET || method == Method::HEAD;
+        let only_read = |route: Route| {
+            if read {
+                Ok(route)
+            } else {
+                Err(RouteError::MethodNotAllowed { allow: READ_ONLY })
+            }
+        };
+        match path {
+            "/" => return only_read(Route::Dashboard),
+            "/node" => return only_read(Route::Node),
+            "/metrics" => return only_read(Route::Metrics),
+            _ => {}
+        }
+        let Some(rest) = path.strip_prefix("/sha256/") else {
+            return Err(RouteError::NotFound);
+        };
+        if let Some(target) = rest.strip_prefix("like/") {
+            let id = target.parse().map_err(RouteError::BadId)?;
+            return only_read(Route::Like { id });
+        }
+        if rest.contains('/') {
+            // Sub-resources of a block (decrypted views) are not served by this node yet.
+            return Err(RouteError::NotFound);
+        }
+        let id = rest.parse().map_err(RouteError::BadId)?;
+        match *method {
+            Method::GET | Method::HEAD => Ok(Route::GetBlock { id }),
+            Method::PUT => Ok(Route::PutBlock { id }),
+            _ => Err(RouteError::MethodNotAllowed { allow: READ_WRITE }),
+        }
+    }
+
+    /// A short stable name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Route::GetBlock { .. } => "get_block",
+            Route::PutBlock { .. } => "put_block",
+            Route::Like { .. } => "like",
+            Route::Node => "node",
+            Route::Metrics => "metrics",
+            Route::Dashboard => "dashboard",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn table() {
+        let id: BlockId = ID.parse().unwrap();
+        let get = Method::GET;
+        let put = Method::PUT;
+        let del = Method::DELETE;
+        let cases: Vec<(&Method, String, Result<Route, RouteError>)> = vec![
+            (&get, format!("/sha256/{ID}"), Ok(Route::GetBlock { id })),
+            (
+                &Method::HEAD,
+                format!("/sha256/{}", ID.to_uppercase()),
+                Ok(Route::GetBlock { id }),
+            ),
+            (&put, format!("/sha256/{ID}"), Ok(Route::PutBlock { id })),
+            (&get, format!("/sha256/like/{ID}"), Ok(Route::Like { id })),
+            (&get, "/node".into(), Ok(Route::Node)),
+            (&get, "/metrics".into(), Ok(Route::Metrics)),
+            (&get, "/".into(), Ok(Route::Dashboard)),
+            (
+                &del,
+                format!("/sha256/{ID}"),
+                Err(RouteError::MethodNotAllowed { allow: READ_WRITE }),
+            ),
+            (
+                &put,
+                "/node".into(),
+                Err(RouteError::MethodNotAllowed { allow: READ_ONLY }),
+            ),
+            (
+                &put,
+                format!("/sha256/like/{ID}"),
+                Err(RouteError::MethodNotAllowed { allow: READ_ONLY }),
+            ),
+            (
+                &get,
+                "/sha256/abc".into(),
+                Err(RouteError::BadId(IdError::Length(3))),
+            ),
+            (
+                &get,
+                format!("/sha256/{}", "z".repeat(64)),
+                Err(RouteError::BadId(IdError::NotHex)),
+            ),
+            (
+                &get,
+                "/sha256/like/../../etc/passwd".into(),
+                Err(RouteError::BadId(IdError::Length(16))),
+            ),
+            (
+                &get,
+                "/sha256/".into(),
+                Err(RouteError::BadId(IdError::Length(0))),
+            ),
+            (&get, format!("/sha256/{ID}/"), Err(RouteError::NotFound)),
+            (&get, "/sha512/x".into(), Err(RouteError::NotFound)),
+            (&get, "/etc/passwd".into(), Err(RouteError::NotFound)),
+            (&get, "*".into(), Err(RouteError::NotFound)),
+        ];
+        for (method, path, want) in cases {
+            assert_eq!(Route::parse(method, &path), want, "{method} {path}");
+        }
+    }
+}

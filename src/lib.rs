@@ -1,0 +1,27 @@
+//! libernet: a node of a peer-to-peer, content-addressed block cache.
+//!
+//! Layout, from the bottom up (each module knows only those above it in this list):
+//!
+//! - [`id`]: block ids (SHA-256), hex, XOR distance, match score. Pure.
+//! - [`fsutil`]: private files and directory fsync.
+//! - [`identity`]: the node's ed25519 key and identity block; RFC 9421 signature bases,
+//!   signing and verification. No HTTP types.
+//! - [`store`]: block files, the in-memory index, quota, lock file, scrub. No HTTP.
+//! - [`mesh`]: the seam to other nodes, called on a miss.
+//! - [`config`]: flags and config file, validated once.
+//! - [`node`]: use cases over store, identity and mesh; waiting for arrivals; metrics.
+//! - [`http`]: the server: routes, handlers, response signing, error mapping. The only
+//!   server-side module that touches hyper.
+//! - [`client`]: an HTTP client that verifies response signatures and digests.
+//! - [`cli`]: the command line.
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod fsutil;
+pub mod http;
+pub mod id;
+pub mod identity;
+pub mod mesh;
+pub mod node;
+pub mod store;

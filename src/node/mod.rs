@@ -1,0 +1,456 @@
+//! The node's use cases: get, head, put and LIKE for blocks, the node's identity and
+//! figures, and the background scrub. Composes the store, the identity, the arrivals
+//! registry and the mesh. No HTTP types: the `http` module translates requests into
+//! these calls and their errors into statuses.
+
+mod arrivals;
+mod metrics;
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use sha2::{Digest, Sha256};
+
+pub use arrivals::{Arrivals, TooManyWaiters, Waiter};
+pub use metrics::{Gauges, Metrics};
+
+use crate::config::Config;
+use crate::fsutil;
+use crate::id::{BlockId, MAX_BLOCK_SIZE};
+use crate::identity::{Identity, IdentityError};
+use crate::mesh::Mesh;
+use crate::store::{PutOutcome, ReadOutcome, Store, StoreError, StoreStats};
+
+/// File in the store holding the admin bearer token (0600), created at first start.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// LIKE answers list ids sharing at least this many leading bits with the target.
+pub const LIKE_MIN_BITS: u32 = 12;
+
+/// LIKE answers list at most this many ids.
+pub const LIKE_MAX_RESULTS: usize = 100;
+
+/// Blocks re-hashed per scrub step (one blocking task each).
+const SCRUB_BATCH: usize = 32;
+
+/// Pause between two full passes of the scrub.
+const SCRUB_PASS_PAUSE: Duration = Duration::from_secs(3600);
+
+/// Errors of node use cases; `http::error` maps each to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The uploaded bytes (or their inflated form) do not hash to the id.
+    #[error("the body does not hash to {0} (nor does its zlib inflation)")]
+    HashMismatch(BlockId),
+    /// An upload over 1 MiB.
+    #[error("a block is at most {MAX_BLOCK_SIZE} bytes")]
+    TooLarge,
+    /// The store is full of blocks that cannot be evicted.
+    #[error("store full: {0}")]
+    Full(String),
+    /// The block is not here and did not arrive in time.
+    #[error("block {id} not found within {} ms", waited.as_millis())]
+    NotFound {
+        /// The id asked for.
+        id: BlockId,
+        /// How long the request waited.
+        waited: Duration,
+        /// Peers asked.
+        asked: Vec<String>,
+    },
+    /// Too many requests waiting already.
+    #[error(transparent)]
+    Busy(#[from] TooManyWaiters),
+    /// A store failure (I/O); details are logged, not sent.
+    #[error(transparent)]
+    Store(StoreError),
+    /// The identity could not be loaded or created.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// A blocking task failed to run.
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+impl From<StoreError> for NodeError {
+    fn from(e: StoreError) -> NodeError {
+        match e {
+            StoreError::Full { .. } => NodeError::Full(e.to_string()),
+            StoreError::TooLarge(_) => NodeError::TooLarge,
+            other => NodeError::Store(other),
+        }
+    }
+}
+
+/// A request body read in full, with its SHA-256 computed while it streamed in.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    bytes: Bytes,
+    sha256: BlockId,
+}
+
+/// Builds an `Upload` from body chunks as they arrive.
+pub struct UploadHasher {
+    buf: BytesMut,
+    hasher: Sha256,
+}
+
+impl UploadHasher {
+    /// A hasher expecting about `len` bytes.
+    pub fn new(len: usize) -> UploadHasher {
+        UploadHasher {
+            buf: BytesMut::with_capacity(len.min(MAX_BLOCK_SIZE)),
+            hasher: Sha256::new(),
+        }
+    }
+
+    /// Adds a chunk.
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.hasher.update(chunk);
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// Bytes so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// True before the first byte.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// The whole body and its hash.
+    pub fn finish(self) -> Upload {
+        Upload {
+            sha256: BlockId(self.hasher.finalize().into()),
+            bytes: self.buf.freeze(),
+        }
+    }
+}
+
+/// `/node`: who this node is.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct NodeInfo {
+    /// Node id: SHA-256 of the identity block, hex.
+    pub id: String,
+    /// ed25519 public key, hex.
+    pub public_key: String,
+    /// The identity block, as text (it is compact JSON).
+    pub identity_block: String,
+    /// Where this node is reached.
+    pub url: String,
+    /// Software version.
+    pub version: String,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// Store figures.
+    pub store: StoreInfo,
+}
+
+/// The `store` part of `/node`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StoreInfo {
+    /// Blocks held.
+    pub blocks: u64,
+    /// Bytes held.
+    pub bytes: u64,
+    /// Quota in bytes.
+    pub quota: u64,
+    /// Bytes left under the quota.
+    pub free: u64,
+}
+
+/// One node: a store, an identity and a mesh.
+pub struct Node {
+    store: Arc<Store>,
+    identity: Identity,
+    arrivals: Arrivals,
+    mesh: Box<dyn Mesh>,
+    metrics: Metrics,
+    url: String,
+    started: Instant,
+}
+
+impl Node {
+    /// Opens the store of `config` (taking its lock), loads or creates the identity and
+    /// the admin token, and stores the identity block, protected from eviction.
+    pub fn open(config: &Config, url: String, mesh: Box<dyn Mesh>) -> Result<Node, NodeError> {
+        let store = Store::open(&config.store, config.quota)?;
+        let identity = Identity::load_or_create(&config.store)?;
+        ensure_admin_token(&config.store).map_err(|source| {
+            NodeError::Store(StoreError::Io {
+                context: format!("admin token in {}", config.store.display()),
+                source,
+            })
+        })?;
+        let id = identity.id();
+        if store.contains(&id).is_none() {
+            store.put(&id, identity.block())?;
+        }
+        store.protect(id);
+        Ok(Node {
+            store: Arc::new(store),
+            identity,
+            arrivals: Arrivals::new(config.max_waiters),
+            mesh,
+            metrics: Metrics::default(),
+            url,
+            started: Instant::now(),
+        })
+    }
+
+    /// The node's identity.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Counters, for the HTTP layer to add to.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The block `id`, from the store or, within `wait`, from an arrival. The bytes hash
+    /// to `id`.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn get_block(&self, id: BlockId, wait: Duration) -> Result<Bytes, NodeError> {
+        self.find(id, wait, |node| async move { node.read_local(id).await })
+            .await
+    }
+
+    /// The size of block `id` if held now or arrived within `wait` (no file read).
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn block_size(&self, id: BlockId, wait: Duration) -> Result<u32, NodeError> {
+        self.find(id, wait, |node| async move { Ok(node.store.contains(&id)) })
+            .await
+    }
+
+    /// Shared shape of get and head: look, else subscribe, start one lookup, look
+    /// again, wait for an arrival.
+    async fn find<'a, T, F, Fut>(
+        &'a self,
+        id: BlockId,
+        wait: Duration,
+        look: F,
+    ) -> Result<T, NodeError>
+    where
+        F: Fn(&'a Node) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>, NodeError>>,
+    {
+        if let Some(found) = look(self).await? {
+            Metrics::add(&self.metrics.hits, 1);
+            return Ok(found);
+        }
+        let started = Instant::now();
+        let not_found = |asked| {
+            Metrics::add(&self.metrics.misses, 1);
+            NodeError::NotFound {
+                id,
+                waited: started.elapsed(),
+                asked,
+            }
+        };
+        if wait.is_zero() {
+            return Err(not_found(Vec::new()));
+        }
+        let mut waiter = self.arrivals.subscribe(id).inspect_err(|_| {
+            Metrics::add(&self.metrics.waiters_refused, 1);
+        })?;
+        if waiter.is_first() {
+            Metrics::add(&self.metrics.lookups, 1);
+            waiter.record_asked(self.mesh.want(id));
+        }
+        // An arrival between the first look and the subscription is seen here.
+        if let Some(found) = look(self).await? {
+            Metrics::add(&self.metrics.waited_hits, 1);
+            return Ok(found);
+        }
+        if waiter.wait(wait).await
+            && let Some(found) = look(self).await?
+        {
+            Metrics::add(&self.metrics.waited_hits, 1);
+            return Ok(found);
+        }
+        Err(not_found(waiter.asked()))
+    }
+
+    async fn read_local(&self, id: BlockId) -> Result<Option<Bytes>, NodeError> {
+        let store = self.store.clone();
+        match blocking(move || store.read(&id)).await?? {
+            ReadOutcome::Found(bytes) => Ok(Some(bytes)),
+            ReadOutcome::Absent => Ok(None),
+            ReadOutcome::Quarantined => {
+                // Ask the mesh for a good copy; this request still sees "absent".
+                self.mesh.want(id);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Stores an uploaded block after checking that it (or its zlib inflation, capped at
+    /// 1 MiB) hashes to `id`; wakes everyone waiting for it. Returns after the block is
+    /// durable.
+    #[tracing::instrument(level = "debug", skip(self, upload))]
+    pub async fn put_block(&self, id: BlockId, upload: Upload) -> Result<PutOutcome, NodeError> {
+        Metrics::add(&self.metrics.bytes_in, upload.bytes.len() as u64);
+        let block = if upload.sha256 == id {
+            upload.bytes
+        } else {
+            match inflate_capped(&upload.bytes) {
+                Some(inflated) if BlockId::of(&inflated) == id => Bytes::from(inflated),
+                _ => {
+                    Metrics::add(&self.metrics.puts_rejected, 1);
+                    return Err(NodeError::HashMismatch(id));
+                }
+            }
+        };
+        let store = self.store.clone();
+        let outcome = blocking(move || store.put(&id, &block)).await??;
+        match outcome {
+            PutOutcome::Stored => Metrics::add(&self.metrics.puts_stored, 1),
+            PutOutcome::AlreadyHeld => Metrics::add(&self.metrics.puts_held, 1),
+        }
+        self.arrivals.arrived(&id);
+        Ok(outcome)
+    }
+
+    /// Held blocks sharing at least 12 leading bits with `id`, nearest first, at most
+    /// 100, with their sizes.
+    pub fn like(&self, id: &BlockId) -> Vec<(BlockId, u32)> {
+        Metrics::add(&self.metrics.likes, 1);
+        self.store.like(id, LIKE_MIN_BITS, LIKE_MAX_RESULTS)
+    }
+
+    /// The store's figures.
+    pub fn store_stats(&self) -> StoreStats {
+        self.store.stats()
+    }
+
+    /// What `/node` says.
+    pub fn info(&self) -> NodeInfo {
+        let s = self.store.stats();
+        NodeInfo {
+            id: self.identity.id().to_string(),
+            public_key: hex::encode(self.identity.public_key().to_bytes()),
+            identity_block: String::from_utf8_lossy(self.identity.block()).into_owned(),
+            url: self.url.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            store: StoreInfo {
+                blocks: s.blocks,
+                bytes: s.bytes,
+                quota: s.quota,
+                free: s.quota.saturating_sub(s.bytes),
+            },
+        }
+    }
+
+    /// `/metrics` text.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render(&Gauges {
+            store: self.store.stats(),
+            waiting: self.arrivals.waiting(),
+            uptime_secs: self.started.elapsed().as_secs(),
+        })
+    }
+
+    /// Re-hashes every block at about `bytes_per_sec`, forever, pausing an hour between
+    /// passes; a block that no longer matches is quarantined. Run it as a task.
+    pub async fn scrub_forever(self: Arc<Self>, bytes_per_sec: u64) {
+        if bytes_per_sec == 0 {
+            return;
+        }
+        let mut cursor = None;
+        loop {
+            let store = self.store.clone();
+            let started = Instant::now();
+            let Ok(step) = blocking(move || store.scrub(cursor, SCRUB_BATCH)).await else {
+                return;
+            };
+            Metrics::add(&self.metrics.scrubbed_bytes, step.bytes);
+            cursor = step.next;
+            let budget = Duration::from_secs_f64(step.bytes as f64 / bytes_per_sec as f64);
+            tokio::time::sleep(budget.saturating_sub(started.elapsed())).await;
+            if cursor.is_none() {
+                tokio::time::sleep(SCRUB_PASS_PAUSE).await;
+            }
+        }
+    }
+}
+
+/// Runs blocking store work off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, NodeError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| NodeError::Task(e.to_string()))
+}
+
+/// Inflates a zlib stream to at most 1 MiB; None when it is not zlib, is corrupt, or
+/// inflates past the cap (a zlib bomb stops at the cap, costing at most 1 MiB).
+fn inflate_capped(bytes: &[u8]) -> Option<Vec<u8>> {
+    // RFC 1950 header: deflate method, and the check bits make CMF*256+FLG divisible by 31.
+    let [cmf, flg, ..] = *bytes else { return None };
+    if cmf & 0x0f != 8 || (u16::from(cmf) * 256 + u16::from(flg)) % 31 != 0 {
+        return None;
+    }
+    let mut out = Vec::new();
+    flate2::read::ZlibDecoder::new(bytes)
+        .take(MAX_BLOCK_SIZE as u64 + 1)
+        .read_to_end(&mut out)
+        .ok()?;
+    (out.len() <= MAX_BLOCK_SIZE).then_some(out)
+}
+
+/// Creates the admin token file at first start.
+fn ensure_admin_token(store: &Path) -> std::io::Result<()> {
+    let path = store.join(ADMIN_TOKEN_FILE);
+    if path.exists() {
+        return Ok(());
+    }
+    let mut token = [0u8; 32];
+    fsutil::random_bytes(&mut token)?;
+    fsutil::create_private(&path, format!("{}\n", hex::encode(token)).as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn zlib(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn inflate_accepts_zlib_and_caps_bombs() {
+        let data = b"hello hello hello hello".repeat(100);
+        assert_eq!(inflate_capped(&zlib(&data)), Some(data.clone()));
+        assert_eq!(
+            inflate_capped(&zlib(&vec![0u8; MAX_BLOCK_SIZE])).map(|v| v.len()),
+            Some(MAX_BLOCK_SIZE)
+        );
+        assert_eq!(inflate_capped(&zlib(&vec![0u8; MAX_BLOCK_SIZE + 1])), None);
+        assert_eq!(inflate_capped(b"not zlib at all"), None);
+        assert_eq!(inflate_capped(b""), None);
+        let mut truncated = zlib(&data);
+        truncated.truncate(10);
+        assert_eq!(inflate_capped(&truncated), None);
+    }
+
+    #[test]
+    fn upload_hasher_hashes_the_stream() {
+        let mut h = UploadHasher::new(10);
+        h.push(b"hel");
+        h.push(b"lo");
+        let u = h.finish();
+        assert_eq!(u.sha256, BlockId::of(b"hello"));
+        assert_eq!(&u.bytes[..], b"hello");
+    }
+}

@@ -1,0 +1,618 @@
+//! The block store (DESIGN 7): one file per block under `blocks/ab/cd/<id>`, written
+//! crash-safely, indexed in memory, capped by a quota, guarded by a lock file.
+//!
+//! Owns every file under the store directory except the identity's key and the admin
+//! token. Knows ids and bytes; knows nothing of HTTP, peers or signatures. All methods
+//! do blocking I/O: async callers run them on a blocking thread.
+//!
+//! Invariants:
+//! - A file under `blocks/` only ever appears by rename of a fully written, fsynced temp
+//!   file, followed by an fsync of its directory; `put` returns after that, not before.
+//! - The index holds exactly the blocks whose files were present at start-up or written
+//!   since, minus those evicted or quarantined.
+//! - Bytes are served only if they hashed to their id, either since the file's mtime last
+//!   changed or in this read; a mismatch moves the file to `quarantine/`.
+
+mod index;
+mod lock;
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+pub use index::{EVICTION_SAMPLES, Entry, Index};
+pub use lock::{LOCK_FILE, StoreLock};
+
+use crate::fsutil;
+use crate::id::{BlockId, MAX_BLOCK_SIZE};
+
+/// Directory of block files, fanned out by the first two bytes of the id.
+pub const BLOCKS_DIR: &str = "blocks";
+/// Directory of writes in progress; emptied at start-up.
+pub const TMP_DIR: &str = "tmp";
+/// Directory where blocks whose bytes no longer match their id are moved.
+pub const QUARANTINE_DIR: &str = "quarantine";
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file-system operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What the store was doing.
+        context: String,
+        /// What the file system said.
+        source: io::Error,
+    },
+    /// Another process holds the store's lock.
+    #[error(
+        "store {} is in use by another libernet process (pid {holder}); stop it or use another --store",
+        store.display()
+    )]
+    Locked {
+        /// The store directory.
+        store: PathBuf,
+        /// The pid written by the holder.
+        holder: String,
+    },
+    /// The quota leaves no room, even after evicting everything evictable.
+    #[error("store full: {need} bytes needed beyond the quota of {quota}")]
+    Full {
+        /// Bytes that could not be found.
+        need: u64,
+        /// The quota.
+        quota: u64,
+    },
+    /// A block over 1 MiB.
+    #[error("a block is at most {MAX_BLOCK_SIZE} bytes, got {0}")]
+    TooLarge(usize),
+}
+
+/// What a `put` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The block is new and now durable.
+    Stored,
+    /// The block was already held.
+    AlreadyHeld,
+}
+
+/// What a `read` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// The block's bytes, which hash to its id.
+    Found(Bytes),
+    /// Not held.
+    Absent,
+    /// Held, but its bytes no longer matched its id: moved to quarantine, not returned.
+    Quarantined,
+}
+
+/// Figures for `/node` and `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct StoreStats {
+    /// Blocks held.
+    pub blocks: u64,
+    /// Sum of their sizes.
+    pub bytes: u64,
+    /// The quota.
+    pub quota: u64,
+    /// Blocks evicted to make room since start.
+    pub evictions: u64,
+    /// Blocks quarantined since start.
+    pub quarantined: u64,
+}
+
+/// One step of a background scrub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScrubStep {
+    /// Where to continue; None when the walk reached the end.
+    pub next: Option<BlockId>,
+    /// Bytes read and hashed.
+    pub bytes: u64,
+    /// Blocks found corrupt and quarantined.
+    pub quarantined: u64,
+}
+
+/// A block store over one directory.
+pub struct Store {
+    root: PathBuf,
+    quota: u64,
+    index: RwLock<Index>,
+    rng: Mutex<u64>,
+    temp_counter: AtomicU64,
+    evictions: AtomicU64,
+    quarantined: AtomicU64,
+    _lock: StoreLock,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`: takes the lock, removes stale
+    /// temp files and rebuilds the index from the block files.
+    pub fn open(root: &Path, quota: u64) -> Result<Store, StoreError> {
+        fs::create_dir_all(root).map_err(io_err(format!("create store {}", root.display())))?;
+        let lock = StoreLock::acquire(root)?;
+        for dir in [BLOCKS_DIR, TMP_DIR, QUARANTINE_DIR] {
+            let path = root.join(dir);
+            fs::create_dir_all(&path).map_err(io_err(format!("create {}", path.display())))?;
+        }
+        let stale = remove_stale_temps(&root.join(TMP_DIR))?;
+        if stale > 0 {
+            tracing::info!(stale, "removed temp files of interrupted writes");
+        }
+        let mut seed = [0u8; 8];
+        fsutil::random_bytes(&mut seed).map_err(io_err("random seed".into()))?;
+        let store = Store {
+            root: root.to_owned(),
+            quota,
+            index: RwLock::new(Index::default()),
+            rng: Mutex::new(u64::from_le_bytes(seed)),
+            temp_counter: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            quarantined: AtomicU64::new(0),
+            _lock: lock,
+        };
+        let entries = store.scan()?;
+        *store.write_index() = Index::from_entries(entries);
+        Ok(store)
+    }
+
+    /// The store directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The size of `id` if held (and marks it used).
+    pub fn contains(&self, id: &BlockId) -> Option<u32> {
+        self.read_index().touch(id).map(Entry::size)
+    }
+
+    /// The bytes of `id`, guaranteed to hash to `id`.
+    pub fn read(&self, id: &BlockId) -> Result<ReadOutcome, StoreError> {
+        let Some((size, verified)) = self
+            .read_index()
+            .touch(id)
+            .map(|e| (e.size(), e.verified_mtime()))
+        else {
+            return Ok(ReadOutcome::Absent);
+        };
+        let path = self.block_path(id);
+        let (bytes, mtime) = match read_file(&path, size) {
+            Ok(Some(read)) => read,
+            Ok(None) => return Ok(self.quarantine(id, "size differs from the index")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Evicted since the index lookup, or removed behind our back.
+                self.write_index().remove(id);
+                return Ok(ReadOutcome::Absent);
+            }
+            Err(e) => return Err(io_err(format!("read {}", path.display()))(e)),
+        };
+        if verified != mtime {
+            if BlockId::of(&bytes) != *id {
+                return Ok(self.quarantine(id, "bytes do not hash to the id"));
+            }
+            if let Some(e) = self.read_index().peek(id) {
+                e.mark_verified(mtime);
+            }
+        }
+        Ok(ReadOutcome::Found(Bytes::from(bytes)))
+    }
+
+    /// Stores `bytes` as block `id` durably, evicting least recently used blocks when the
+    /// quota requires it. The caller guarantees `sha256(bytes) == id`.
+    pub fn put(&self, id: &BlockId, bytes: &[u8]) -> Result<PutOutcome, StoreError> {
+        if bytes.len() > MAX_BLOCK_SIZE {
+            return Err(StoreError::TooLarge(bytes.len()));
+        }
+        debug_assert_eq!(BlockId::of(bytes), *id);
+        let len = bytes.len() as u64;
+        let victims = {
+            let mut index = self.write_index();
+            if index.touch(id).is_some() {
+                return Ok(PutOutcome::AlreadyHeld);
+            }
+            let over = (index.committed() + len).saturating_sub(self.quota);
+            let victims = if over > 0 {
+                let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
+                index
+                    .choose_victims(over, &mut rng)
+                    .ok_or(StoreError::Full {
+                        need: over,
+                        quota: self.quota,
+                    })?
+            } else {
+                Vec::new()
+            };
+            for victim in &victims {
+                index.remove(victim);
+            }
+            index.reserve(len);
+            victims
+        };
+        self.delete_evicted(&victims);
+        let written = self.write_durably(id, bytes);
+        let mut index = self.write_index();
+        index.release(len);
+        let mtime = written?;
+        Ok(if index.insert(*id, len as u32, mtime) {
+            PutOutcome::Stored
+        } else {
+            PutOutcome::AlreadyHeld
+        })
+    }
+
+    /// Up to `max` held ids sharing at least `min_bits` leading bits with `target`,
+    /// nearest first, with their sizes. Answered from memory.
+    pub fn like(&self, target: &BlockId, min_bits: u32, max: usize) -> Vec<(BlockId, u32)> {
+        self.read_index().like(target, min_bits, max)
+    }
+
+    /// Marks a held block as never to be evicted (the node's identity block).
+    pub fn protect(&self, id: BlockId) {
+        self.write_index().protect(id);
+    }
+
+    /// Re-hashes up to `max_blocks` blocks after `cursor`, quarantining any that no
+    /// longer match. Does not change recency.
+    pub fn scrub(&self, cursor: Option<BlockId>, max_blocks: usize) -> ScrubStep {
+        let ids = self.read_index().ids_after(cursor, max_blocks);
+        let mut step = ScrubStep {
+            next: ids.last().copied(),
+            bytes: 0,
+            quarantined: 0,
+        };
+        for id in ids {
+            let Some(size) = self.read_index().peek(&id).map(Entry::size) else {
+                continue;
+            };
+            match read_file(&self.block_path(&id), size) {
+                Ok(Some((bytes, mtime))) => {
+                    step.bytes += bytes.len() as u64;
+                    if BlockId::of(&bytes) != id {
+                        self.quarantine(&id, "scrub: bytes do not hash to the id");
+                        step.quarantined += 1;
+                    } else if let Some(e) = self.read_index().peek(&id) {
+                        e.mark_verified(mtime);
+                    }
+                }
+                Ok(None) => {
+                    self.quarantine(&id, "scrub: size differs from the index");
+                    step.quarantined += 1;
+                }
+                // Evicted meanwhile, or an I/O error the next read will report.
+                Err(e) => tracing::debug!(%id, error = %e, "scrub skipped a block"),
+            }
+        }
+        step
+    }
+
+    /// Current figures.
+    pub fn stats(&self) -> StoreStats {
+        let index = self.read_index();
+        StoreStats {
+            blocks: index.len() as u64,
+            bytes: index.bytes(),
+            quota: self.quota,
+            evictions: self.evictions.load(Ordering::Relaxed),
+            quarantined: self.quarantined.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Where block `id` lives: `blocks/ab/cd/<hex>`. The only place ids become paths.
+    pub fn block_path(&self, id: &BlockId) -> PathBuf {
+        let hex = id.to_string();
+        let mut path = self.root.join(BLOCKS_DIR);
+        path.push(&hex[0..2]);
+        path.push(&hex[2..4]);
+        path.push(hex);
+        path
+    }
+
+    fn read_index(&self) -> RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_index(&self) -> RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Temp file, write, fsync, rename into place, fsync the directory. Returns the
+    /// file's mtime.
+    fn write_durably(&self, id: &BlockId, bytes: &[u8]) -> Result<u64, StoreError> {
+        let final_path = self.block_path(id);
+        let dir = final_path.parent().unwrap_or(&self.root).to_owned();
+        self.ensure_dir(&dir)?;
+        let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
+        let temp = TempFile::new(
+            self.root
+                .join(TMP_DIR)
+                .join(format!("{id}.{}.{n}.tmp", std::process::id())),
+        );
+        let context = || format!("write {}", final_path.display());
+        let mut file = File::create(&temp.path).map_err(io_err(context()))?;
+        file.write_all(bytes).map_err(io_err(context()))?;
+        file.sync_data().map_err(io_err(context()))?;
+        let mtime = mtime_ns(&file.metadata().map_err(io_err(context()))?);
+        fs::rename(&temp.path, &final_path).map_err(io_err(context()))?;
+        temp.disarm();
+        fsutil::sync_dir(&dir).map_err(io_err(context()))?;
+        Ok(mtime)
+    }
+
+    /// Creates `blocks/ab/cd` when missing, fsyncing each parent that gained an entry.
+    fn ensure_dir(&self, dir: &Path) -> Result<(), StoreError> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        let blocks = self.root.join(BLOCKS_DIR);
+        let mut missing = Vec::new();
+        let mut at = dir;
+        while at != blocks && !at.is_dir() {
+            missing.push(at.to_owned());
+            at = at.parent().unwrap_or(&blocks);
+        }
+        for path in missing.iter().rev() {
+            match fs::create_dir(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io_err(format!("create {}", path.display()))(e)),
+            }
+            let parent = path.parent().unwrap_or(&blocks);
+            fsutil::sync_dir(parent).map_err(io_err(format!("sync {}", parent.display())))?;
+        }
+        Ok(())
+    }
+
+    fn delete_evicted(&self, victims: &[BlockId]) {
+        for id in victims {
+            let path = self.block_path(id);
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    self.evictions.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%id, "evicted");
+                }
+                Err(e) => tracing::warn!(%id, error = %e, "eviction could not remove the file"),
+            }
+        }
+    }
+
+    /// Moves a corrupt block out of `blocks/` and forgets it.
+    fn quarantine(&self, id: &BlockId, reason: &str) -> ReadOutcome {
+        self.write_index().remove(id);
+        let from = self.block_path(id);
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let to = self.root.join(QUARANTINE_DIR).join(format!("{id}.{secs}"));
+        match fs::rename(&from, &to) {
+            Ok(()) => {
+                self.quarantined.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%id, reason, to = %to.display(), "block quarantined");
+            }
+            // Another reader got there first.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => tracing::error!(%id, error = %e, "could not quarantine block"),
+        }
+        ReadOutcome::Quarantined
+    }
+
+    /// Lists the block files: (id, size). Misplaced or oversized files are quarantined.
+    fn scan(&self) -> Result<Vec<(BlockId, u32)>, StoreError> {
+        let blocks = self.root.join(BLOCKS_DIR);
+        let mut entries = Vec::new();
+        let walk = walkdir::WalkDir::new(&blocks).min_depth(3).max_depth(3);
+        for entry in walk {
+            let entry = entry.map_err(|e| StoreError::Io {
+                context: format!("scan {}", blocks.display()),
+                source: e.into(),
+            })?;
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let Some(id) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                tracing::warn!(file = %entry.path().display(), "not a block file; ignored");
+                continue;
+            };
+            let size = entry
+                .metadata()
+                .map_err(|e| StoreError::Io {
+                    context: format!("stat {}", entry.path().display()),
+                    source: e.into(),
+                })?
+                .len();
+            if entry.path() != self.block_path(&id) || size > MAX_BLOCK_SIZE as u64 {
+                tracing::warn!(file = %entry.path().display(), "misplaced or oversized block file");
+                let to = self.root.join(QUARANTINE_DIR).join(entry.file_name());
+                let _ = fs::rename(entry.path(), to);
+                continue;
+            }
+            entries.push((id, size as u32));
+        }
+        Ok(entries)
+    }
+}
+
+/// A temp file removed on drop unless disarmed (after its rename).
+struct TempFile {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl TempFile {
+    fn new(path: PathBuf) -> TempFile {
+        TempFile { path, armed: true }
+    }
+
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Reads a block file expected to hold `size` bytes: Ok(None) when its size differs.
+fn read_file(path: &Path, size: u32) -> io::Result<Option<(Vec<u8>, u64)>> {
+    let mut file = File::open(path)?;
+    let meta = file.metadata()?;
+    if meta.len() != u64::from(size) {
+        return Ok(None);
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    // One byte more than expected tells a file that grew since the stat.
+    (&mut file)
+        .take(u64::from(size) + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() != size as usize {
+        return Ok(None);
+    }
+    Ok(Some((bytes, mtime_ns(&meta))))
+}
+
+fn mtime_ns(meta: &fs::Metadata) -> u64 {
+    (meta.mtime() as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(meta.mtime_nsec() as u64)
+}
+
+fn remove_stale_temps(tmp: &Path) -> Result<usize, StoreError> {
+    let mut n = 0;
+    let entries = fs::read_dir(tmp).map_err(io_err(format!("list {}", tmp.display())))?;
+    for entry in entries.flatten() {
+        if fs::remove_file(entry.path()).is_ok() {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+fn io_err(context: String) -> impl FnOnce(io::Error) -> StoreError {
+    move |source| StoreError::Io { context, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(n: usize, seed: u8) -> (BlockId, Vec<u8>) {
+        let bytes: Vec<u8> = (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect();
+        (BlockId::of(&bytes), bytes)
+    }
+
+    #[test]
+    fn put_read_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (id, bytes) = block(5000, 1);
+        {
+            let store = Store::open(dir.path(), 1 << 30).unwrap();
+            assert_eq!(store.put(&id, &bytes).unwrap(), PutOutcome::Stored);
+            assert_eq!(store.put(&id, &bytes).unwrap(), PutOutcome::AlreadyHeld);
+            assert_eq!(
+                store.read(&id).unwrap(),
+                ReadOutcome::Found(bytes.clone().into())
+            );
+        }
+        let store = Store::open(dir.path(), 1 << 30).unwrap();
+        assert_eq!(store.stats().blocks, 1);
+        assert_eq!(store.read(&id).unwrap(), ReadOutcome::Found(bytes.into()));
+        assert!(store.block_path(&id).ends_with(format!(
+            "blocks/{}/{}/{id}",
+            &id.to_string()[..2],
+            &id.to_string()[2..4]
+        )));
+    }
+
+    #[test]
+    fn second_open_is_refused_with_the_holder_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path(), 1 << 20).unwrap();
+        let err = Store::open(dir.path(), 1 << 20).err().unwrap();
+        let text = err.to_string();
+        assert!(text.contains(&std::process::id().to_string()), "{text}");
+        assert!(text.contains(&dir.path().display().to_string()), "{text}");
+    }
+
+    #[test]
+    fn stale_temps_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path(), 1 << 20).unwrap());
+        fs::write(dir.path().join(TMP_DIR).join("x.tmp"), b"half").unwrap();
+        drop(Store::open(dir.path(), 1 << 20).unwrap());
+        assert_eq!(fs::read_dir(dir.path().join(TMP_DIR)).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn quota_evicts_lru_then_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 3000).unwrap();
+        let (a, ab) = block(1000, 1);
+        let (b, bb) = block(1000, 2);
+        let (c, cb) = block(1000, 3);
+        let (d, db) = block(1000, 4);
+        for (id, bytes) in [(&a, &ab), (&b, &bb), (&c, &cb)] {
+            store.put(id, bytes).unwrap();
+        }
+        store.protect(a);
+        store.read(&b).unwrap();
+        // c is least recently used among the evictable: it goes.
+        store.put(&d, &db).unwrap();
+        assert_eq!(store.read(&c).unwrap(), ReadOutcome::Absent);
+        assert!(!store.block_path(&c).exists());
+        assert_eq!(store.stats().evictions, 1);
+        let (big, bigb) = block(2500, 5);
+        assert!(matches!(
+            store.put(&big, &bigb),
+            Err(StoreError::Full { .. })
+        ));
+        assert_eq!(store.contains(&a), Some(1000));
+    }
+
+    #[test]
+    fn corruption_is_quarantined_on_read_and_by_scrub() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 30).unwrap();
+        let (a, ab) = block(4096, 1);
+        let (b, bb) = block(4096, 2);
+        store.put(&a, &ab).unwrap();
+        store.put(&b, &bb).unwrap();
+        // Same size, different bytes, and a different mtime than when verified.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut evil = ab.clone();
+        evil[0] ^= 1;
+        fs::write(store.block_path(&a), &evil).unwrap();
+        assert_eq!(store.read(&a).unwrap(), ReadOutcome::Quarantined);
+        assert_eq!(store.read(&a).unwrap(), ReadOutcome::Absent);
+        // Silent corruption keeping the mtime: only the scrub sees it.
+        let meta = fs::metadata(store.block_path(&b)).unwrap();
+        let mut evil = bb.clone();
+        evil[9] ^= 1;
+        fs::write(store.block_path(&b), &evil).unwrap();
+        let f = File::options()
+            .write(true)
+            .open(store.block_path(&b))
+            .unwrap();
+        f.set_modified(meta.modified().unwrap()).unwrap();
+        drop(f);
+        let step = store.scrub(None, 100);
+        assert_eq!(step.quarantined, 1);
+        assert_eq!(store.read(&b).unwrap(), ReadOutcome::Absent);
+        assert_eq!(store.stats().quarantined, 2);
+        assert_eq!(
+            fs::read_dir(dir.path().join(QUARANTINE_DIR))
+                .unwrap()
+                .count(),
+            2
+        );
+    }
+}
