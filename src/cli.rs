@@ -75,10 +75,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     tracing::info!(%url, node = %node.identity().id(), store = %config.store.display(), blocks = node.store_stats().blocks, "serving");
     let scrub = tokio::spawn(node.clone().scrub_forever(config.scrub_rate));
-    let options = ServerOptions {
-        max_connections: config.max_connections,
-        default_wait: config.wait,
-    };
+    let options = ServerOptions::new(config.max_connections, config.wait);
     http::serve(listener, node, options, shutdown_signal()).await?;
     scrub.abort();
     tracing::info!("stopped");

@@ -369,14 +369,19 @@ fn if_range_allows(headers: &HeaderMap, id: &BlockId) -> bool {
     }
 }
 
-/// The declared body length of a PUT: required, at most 1 MiB.
+/// The body length of a PUT: `Content-Length`, at most 1 MiB. A body of unknown length
+/// (chunked) is refused with 411; no length and no transfer coding is an empty body
+/// (RFC 9112 section 6.3).
 fn content_length(headers: &HeaderMap) -> Result<usize, ApiError> {
     let Some(value) = headers.get(header::CONTENT_LENGTH) else {
-        return Err(ApiError::new(
-            StatusCode::LENGTH_REQUIRED,
-            "length_required",
-            "a PUT needs Content-Length",
-        ));
+        if headers.contains_key(header::TRANSFER_ENCODING) {
+            return Err(ApiError::new(
+                StatusCode::LENGTH_REQUIRED,
+                "length_required",
+                "a PUT body needs Content-Length",
+            ));
+        }
+        return Ok(0);
     };
     let n: u64 = value
         .to_str()

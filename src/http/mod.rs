@@ -31,6 +31,10 @@ use crate::node::Node;
 /// requests on a kept-alive connection before the next request's headers).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Most bytes of request line and headers hyper buffers (it answers 431 beyond). Ours
+/// are short; browsers' are a few KiB.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 /// Longest time shutdown waits for in-flight requests before closing their connections.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -44,6 +48,19 @@ pub struct ServerOptions {
     pub max_connections: usize,
     /// Wait for absent blocks when the request gives no `?wait=`.
     pub default_wait: Duration,
+    /// Time allowed for a request's headers to arrive.
+    pub header_read_timeout: Duration,
+}
+
+impl ServerOptions {
+    /// The production bounds, with the node's default wait.
+    pub fn new(max_connections: usize, default_wait: Duration) -> ServerOptions {
+        ServerOptions {
+            max_connections,
+            default_wait,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+        }
+    }
 }
 
 /// Serves `node` on `listener` until `shutdown` resolves, then stops accepting, lets
@@ -60,7 +77,8 @@ pub async fn serve(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(options.header_read_timeout)
+        .max_buf_size(MAX_HEADER_BYTES)
         .keep_alive(true);
     tokio::pin!(shutdown);
     loop {

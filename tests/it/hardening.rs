@@ -1,0 +1,162 @@
+//! Hostile and malformed input over raw TCP: always a 4xx (or a closed connection),
+//! never a 5xx, a crash or a hang. Bounds: header read timeout, connection cap.
+
+use std::time::Duration;
+
+use libernet::id::BlockId;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{Setup, TestNode};
+
+/// Reads one HTTP/1.1 response (headers plus Content-Length body); None on close or
+/// after `limit`.
+async fn read_response(stream: &mut TcpStream, limit: Duration) -> Option<(u16, String)> {
+    let mut buf = Vec::new();
+    let read = async {
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap_or(0));
+                if buf.len() >= end + 4 + len {
+                    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+                    return Some((
+                        status,
+                        String::from_utf8_lossy(&buf[..end + 4 + len]).into_owned(),
+                    ));
+                }
+            }
+            let mut chunk = [0u8; 8192];
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(limit, read).await.ok().flatten()
+}
+
+async fn exchange(node: &TestNode, request: &[u8]) -> Option<(u16, String)> {
+    let addr = node.url.strip_prefix("http://").unwrap();
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    read_response(&mut stream, Duration::from_secs(10)).await
+}
+
+#[tokio::test]
+async fn malformed_requests_get_4xx_never_5xx() {
+    let node = TestNode::start().await;
+    let id = BlockId::of(b"x");
+    let long_header = format!(
+        "GET /node HTTP/1.1\r\nHost: a\r\nX-Long: {}\r\n\r\n",
+        "a".repeat(200_000)
+    );
+    let cases: Vec<(String, Vec<u8>, u16)> = vec![
+        ("chunked PUT".into(), format!("PUT /sha256/{id} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n").into_bytes(), 411),
+        // No length and no transfer coding: an empty body, which does not hash to this id.
+        ("PUT without length".into(), format!("PUT /sha256/{id} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").into_bytes(), 422),
+        ("declared 2 MiB, nothing sent".into(), format!("PUT /sha256/{id} HTTP/1.1\r\nHost: a\r\nContent-Length: 2097152\r\n\r\n").into_bytes(), 413),
+        ("unknown method".into(), format!("BREW /sha256/{id} HTTP/1.1\r\nHost: a\r\n\r\n").into_bytes(), 405),
+        ("DELETE".into(), format!("DELETE /sha256/{id} HTTP/1.1\r\nHost: a\r\n\r\n").into_bytes(), 405),
+        ("encoded traversal".into(), b"GET /sha256/..%2F..%2F..%2Fetc%2Fpasswd HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 400),
+        ("short id".into(), b"GET /sha256/abc HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 400),
+        ("unknown path".into(), b"GET /admin HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 404),
+        ("bad wait".into(), format!("GET /sha256/{id}?wait=soon HTTP/1.1\r\nHost: a\r\n\r\n").into_bytes(), 400),
+        ("garbage request line".into(), b"HELLO THERE\r\n\r\n".to_vec(), 400),
+        ("bad content-length".into(), format!("PUT /sha256/{id} HTTP/1.1\r\nHost: a\r\nContent-Length: ten\r\n\r\n").into_bytes(), 400),
+        ("control char in header".into(), b"GET /node HTTP/1.1\r\nHost: a\r\nX-A: b\x01c\r\n\r\n".to_vec(), 400),
+        ("huge header".into(), long_header.into_bytes(), 431),
+    ];
+    for (name, request, want) in cases {
+        let got = exchange(&node, &request).await;
+        let (status, text) = got.unwrap_or_else(|| panic!("{name}: no response"));
+        assert_eq!(status, want, "{name}: {text}");
+    }
+    // Still healthy afterwards.
+    assert_eq!(node.get("/node").await.status, 200);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_cut_short_does_not_store_anything() {
+    let node = TestNode::start().await;
+    let data = vec![7u8; 5000];
+    let id = BlockId::of(&data);
+    let addr = node.url.strip_prefix("http://").unwrap();
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = format!("PUT /sha256/{id} HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&data[..1000]).await.unwrap();
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let reply = node.get(&format!("{}?wait=0", id.path())).await;
+    assert_eq!(reply.status, 504);
+    assert_eq!(std::fs::read_dir(node.dir.join("tmp")).unwrap().count(), 0);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_off_by_the_header_read_timeout() {
+    let node = TestNode::start_adjusted(|s: &mut Setup| {
+        s.options.header_read_timeout = Duration::from_millis(300)
+    })
+    .await;
+    let addr = node.url.strip_prefix("http://").unwrap();
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /node HTTP/1.1\r\nHost: a\r\n")
+        .await
+        .unwrap();
+    // The server must end the exchange (a 408 or a close) long before this limit.
+    let mut buf = [0u8; 1024];
+    let outcome = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await;
+    match outcome {
+        Ok(Ok(0)) | Ok(Err(_)) => {}
+        Ok(Ok(n)) => assert!(
+            String::from_utf8_lossy(&buf[..n]).contains(" 408 "),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        ),
+        Err(_) => panic!("the server kept a connection with incomplete headers open for 10 s"),
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn the_connection_cap_holds_further_connections_back() {
+    let node = TestNode::start_adjusted(|s: &mut Setup| s.options.max_connections = 2).await;
+    let addr = node.url.strip_prefix("http://").unwrap().to_owned();
+    let request = b"GET /sha256/like/0000000000000000000000000000000000000000000000000000000000000000 HTTP/1.1\r\nHost: a\r\n\r\n";
+    // The test client keeps its start-up connection alive in its pool, holding one of the
+    // two permits. Raw connections take the rest: those answered are kept open; one
+    // that is not answered is dropped (the server then sees it closed).
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        if read_response(&mut s, Duration::from_millis(500))
+            .await
+            .is_some()
+        {
+            held.push(s);
+        }
+    }
+    assert!(!held.is_empty(), "no connection was served at all");
+    // Every permit is held now.
+    let mut third = TcpStream::connect(&addr).await.unwrap();
+    third.write_all(request).await.unwrap();
+    assert!(
+        read_response(&mut third, Duration::from_millis(500))
+            .await
+            .is_none(),
+        "a connection beyond the cap was served"
+    );
+    drop(held);
+    let answered = read_response(&mut third, Duration::from_secs(10)).await;
+    assert_eq!(answered.map(|r| r.0), Some(404));
+    node.stop().await;
+}

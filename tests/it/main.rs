@@ -1,0 +1,8 @@
+//! Integration tests: real nodes on 127.0.0.1:0, real files, the real CLI binary.
+
+mod blocks;
+mod cli;
+mod hardening;
+mod like;
+mod store;
+mod support;
