@@ -534,6 +534,33 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_writers_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocks: Vec<(BlockId, Vec<u8>)> = (0..200).map(|i| block(1000 + i, i as u8)).collect();
+        {
+            let store = Store::open(dir.path(), 1 << 30).unwrap();
+            std::thread::scope(|scope| {
+                for chunk in blocks.chunks(25) {
+                    let store = &store;
+                    scope.spawn(move || {
+                        for (id, bytes) in chunk {
+                            assert_eq!(store.put(id, bytes).unwrap(), PutOutcome::Stored);
+                        }
+                    });
+                }
+            });
+        }
+        let store = Store::open(dir.path(), 1 << 30).unwrap();
+        for (id, bytes) in &blocks {
+            assert_eq!(
+                store.read(id).unwrap(),
+                ReadOutcome::Found(bytes.clone().into())
+            );
+        }
+        assert_eq!(fs::read_dir(dir.path().join(TMP_DIR)).unwrap().count(), 0);
+    }
+
+    #[test]
     fn second_open_is_refused_with_the_holder_pid() {
         let dir = tempfile::tempdir().unwrap();
         let _first = Store::open(dir.path(), 1 << 20).unwrap();
