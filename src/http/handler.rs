@@ -2,6 +2,7 @@
 //! protocol's headers, and the finishing step every response goes through (content
 //! digest, signature, request log line). Translation only; the decisions live in `node`.
 
+use std::fmt::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -260,13 +261,12 @@ impl Handler {
     fn like(&self, id: &BlockId) -> Reply {
         let found = self.node.like(id);
         // Hand-built so the object keeps best-first order.
-        let mut body = String::with_capacity(2 + found.len() * 84);
+        let mut body = String::with_capacity(2 + found.len() * 86);
         body.push('{');
         for (i, (id, size)) in found.iter().enumerate() {
-            if i > 0 {
-                body.push(',');
-            }
-            body.push_str(&format!("\"/sha256/{id}\":{size}"));
+            let comma = if i > 0 { "," } else { "" };
+            // Writing to a String cannot fail.
+            let _ = write!(body, "{comma}\"/sha256/{id}\":{size}");
         }
         body.push('}');
         let status = if found.is_empty() {

@@ -44,6 +44,14 @@ const SCRUB_BATCH: usize = 32;
 /// Pause between two full passes of the scrub.
 const SCRUB_PASS_PAUSE: Duration = Duration::from_secs(3600);
 
+/// The scrub counts each block as this many bytes on top of its size: opening and
+/// reading a file costs about as much as hashing tens of KiB, and without this a store
+/// of tiny blocks would be scrubbed at thousands of files a second.
+const SCRUB_BLOCK_COST: u64 = 64 * 1024;
+
+/// The scrub starts this long after the node, leaving start-up and first requests alone.
+const SCRUB_START_DELAY: Duration = Duration::from_secs(60);
+
 /// Errors of node use cases; `http::error` maps each to a status.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -369,12 +377,14 @@ impl Node {
         })
     }
 
-    /// Re-hashes every block at about `bytes_per_sec`, forever, pausing an hour between
-    /// passes; a block that no longer matches is quarantined. Run it as a task.
+    /// Re-hashes every block at about `bytes_per_sec` (each block counting
+    /// `SCRUB_BLOCK_COST` more than its size), forever, pausing an hour between passes;
+    /// a block that no longer matches is quarantined. Run it as a task.
     pub async fn scrub_forever(self: Arc<Self>, bytes_per_sec: u64) {
         if bytes_per_sec == 0 {
             return;
         }
+        tokio::time::sleep(SCRUB_START_DELAY).await;
         let mut cursor = None;
         loop {
             let store = self.store.clone();
@@ -384,7 +394,8 @@ impl Node {
             };
             Metrics::add(&self.metrics.scrubbed_bytes, step.bytes);
             cursor = step.next;
-            let budget = Duration::from_secs_f64(step.bytes as f64 / bytes_per_sec as f64);
+            let cost = step.bytes + step.blocks * SCRUB_BLOCK_COST;
+            let budget = Duration::from_secs_f64(cost as f64 / bytes_per_sec as f64);
             tokio::time::sleep(budget.saturating_sub(started.elapsed())).await;
             if cursor.is_none() {
                 tokio::time::sleep(SCRUB_PASS_PAUSE).await;

@@ -224,17 +224,18 @@ impl Index {
         }
         let (lo, hi) = prefix.prefix_range(depth);
         let mut range = self.map.range(lo..=hi);
-        let head: Vec<(BlockId, u32)> = range
+        // Each candidate's distance is computed once, not at every comparison.
+        let with_distance = |(id, e): (&BlockId, &Entry)| (id.distance(target), *id, e.size);
+        let mut head: Vec<(BlockId, BlockId, u32)> = range
             .by_ref()
             .take(LIKE_LEAF + 1)
-            .map(|(id, e)| (*id, e.size))
+            .map(with_distance)
             .collect();
         if head.len() <= LIKE_LEAF || depth == 256 {
-            let mut all = head;
-            all.extend(range.map(|(id, e)| (*id, e.size)));
-            all.sort_unstable_by_key(|(id, _)| id.distance(target));
-            all.truncate(max - out.len());
-            out.extend(all);
+            head.extend(range.map(with_distance));
+            head.sort_unstable_by_key(|e| e.0);
+            head.truncate(max - out.len());
+            out.extend(head.into_iter().map(|(_, id, size)| (id, size)));
             return;
         }
         let near = prefix.with_bit(depth, target.bit(depth));
