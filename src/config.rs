@@ -27,7 +27,7 @@ pub const DEFAULT_SCRUB_RATE: u64 = 8 << 20;
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ServeArgs {
     /// TOML file with any of: store, listen, quota, wait, url, max_connections,
-    /// max_waiters, scrub_rate.
+    /// max_waiters, scrub_rate, hot_cache.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Store directory [default: $XDG_DATA_HOME/libernet, else ~/.libernet].
@@ -62,6 +62,7 @@ struct FileConfig {
     max_connections: Option<usize>,
     max_waiters: Option<usize>,
     scrub_rate: Option<toml::Value>,
+    hot_cache: Option<toml::Value>,
 }
 
 /// A bad flag, file or value.
@@ -107,6 +108,8 @@ pub struct Config {
     pub max_waiters: usize,
     /// Scrub rate in bytes per second; 0 turns the scrub off.
     pub scrub_rate: u64,
+    /// Bytes of small blocks kept in memory; 0 turns the hot cache off.
+    pub hot_cache: u64,
 }
 
 impl Config {
@@ -123,6 +126,7 @@ impl Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_waiters: DEFAULT_MAX_WAITERS,
             scrub_rate: DEFAULT_SCRUB_RATE,
+            hot_cache: crate::store::DEFAULT_HOT_CACHE,
         }
     }
 
@@ -160,6 +164,9 @@ impl Config {
         }
         if let Some(rate) = &file.scrub_rate {
             config.scrub_rate = size_value(rate, "scrub_rate")?;
+        }
+        if let Some(size) = &file.hot_cache {
+            config.hot_cache = size_value(size, "hot_cache")?;
         }
         config.validate()?;
         Ok(config)
@@ -288,7 +295,7 @@ mod tests {
         let file = dir.path().join("node.toml");
         std::fs::write(
             &file,
-            "store = \"/tmp/a\"\nquota = \"2GiB\"\nwait = 5\nmax_waiters = 7\nscrub_rate = 0\n",
+            "store = \"/tmp/a\"\nquota = \"2GiB\"\nwait = 5\nmax_waiters = 7\nscrub_rate = 0\nhot_cache = \"1MiB\"\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -300,7 +307,7 @@ mod tests {
         assert_eq!(c.store, PathBuf::from("/tmp/a"));
         assert_eq!(c.quota, 3 << 30);
         assert_eq!(c.wait, Duration::from_secs(5));
-        assert_eq!((c.max_waiters, c.scrub_rate), (7, 0));
+        assert_eq!((c.max_waiters, c.scrub_rate, c.hot_cache), (7, 0, 1 << 20));
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
 
         std::fs::write(&file, "stroe = \"/tmp/a\"\n").unwrap();

@@ -22,7 +22,7 @@ use crate::fsutil;
 use crate::id::{BlockId, MAX_BLOCK_SIZE};
 use crate::identity::{Identity, IdentityError};
 use crate::mesh::Mesh;
-use crate::store::{PutOutcome, ReadOutcome, Store, StoreError, StoreStats};
+use crate::store::{PutOutcome, ReadOutcome, Store, StoreError, StoreLimits, StoreStats};
 
 /// File in the store holding the admin bearer token (0600), created at first start.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
@@ -192,7 +192,11 @@ impl Node {
     /// Opens the store of `config` (taking its lock), loads or creates the identity and
     /// the admin token, and stores the identity block, protected from eviction.
     pub fn open(config: &Config, url: String, mesh: Box<dyn Mesh>) -> Result<Node, NodeError> {
-        let store = Store::open(&config.store, config.quota)?;
+        let limits = StoreLimits {
+            quota: config.quota,
+            hot_cache: config.hot_cache,
+        };
+        let store = Store::open(&config.store, limits)?;
         let identity = Identity::load_or_create(&config.store)?;
         ensure_admin_token(&config.store).map_err(|source| {
             NodeError::Store(StoreError::Io {

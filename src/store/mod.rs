@@ -13,6 +13,7 @@
 //! - Bytes are served only if they hashed to their id, either since the file's mtime last
 //!   changed or in this read; a mismatch moves the file to `quarantine/`.
 
+mod hot;
 mod index;
 mod lock;
 
@@ -26,6 +27,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+pub use hot::{HOT_MAX_BLOCK, HotCache};
 pub use index::{EVICTION_SAMPLES, Entry, Index};
 pub use lock::{LOCK_FILE, StoreLock};
 
@@ -38,6 +40,9 @@ pub const BLOCKS_DIR: &str = "blocks";
 pub const TMP_DIR: &str = "tmp";
 /// Directory where blocks whose bytes no longer match their id are moved.
 pub const QUARANTINE_DIR: &str = "quarantine";
+
+/// Default size of the hot cache of small blocks.
+pub const DEFAULT_HOT_CACHE: u64 = 64 << 20;
 
 /// Most threads used to scan the store at start-up.
 const SCAN_THREADS: usize = 4;
@@ -110,6 +115,8 @@ pub struct StoreStats {
     pub evictions: u64,
     /// Blocks quarantined since start.
     pub quarantined: u64,
+    /// Bytes in the hot cache.
+    pub hot_cache_bytes: u64,
 }
 
 /// One step of a background scrub.
@@ -125,11 +132,31 @@ pub struct ScrubStep {
     pub quarantined: u64,
 }
 
+/// Size limits of a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// Most bytes of blocks kept on disk.
+    pub quota: u64,
+    /// Most bytes of small blocks kept in memory (0: no hot cache).
+    pub hot_cache: u64,
+}
+
+impl StoreLimits {
+    /// A quota with the default hot cache.
+    pub fn quota(quota: u64) -> StoreLimits {
+        StoreLimits {
+            quota,
+            hot_cache: DEFAULT_HOT_CACHE,
+        }
+    }
+}
+
 /// A block store over one directory.
 pub struct Store {
     root: PathBuf,
     quota: u64,
     index: RwLock<Index>,
+    hot: HotCache,
     rng: Mutex<u64>,
     temp_counter: AtomicU64,
     evictions: AtomicU64,
@@ -140,7 +167,7 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the store at `root`: takes the lock, removes stale
     /// temp files and rebuilds the index from the block files.
-    pub fn open(root: &Path, quota: u64) -> Result<Store, StoreError> {
+    pub fn open(root: &Path, limits: StoreLimits) -> Result<Store, StoreError> {
         fs::create_dir_all(root).map_err(io_err(format!("create store {}", root.display())))?;
         let lock = StoreLock::acquire(root)?;
         for dir in [BLOCKS_DIR, TMP_DIR, QUARANTINE_DIR] {
@@ -155,8 +182,9 @@ impl Store {
         fsutil::random_bytes(&mut seed).map_err(io_err("random seed".into()))?;
         let store = Store {
             root: root.to_owned(),
-            quota,
+            quota: limits.quota,
             index: RwLock::new(Index::default()),
+            hot: HotCache::new(limits.hot_cache),
             rng: Mutex::new(u64::from_le_bytes(seed)),
             temp_counter: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
@@ -178,7 +206,8 @@ impl Store {
         self.read_index().touch(id).map(Entry::size)
     }
 
-    /// The bytes of `id`, guaranteed to hash to `id`.
+    /// The bytes of `id`, guaranteed to hash to `id`. Small blocks come from the hot
+    /// cache when they are in it.
     pub fn read(&self, id: &BlockId) -> Result<ReadOutcome, StoreError> {
         let Some((size, verified)) = self
             .read_index()
@@ -187,13 +216,16 @@ impl Store {
         else {
             return Ok(ReadOutcome::Absent);
         };
+        if let Some(bytes) = self.hot.get(id) {
+            return Ok(ReadOutcome::Found(bytes));
+        }
         let path = self.block_path(id);
         let (bytes, mtime) = match read_file(&path, size) {
             Ok(Some(read)) => read,
             Ok(None) => return Ok(self.quarantine(id, "size differs from the index")),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 // Evicted since the index lookup, or removed behind our back.
-                self.write_index().remove(id);
+                self.forget(id);
                 return Ok(ReadOutcome::Absent);
             }
             Err(e) => return Err(io_err(format!("read {}", path.display()))(e)),
@@ -206,7 +238,9 @@ impl Store {
                 e.mark_verified(mtime);
             }
         }
-        Ok(ReadOutcome::Found(Bytes::from(bytes)))
+        let bytes = Bytes::from(bytes);
+        self.hot.insert(*id, bytes.clone());
+        Ok(ReadOutcome::Found(bytes))
     }
 
     /// Stores `bytes` as block `id` durably, evicting least recently used blocks when the
@@ -236,6 +270,7 @@ impl Store {
             };
             for victim in &victims {
                 index.remove(victim);
+                self.hot.remove(victim);
             }
             index.reserve(len);
             victims
@@ -307,6 +342,7 @@ impl Store {
             quota: self.quota,
             evictions: self.evictions.load(Ordering::Relaxed),
             quarantined: self.quarantined.load(Ordering::Relaxed),
+            hot_cache_bytes: self.hot.bytes(),
         }
     }
 
@@ -388,9 +424,15 @@ impl Store {
         }
     }
 
+    /// Removes `id` from the index and the hot cache.
+    fn forget(&self, id: &BlockId) {
+        self.write_index().remove(id);
+        self.hot.remove(id);
+    }
+
     /// Moves a corrupt block out of `blocks/` and forgets it.
     fn quarantine(&self, id: &BlockId, reason: &str) -> ReadOutcome {
-        self.write_index().remove(id);
+        self.forget(id);
         let from = self.block_path(id);
         let secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -560,7 +602,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (id, bytes) = block(5000, 1);
         {
-            let store = Store::open(dir.path(), 1 << 30).unwrap();
+            let store = Store::open(dir.path(), StoreLimits::quota(1 << 30)).unwrap();
             assert_eq!(store.put(&id, &bytes).unwrap(), PutOutcome::Stored);
             assert_eq!(store.put(&id, &bytes).unwrap(), PutOutcome::AlreadyHeld);
             assert_eq!(
@@ -568,7 +610,7 @@ mod tests {
                 ReadOutcome::Found(bytes.clone().into())
             );
         }
-        let store = Store::open(dir.path(), 1 << 30).unwrap();
+        let store = Store::open(dir.path(), StoreLimits::quota(1 << 30)).unwrap();
         assert_eq!(store.stats().blocks, 1);
         assert_eq!(store.read(&id).unwrap(), ReadOutcome::Found(bytes.into()));
         assert!(store.block_path(&id).ends_with(format!(
@@ -583,7 +625,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let blocks: Vec<(BlockId, Vec<u8>)> = (0..200).map(|i| block(1000 + i, i as u8)).collect();
         {
-            let store = Store::open(dir.path(), 1 << 30).unwrap();
+            let store = Store::open(dir.path(), StoreLimits::quota(1 << 30)).unwrap();
             std::thread::scope(|scope| {
                 for chunk in blocks.chunks(25) {
                     let store = &store;
@@ -595,7 +637,7 @@ mod tests {
                 }
             });
         }
-        let store = Store::open(dir.path(), 1 << 30).unwrap();
+        let store = Store::open(dir.path(), StoreLimits::quota(1 << 30)).unwrap();
         for (id, bytes) in &blocks {
             assert_eq!(
                 store.read(id).unwrap(),
@@ -608,8 +650,10 @@ mod tests {
     #[test]
     fn second_open_is_refused_with_the_holder_pid() {
         let dir = tempfile::tempdir().unwrap();
-        let _first = Store::open(dir.path(), 1 << 20).unwrap();
-        let err = Store::open(dir.path(), 1 << 20).err().unwrap();
+        let _first = Store::open(dir.path(), StoreLimits::quota(1 << 20)).unwrap();
+        let err = Store::open(dir.path(), StoreLimits::quota(1 << 20))
+            .err()
+            .unwrap();
         let text = err.to_string();
         assert!(text.contains(&std::process::id().to_string()), "{text}");
         assert!(text.contains(&dir.path().display().to_string()), "{text}");
@@ -619,12 +663,12 @@ mod tests {
     fn misplaced_and_foreign_files_are_not_indexed() {
         let dir = tempfile::tempdir().unwrap();
         let (id, bytes) = block(100, 1);
-        drop(Store::open(dir.path(), 1 << 20).unwrap());
+        drop(Store::open(dir.path(), StoreLimits::quota(1 << 20)).unwrap());
         let wrong = dir.path().join(BLOCKS_DIR).join("00").join("00");
         fs::create_dir_all(&wrong).unwrap();
         fs::write(wrong.join(id.to_string()), &bytes).unwrap();
         fs::write(wrong.join("notes.txt"), b"hello").unwrap();
-        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let store = Store::open(dir.path(), StoreLimits::quota(1 << 20)).unwrap();
         assert_eq!(store.stats().blocks, 0);
         assert!(
             dir.path()
@@ -638,16 +682,16 @@ mod tests {
     #[test]
     fn stale_temps_are_removed() {
         let dir = tempfile::tempdir().unwrap();
-        drop(Store::open(dir.path(), 1 << 20).unwrap());
+        drop(Store::open(dir.path(), StoreLimits::quota(1 << 20)).unwrap());
         fs::write(dir.path().join(TMP_DIR).join("x.tmp"), b"half").unwrap();
-        drop(Store::open(dir.path(), 1 << 20).unwrap());
+        drop(Store::open(dir.path(), StoreLimits::quota(1 << 20)).unwrap());
         assert_eq!(fs::read_dir(dir.path().join(TMP_DIR)).unwrap().count(), 0);
     }
 
     #[test]
     fn quota_evicts_lru_then_refuses() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 3000).unwrap();
+        let store = Store::open(dir.path(), StoreLimits::quota(3000)).unwrap();
         let (a, ab) = block(1000, 1);
         let (b, bb) = block(1000, 2);
         let (c, cb) = block(1000, 3);
@@ -656,8 +700,10 @@ mod tests {
             store.put(id, bytes).unwrap();
         }
         store.protect(a);
+        // c is read first (so it is in the hot cache), then b: c is least recently used
+        // among the evictable, and it goes, from disk and from memory.
+        store.read(&c).unwrap();
         store.read(&b).unwrap();
-        // c is least recently used among the evictable: it goes.
         store.put(&d, &db).unwrap();
         assert_eq!(store.read(&c).unwrap(), ReadOutcome::Absent);
         assert!(!store.block_path(&c).exists());
@@ -673,7 +719,7 @@ mod tests {
     #[test]
     fn corruption_is_quarantined_on_read_and_by_scrub() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 1 << 30).unwrap();
+        let store = Store::open(dir.path(), StoreLimits::quota(1 << 30)).unwrap();
         let (a, ab) = block(4096, 1);
         let (b, bb) = block(4096, 2);
         store.put(&a, &ab).unwrap();

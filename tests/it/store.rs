@@ -70,41 +70,54 @@ async fn a_second_node_on_the_same_store_is_refused() {
 }
 
 #[tokio::test]
-async fn a_corrupted_block_is_quarantined_and_not_served() {
+async fn a_corrupted_block_is_quarantined_and_never_served() {
     let temp = tempfile::tempdir().unwrap();
     let node = TestNode::start_with(Setup::new(temp.path())).await.unwrap();
-    let a = bytes(4096, 1);
-    let b = bytes(4096, 2);
-    node.put(&a).await;
-    node.put(&b).await;
-    let (ida, idb) = (BlockId::of(&a), BlockId::of(&b));
-    assert_eq!(node.get(&ida.path()).await.status, StatusCode::OK);
+    let (a, b, c) = (bytes(4096, 1), bytes(4096, 2), bytes(4096, 3));
+    for x in [&a, &b, &c] {
+        node.put(x).await;
+    }
+    let (ida, idb, idc) = (BlockId::of(&a), BlockId::of(&b), BlockId::of(&c));
+    // c is read once: verified, and now in the hot cache.
+    assert_eq!(&node.get(&idc.path()).await.body[..], &c[..]);
 
-    // While running: bytes changed on disk (same length).
+    // While running, bytes change on disk (same length, later mtime).
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let mut evil = a.clone();
-    evil[100] ^= 0x40;
-    std::fs::write(block_file(temp.path(), &ida), &evil).unwrap();
+    for (id, original) in [(&ida, &a), (&idc, &c)] {
+        let mut evil = original.clone();
+        evil[100] ^= 0x40;
+        std::fs::write(block_file(temp.path(), id), &evil).unwrap();
+    }
+    // a is read from disk, fails its hash, is quarantined: absent.
     let reply = node.get(&format!("{}?wait=0", ida.path())).await;
     assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
+    // c is served from memory with the bytes verified before: never the corrupt ones.
+    assert_eq!(&node.get(&idc.path()).await.body[..], &c[..]);
     node.stop().await;
 
-    // While stopped: bytes changed, then the node starts again.
+    // While stopped, b changes too. After a restart nothing is cached: b and c are
+    // read from disk, fail, and are quarantined.
     let mut evil = b.clone();
     evil[0] ^= 1;
     std::fs::write(block_file(temp.path(), &idb), &evil).unwrap();
     let node = TestNode::start_with(Setup::new(temp.path())).await.unwrap();
-    let reply = node.get(&format!("{}?wait=0", idb.path())).await;
-    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
+    for id in [&idb, &idc] {
+        let reply = node.get(&format!("{}?wait=0", id.path())).await;
+        assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT, "{id}");
+    }
 
     let quarantined: Vec<String> = std::fs::read_dir(temp.path().join(QUARANTINE_DIR))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(quarantined.len(), 2, "{quarantined:?}");
-    assert!(quarantined.iter().any(|n| n.starts_with(&ida.to_string())));
-    assert!(quarantined.iter().any(|n| n.starts_with(&idb.to_string())));
-    assert!(!block_file(temp.path(), &ida).exists() && !block_file(temp.path(), &idb).exists());
+    assert_eq!(quarantined.len(), 3, "{quarantined:?}");
+    for id in [&ida, &idb, &idc] {
+        assert!(
+            quarantined.iter().any(|n| n.starts_with(&id.to_string())),
+            "{id}"
+        );
+        assert!(!block_file(temp.path(), id).exists());
+    }
     // A good copy can be put again.
     assert_eq!(node.put(&b).await.status, StatusCode::CREATED);
     assert_eq!(&node.get(&idb.path()).await.body[..], &b[..]);
