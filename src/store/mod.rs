@@ -13,6 +13,7 @@
 //! - Bytes are served only if they hashed to their id, either since the file's mtime last
 //!   changed or in this read; a mismatch moves the file to `quarantine/`.
 
+mod buffers;
 mod hot;
 mod index;
 mod lock;
@@ -22,7 +23,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -33,6 +34,7 @@ pub use lock::{LOCK_FILE, StoreLock};
 
 use crate::fsutil;
 use crate::id::{BlockId, MAX_BLOCK_SIZE};
+use buffers::BufferPool;
 
 /// Directory of block files, fanned out by the first two bytes of the id.
 pub const BLOCKS_DIR: &str = "blocks";
@@ -157,6 +159,7 @@ pub struct Store {
     quota: u64,
     index: RwLock<Index>,
     hot: HotCache,
+    buffers: Arc<BufferPool>,
     rng: Mutex<u64>,
     temp_counter: AtomicU64,
     evictions: AtomicU64,
@@ -185,6 +188,7 @@ impl Store {
             quota: limits.quota,
             index: RwLock::new(Index::default()),
             hot: HotCache::new(limits.hot_cache),
+            buffers: Arc::new(BufferPool::default()),
             rng: Mutex::new(u64::from_le_bytes(seed)),
             temp_counter: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
@@ -220,7 +224,13 @@ impl Store {
             return Ok(ReadOutcome::Found(bytes));
         }
         let path = self.block_path(id);
-        let (bytes, mtime) = match read_file(&path, size) {
+        let large = size as usize > HOT_MAX_BLOCK;
+        let buf = if large {
+            self.buffers.take()
+        } else {
+            Vec::with_capacity(size as usize + 1)
+        };
+        let (bytes, mtime) = match read_file(&path, size, buf) {
             Ok(Some(read)) => read,
             Ok(None) => return Ok(self.quarantine(id, "size differs from the index")),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -237,6 +247,9 @@ impl Store {
             if let Some(e) = self.read_index().peek(id) {
                 e.mark_verified(mtime);
             }
+        }
+        if large {
+            return Ok(ReadOutcome::Found(self.buffers.share(bytes)));
         }
         let bytes = Bytes::from(bytes);
         self.hot.insert(*id, bytes.clone());
@@ -308,11 +321,12 @@ impl Store {
             bytes: 0,
             quarantined: 0,
         };
+        let mut buf = self.buffers.take();
         for id in ids {
             let Some(size) = self.read_index().peek(&id).map(Entry::size) else {
                 continue;
             };
-            match read_file(&self.block_path(&id), size) {
+            match read_file(&self.block_path(&id), size, std::mem::take(&mut buf)) {
                 Ok(Some((bytes, mtime))) => {
                     step.bytes += bytes.len() as u64;
                     if BlockId::of(&bytes) != id {
@@ -321,6 +335,8 @@ impl Store {
                     } else if let Some(e) = self.read_index().peek(&id) {
                         e.mark_verified(mtime);
                     }
+                    buf = bytes;
+                    buf.clear();
                 }
                 Ok(None) => {
                     self.quarantine(&id, "scrub: size differs from the index");
@@ -330,6 +346,7 @@ impl Store {
                 Err(e) => tracing::debug!(%id, error = %e, "scrub skipped a block"),
             }
         }
+        self.buffers.give_back(buf);
         step
     }
 
@@ -549,22 +566,22 @@ impl Drop for TempFile {
     }
 }
 
-/// Reads a block file expected to hold `size` bytes: Ok(None) when its size differs.
-fn read_file(path: &Path, size: u32) -> io::Result<Option<(Vec<u8>, u64)>> {
+/// Reads a block file expected to hold `size` bytes into `buf` (empty, any capacity):
+/// Ok(None) when its size differs.
+fn read_file(path: &Path, size: u32, mut buf: Vec<u8>) -> io::Result<Option<(Vec<u8>, u64)>> {
     let mut file = File::open(path)?;
     let meta = file.metadata()?;
     if meta.len() != u64::from(size) {
         return Ok(None);
     }
-    let mut bytes = Vec::with_capacity(size as usize);
     // One byte more than expected tells a file that grew since the stat.
     (&mut file)
         .take(u64::from(size) + 1)
-        .read_to_end(&mut bytes)?;
-    if bytes.len() != size as usize {
+        .read_to_end(&mut buf)?;
+    if buf.len() != size as usize {
         return Ok(None);
     }
-    Ok(Some((bytes, mtime_ns(&meta))))
+    Ok(Some((buf, mtime_ns(&meta))))
 }
 
 fn mtime_ns(meta: &fs::Metadata) -> u64 {
