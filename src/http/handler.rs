@@ -2,7 +2,6 @@
 //! protocol's headers, and the finishing step every response goes through (content
 //! digest, signature, request log line). Translation only; the decisions live in `node`.
 
-use std::fmt::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -260,15 +259,23 @@ impl Handler {
 
     fn like(&self, id: &BlockId) -> Reply {
         let found = self.node.like(id);
-        // Hand-built so the object keeps best-first order.
-        let mut body = String::with_capacity(2 + found.len() * 86);
-        body.push('{');
+        // Hand-built so the object keeps best-first order (and fast: ids are hex-encoded
+        // straight into the body).
+        let mut body = Vec::with_capacity(2 + found.len() * 86);
+        body.push(b'{');
+        let mut hex = [0u8; 64];
         for (i, (id, size)) in found.iter().enumerate() {
-            let comma = if i > 0 { "," } else { "" };
-            // Writing to a String cannot fail.
-            let _ = write!(body, "{comma}\"/sha256/{id}\":{size}");
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(b"\"/sha256/");
+            // Cannot fail: the buffer is twice the id's length.
+            let _ = hex::encode_to_slice(id.as_bytes(), &mut hex);
+            body.extend_from_slice(&hex);
+            body.extend_from_slice(b"\":");
+            body.extend_from_slice(size.to_string().as_bytes());
         }
-        body.push('}');
+        body.push(b'}');
         let status = if found.is_empty() {
             StatusCode::NOT_FOUND
         } else {
