@@ -38,8 +38,10 @@ use buffers::BufferPool;
 
 /// Directory of block files, fanned out by the first two bytes of the id.
 pub const BLOCKS_DIR: &str = "blocks";
-/// Directory of writes in progress; emptied at start-up.
-pub const TMP_DIR: &str = "tmp";
+/// Suffix of a write in progress: `blocks/ab/cd/.<id>.<pid>.<n>.tmp`, next to its
+/// final name (so writers spread over the fan-out directories instead of contending for
+/// one, and the rename stays in one directory). Removed at start-up if left by a crash.
+pub const TEMP_SUFFIX: &str = ".tmp";
 /// Directory where blocks whose bytes no longer match their id are moved.
 pub const QUARANTINE_DIR: &str = "quarantine";
 
@@ -173,13 +175,9 @@ impl Store {
     pub fn open(root: &Path, limits: StoreLimits) -> Result<Store, StoreError> {
         fs::create_dir_all(root).map_err(io_err(format!("create store {}", root.display())))?;
         let lock = StoreLock::acquire(root)?;
-        for dir in [BLOCKS_DIR, TMP_DIR, QUARANTINE_DIR] {
+        for dir in [BLOCKS_DIR, QUARANTINE_DIR] {
             let path = root.join(dir);
             fs::create_dir_all(&path).map_err(io_err(format!("create {}", path.display())))?;
-        }
-        let stale = remove_stale_temps(&root.join(TMP_DIR))?;
-        if stale > 0 {
-            tracing::info!(stale, "removed temp files of interrupted writes");
         }
         let mut seed = [0u8; 8];
         fsutil::random_bytes(&mut seed).map_err(io_err("random seed".into()))?;
@@ -388,11 +386,8 @@ impl Store {
         let dir = final_path.parent().unwrap_or(&self.root).to_owned();
         self.ensure_dir(&dir)?;
         let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
-        let temp = TempFile::new(
-            self.root
-                .join(TMP_DIR)
-                .join(format!("{id}.{}.{n}.tmp", std::process::id())),
-        );
+        let temp =
+            TempFile::new(dir.join(format!(".{id}.{}.{n}{TEMP_SUFFIX}", std::process::id())));
         let context = || format!("write {}", final_path.display());
         let mut file = File::create(&temp.path).map_err(io_err(context()))?;
         file.write_all(bytes).map_err(io_err(context()))?;
@@ -509,6 +504,18 @@ impl Store {
                 if !entry.file_type().is_file() {
                     continue;
                 }
+                if is_temp(entry.file_name()) {
+                    // A write interrupted by a crash: never acknowledged, never indexed.
+                    match fs::remove_file(entry.path()) {
+                        Ok(()) => {
+                            tracing::info!(file = %entry.path().display(), "removed an interrupted write")
+                        }
+                        Err(e) => {
+                            tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove an interrupted write")
+                        }
+                    }
+                    continue;
+                }
                 let Some(id) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
                     tracing::warn!(file = %entry.path().display(), "not a block file; ignored");
                     continue;
@@ -590,15 +597,10 @@ fn mtime_ns(meta: &fs::Metadata) -> u64 {
         .wrapping_add(meta.mtime_nsec() as u64)
 }
 
-fn remove_stale_temps(tmp: &Path) -> Result<usize, StoreError> {
-    let mut n = 0;
-    let entries = fs::read_dir(tmp).map_err(io_err(format!("list {}", tmp.display())))?;
-    for entry in entries.flatten() {
-        if fs::remove_file(entry.path()).is_ok() {
-            n += 1;
-        }
-    }
-    Ok(n)
+/// True for the name of a write in progress (`.<id>...tmp`).
+fn is_temp(name: &std::ffi::OsStr) -> bool {
+    name.to_str()
+        .is_some_and(|n| n.starts_with('.') && n.ends_with(TEMP_SUFFIX))
 }
 
 fn io_err(context: String) -> impl FnOnce(io::Error) -> StoreError {
@@ -661,7 +663,7 @@ mod tests {
                 ReadOutcome::Found(bytes.clone().into())
             );
         }
-        assert_eq!(fs::read_dir(dir.path().join(TMP_DIR)).unwrap().count(), 0);
+        assert_eq!(temp_files(dir.path()), 0);
     }
 
     #[test]
@@ -696,13 +698,27 @@ mod tests {
         assert!(wrong.join("notes.txt").exists());
     }
 
+    /// Writes in progress (or left over) anywhere under `blocks/`.
+    fn temp_files(root: &Path) -> usize {
+        walkdir::WalkDir::new(root.join(BLOCKS_DIR))
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| is_temp(e.file_name()))
+            .count()
+    }
+
     #[test]
     fn stale_temps_are_removed() {
         let dir = tempfile::tempdir().unwrap();
+        let (id, bytes) = block(100, 9);
         drop(Store::open(dir.path(), StoreLimits::quota(1 << 20)).unwrap());
-        fs::write(dir.path().join(TMP_DIR).join("x.tmp"), b"half").unwrap();
-        drop(Store::open(dir.path(), StoreLimits::quota(1 << 20)).unwrap());
-        assert_eq!(fs::read_dir(dir.path().join(TMP_DIR)).unwrap().count(), 0);
+        let hex = id.to_string();
+        let fan = dir.path().join(BLOCKS_DIR).join(&hex[..2]).join(&hex[2..4]);
+        fs::create_dir_all(&fan).unwrap();
+        fs::write(fan.join(format!(".{id}.1.0.tmp")), &bytes[..50]).unwrap();
+        let store = Store::open(dir.path(), StoreLimits::quota(1 << 20)).unwrap();
+        assert_eq!(temp_files(dir.path()), 0);
+        assert_eq!(store.stats().blocks, 0);
     }
 
     #[test]

@@ -95,7 +95,7 @@ async fn a_body_cut_short_does_not_store_anything() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let reply = node.get(&format!("{}?wait=0", id.path())).await;
     assert_eq!(reply.status, 504);
-    assert_eq!(std::fs::read_dir(node.dir.join("tmp")).unwrap().count(), 0);
+    assert_eq!(crate::support::temp_files(&node.dir), 0);
     node.stop().await;
 }
 

@@ -27,8 +27,12 @@ async fn restart_keeps_every_acknowledged_block() {
         assert_eq!(node.put(b).await.status, StatusCode::CREATED);
     }
     node.stop().await;
-    // A write interrupted by a crash leaves a temp file; start-up removes it.
-    std::fs::write(temp.path().join("tmp").join("half-written.tmp"), b"partial").unwrap();
+    // A write interrupted by a crash leaves a temp file beside its final name; start-up
+    // removes it.
+    let stale = block_file(temp.path(), &BlockId::of(b"never finished"))
+        .with_file_name(format!(".{}.1.0.tmp", BlockId::of(b"never finished")));
+    std::fs::create_dir_all(stale.parent().unwrap()).unwrap();
+    std::fs::write(&stale, b"partial").unwrap();
 
     let node = TestNode::start_with(Setup::new(temp.path())).await.unwrap();
     assert_eq!(node.key.id, first_id, "same identity after restart");
@@ -37,10 +41,8 @@ async fn restart_keeps_every_acknowledged_block() {
         assert_eq!(got.status, StatusCode::OK);
         assert_eq!(&got.body[..], &b[..]);
     }
-    assert_eq!(
-        std::fs::read_dir(temp.path().join("tmp")).unwrap().count(),
-        0
-    );
+    assert!(!stale.exists());
+    assert_eq!(crate::support::temp_files(temp.path()), 0);
     let info: serde_json::Value = serde_json::from_slice(&node.get("/node").await.body).unwrap();
     assert_eq!(info["store"]["blocks"], 41);
     node.stop().await;

@@ -162,3 +162,15 @@ pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Writes in progress (or left over) anywhere under the store's `blocks/`.
+pub fn temp_files(store: &Path) -> usize {
+    walkdir::WalkDir::new(store.join("blocks"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy();
+            name.starts_with('.') && name.ends_with(".tmp")
+        })
+        .count()
+}
