@@ -209,27 +209,8 @@ async fn a_waiting_get_is_woken_by_a_put_from_another_client() {
     let node = TestNode::start().await;
     let data = bytes(3000, 77);
     let path = BlockId::of(&data).path();
-    let waiting = {
-        let client = node.client.clone();
-        let path = format!("{path}?wait=30");
-        tokio::spawn(async move { client.send(Method::GET, &path, &[], Bytes::new()).await })
-    };
-    // Let the GET arrive and start waiting.
-    for _ in 0..100 {
-        if node
-            .node
-            .render_metrics()
-            .contains("libernet_waiting_requests 1")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(
-        node.node
-            .render_metrics()
-            .contains("libernet_waiting_requests 1")
-    );
+    let waiting = node.spawn_get(&format!("{path}?wait=30"));
+    node.wait_for_waiters(1).await;
     let other = libernet::client::Client::new(&node.url);
     let put = other
         .send(Method::PUT, &path, &[], data.clone())
@@ -260,29 +241,8 @@ async fn many_waiters_on_one_id_share_one_lookup() {
     let node = TestNode::start().await;
     let data = bytes(100, 5);
     let path = format!("{}?wait=30", BlockId::of(&data).path());
-    let mut tasks = Vec::new();
-    for _ in 0..20 {
-        let client = node.client.clone();
-        let path = path.clone();
-        tasks.push(tokio::spawn(async move {
-            client.send(Method::GET, &path, &[], Bytes::new()).await
-        }));
-    }
-    for _ in 0..200 {
-        if node
-            .node
-            .render_metrics()
-            .contains("libernet_waiting_requests 20")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(
-        node.node
-            .render_metrics()
-            .contains("libernet_waiting_requests 20")
-    );
+    let tasks: Vec<_> = (0..20).map(|_| node.spawn_get(&path)).collect();
+    node.wait_for_waiters(20).await;
     assert_eq!(node.put(&data).await.status, StatusCode::CREATED);
     for t in tasks {
         let reply = t.await.unwrap().unwrap();
@@ -338,24 +298,10 @@ async fn the_waiter_cap_refuses_with_503() {
     let mut setup = crate::support::Setup::new(temp.path());
     setup.config.max_waiters = 2;
     let node = TestNode::start_with(setup).await.unwrap();
-    let mut tasks = Vec::new();
-    for i in 0..2u8 {
-        let client = node.client.clone();
-        let path = format!("{}?wait=30", BlockId::of(&[i]).path());
-        tasks.push(tokio::spawn(async move {
-            client.send(Method::GET, &path, &[], Bytes::new()).await
-        }));
-    }
-    for _ in 0..200 {
-        if node
-            .node
-            .render_metrics()
-            .contains("libernet_waiting_requests 2")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let tasks: Vec<_> = (0..2u8)
+        .map(|i| node.spawn_get(&format!("{}?wait=30", BlockId::of(&[i]).path())))
+        .collect();
+    node.wait_for_waiters(2).await;
     let third = node
         .get(&format!("{}?wait=30", BlockId::of(b"3").path()))
         .await;
@@ -448,21 +394,8 @@ async fn the_verifier_rejects_changed_status_path_body_and_old_signatures() {
 async fn shutdown_drains_a_request_in_flight() {
     let mut node = TestNode::start().await;
     let path = format!("{}?wait=1", BlockId::of(b"late").path());
-    let client = node.client.clone();
-    let in_flight = {
-        let path = path.clone();
-        tokio::spawn(async move { client.send(Method::GET, &path, &[], Bytes::new()).await })
-    };
-    for _ in 0..100 {
-        if node
-            .node
-            .render_metrics()
-            .contains("libernet_waiting_requests 1")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let in_flight = node.spawn_get(&path);
+    node.wait_for_waiters(1).await;
     let server = node.begin_stop();
     // The request in flight still gets its complete, signed answer.
     let reply = in_flight.await.unwrap().unwrap();

@@ -123,6 +123,28 @@ impl TestNode {
             .await
     }
 
+    /// Sends a GET from a task, for a request that will wait; returns the task.
+    pub fn spawn_get(
+        &self,
+        path: &str,
+    ) -> JoinHandle<Result<Reply, libernet::client::ClientError>> {
+        let client = self.client.clone();
+        let path = path.to_owned();
+        tokio::spawn(async move { client.send(Method::GET, &path, &[], Bytes::new()).await })
+    }
+
+    /// Waits (up to 10 s) until exactly `n` requests are waiting for blocks.
+    pub async fn wait_for_waiters(&self, n: usize) {
+        let line = format!("\nlibernet_waiting_requests {n}\n");
+        for _ in 0..500 {
+            if self.node.render_metrics().contains(&line) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("never saw {n} waiting requests");
+    }
+
     /// Stops the server (draining) and releases the store.
     pub async fn stop(mut self) {
         self.shutdown().await;
