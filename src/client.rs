@@ -22,8 +22,7 @@ use crate::identity::{
 };
 use crate::node::NodeInfo;
 
-/// Label of a node's response signature.
-pub const LABEL: &str = "node";
+pub use crate::identity::RESPONSE_LABEL as LABEL;
 
 /// Failures of a request or of checking its reply.
 #[derive(Debug, thiserror::Error)]

@@ -21,6 +21,9 @@ pub const KEY_FILE: &str = "node.key";
 /// Signatures whose `created` is further than this from now (either way) are refused.
 pub const MAX_SIGNATURE_SKEW_SECS: u64 = 5 * 60;
 
+/// Label of a node's response signature (`Signature-Input: node=(...)`).
+pub const RESPONSE_LABEL: &str = "node";
+
 /// The only signature algorithm this protocol uses.
 pub const ALG: &str = "ed25519";
 

@@ -141,7 +141,9 @@ impl Handler {
         let bytes = if parts.method == Method::HEAD {
             0
         } else {
-            response.body().size_hint_exact()
+            hyper::body::Body::size_hint(response.body())
+                .exact()
+                .unwrap_or(0)
         };
         crate::node::Metrics::add(&self.node.metrics().bytes_out, bytes);
         self.node.metrics().record_request(route_name, status);
@@ -321,16 +323,6 @@ impl Handler {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         }
         response
-    }
-}
-
-trait SizeHintExact {
-    fn size_hint_exact(&self) -> u64;
-}
-
-impl SizeHintExact for Body {
-    fn size_hint_exact(&self) -> u64 {
-        hyper::body::Body::size_hint(self).exact().unwrap_or(0)
     }
 }
 

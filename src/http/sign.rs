@@ -17,8 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::identity::{ALG, ComponentId, Identity, SignatureParams, sign_fields};
 
-/// Label of the node's response signature.
-pub const LABEL: &str = "node";
+pub use crate::identity::RESPONSE_LABEL as LABEL;
 
 /// How long a signature is reused for identical responses (verifiers accept 300 s).
 pub const REUSE_SECS: u64 = 30;

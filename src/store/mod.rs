@@ -208,6 +208,11 @@ impl Store {
         self.read_index().touch(id).map(Entry::size)
     }
 
+    /// The size of `id` if held, without marking it used.
+    pub fn size(&self, id: &BlockId) -> Option<u32> {
+        self.read_index().peek(id).map(Entry::size)
+    }
+
     /// The bytes of `id`, guaranteed to hash to `id`. Small blocks come from the hot
     /// cache when they are in it.
     pub fn read(&self, id: &BlockId) -> Result<ReadOutcome, StoreError> {
