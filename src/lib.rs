@@ -3,6 +3,7 @@
 //! Layout, from the bottom up (each module knows only those above it in this list):
 //!
 //! - [`id`]: block ids (SHA-256), hex, XOR distance, match score. Pure.
+//! - [`codec`]: content to encrypted blocks and back; near-id placement. Pure.
 //! - [`fsutil`]: private files and directory fsync.
 //! - [`identity`]: the node's ed25519 key and identity block; RFC 9421 signature bases,
 //!   signing and verification. No HTTP types.
@@ -17,6 +18,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod codec;
 pub mod config;
 pub mod fsutil;
 pub mod http;

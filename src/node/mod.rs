@@ -6,7 +6,6 @@
 mod arrivals;
 mod metrics;
 
-use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -418,20 +417,9 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| NodeError::Task(e.to_string()))
 }
 
-/// Inflates a zlib stream to at most 1 MiB; None when it is not zlib, is corrupt, or
-/// inflates past the cap (a zlib bomb stops at the cap, costing at most 1 MiB).
+/// Inflates an upload's zlib stream under the block cap (see `codec::inflate_capped`).
 fn inflate_capped(bytes: &[u8]) -> Option<Vec<u8>> {
-    // RFC 1950 header: deflate method, and the check bits make CMF*256+FLG divisible by 31.
-    let [cmf, flg, ..] = *bytes else { return None };
-    if cmf & 0x0f != 8 || (u16::from(cmf) * 256 + u16::from(flg)) % 31 != 0 {
-        return None;
-    }
-    let mut out = Vec::new();
-    flate2::read::ZlibDecoder::new(bytes)
-        .take(MAX_BLOCK_SIZE as u64 + 1)
-        .read_to_end(&mut out)
-        .ok()?;
-    (out.len() <= MAX_BLOCK_SIZE).then_some(out)
+    crate::codec::inflate_capped(bytes, MAX_BLOCK_SIZE)
 }
 
 /// Creates the admin token file at first start.
