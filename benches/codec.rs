@@ -1,0 +1,2 @@
+//! Placeholder; the codec benchmark is being written.
+fn main() {}
