@@ -4,6 +4,7 @@
 //!
 //! - [`id`]: block ids (SHA-256), hex, XOR distance, match score. Pure.
 //! - [`codec`]: content to encrypted blocks and back; near-id placement. Pure.
+//! - [`bundle`]: manifests, directory trees as blocks, path lookup, restore.
 //! - [`fsutil`]: private files and directory fsync.
 //! - [`identity`]: the node's ed25519 key and identity block; RFC 9421 signature bases,
 //!   signing and verification. No HTTP types.
@@ -16,6 +17,7 @@
 //! - [`client`]: an HTTP client that verifies response signatures and digests.
 //! - [`cli`]: the command line.
 
+pub mod bundle;
 pub mod cli;
 pub mod client;
 pub mod codec;

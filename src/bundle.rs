@@ -1,0 +1,1235 @@
+//! Bundles (DESIGN 5): a directory tree as a JSON manifest of encrypted blocks. Owns the
+//! manifest model and its validation, packing a manifest into blocks (with sub-bundles
+//! when it outgrows one block), the merged and checked `Tree` with path lookup, scanning
+//! a local directory, and writing a tree back to disk. Knows the codec; knows nothing of
+//! HTTP, the store or how blocks travel: callers pass a fetch function.
+//!
+//! Invariant: a `Tree` only exists once every path in it is relative, `/`-separated,
+//! free of `.`/`..`, unique, not nested under a file, link or empty directory, and every
+//! file's size is the sum of its chunks. So restoring a tree can only write below its
+//! destination, and serving one can only name its own blocks.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::fs;
+use std::io;
+use std::marker::PhantomData;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, CodecError, Encoded, Locator, MAX_CONTENT, Mode};
+
+/// `modified` counts seconds from 2001-01-01T00:00:00Z; this is that instant in Unix time.
+pub const MODIFIED_EPOCH_UNIX: f64 = 978_307_200.0;
+
+/// Most sub-bundles one bundle may pull in: enough for tens of millions of files, and a
+/// bound on the work a hostile manifest can cause.
+pub const MAX_SUB_BUNDLES: usize = 20_000;
+
+/// Deepest nesting of sub-bundles (each level multiplies capacity by thousands).
+pub const MAX_DEPTH: usize = 6;
+
+/// Most `link` hops followed when a served path goes through symlinks.
+const MAX_LINK_HOPS: usize = 8;
+
+/// Bundle failures: malformed manifests, file system errors while scanning or restoring.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// The manifest is not the expected JSON.
+    #[error("manifest is not valid: {0}")]
+    Json(String),
+    /// A path in the manifest breaks the rules.
+    #[error("bad path {0:?} in manifest: {1}")]
+    BadPath(String, &'static str),
+    /// The same path appears twice.
+    #[error("duplicate entry {0:?} in manifest")]
+    Duplicate(String),
+    /// A path lies under a file, a link or an empty directory.
+    #[error("entry {0:?} lies under {1:?}, which is not a directory")]
+    Overlap(String, String),
+    /// A file's size is not the sum of its chunks, or a chunk is malformed.
+    #[error("file {path:?}: {why}")]
+    BadFile {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// A sub-bundle URL is not a content URL.
+    #[error("bad sub-bundle url {0:?}")]
+    BadUrl(String),
+    /// A sub-bundle is not a manifest.
+    #[error("sub-bundle {0} is not a manifest")]
+    NotAManifest(String),
+    /// Too many or too deeply nested sub-bundles.
+    #[error(
+        "too many or too deeply nested sub-bundles (at most {MAX_SUB_BUNDLES}, {MAX_DEPTH} deep)"
+    )]
+    TooManyBundles,
+    /// One file has too many chunks for one manifest block.
+    #[error("file {0:?} is too large for one manifest entry")]
+    EntryTooLarge(String),
+    /// A local file name is not UTF-8, which the manifest cannot carry.
+    #[error("file name is not UTF-8: {0}")]
+    NotUtf8(PathBuf),
+    /// The restore destination exists and is not an empty directory.
+    #[error("{0} exists and is not an empty directory")]
+    DestinationNotEmpty(PathBuf),
+    /// Encoding a manifest block failed.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// A file system operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done, and where.
+        context: String,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> BundleError {
+    let context = context.into();
+    move |source| BundleError::Io { context, source }
+}
+
+/// One block of a file's contents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// Plaintext bytes in this block.
+    pub size: u64,
+    /// `/sha256/<id>/aes256/<key>`.
+    pub url: String,
+}
+
+/// A file (or a symlink to a file) in a manifest. Fields are in alphabetical order so
+/// the JSON has sorted keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Its blocks, in order (empty for links and empty files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contents: Vec<Chunk>,
+    /// Owner-executable.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub executable: bool,
+    /// Symlink target, for links.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    /// Modification time, seconds since 2001-01-01T00:00:00Z (microsecond precision).
+    #[serde(default)]
+    pub modified: f64,
+    /// Not writable by its owner.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub readonly: bool,
+    /// Bytes.
+    pub size: u64,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A manifest as stored in one block (DESIGN 5).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Sub-bundles holding more entries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bundles: Vec<String>,
+    /// Empty directories (`null`) and symlinks to directories (their target).
+    #[serde(default, deserialize_with = "unique_map")]
+    pub directories: BTreeMap<String, Option<String>>,
+    /// Files and symlinks to files.
+    #[serde(default, deserialize_with = "unique_map")]
+    pub files: BTreeMap<String, FileEntry>,
+}
+
+/// Deserializes a JSON object into a map, refusing duplicate keys (which a plain map
+/// would silently overwrite).
+fn unique_map<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct Unique<V>(PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> Visitor<'de> for Unique<V> {
+        type Value = BTreeMap<String, V>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object with unique keys")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+            let mut map = BTreeMap::new();
+            while let Some((k, v)) = access.next_entry::<String, V>()? {
+                if map.contains_key(&k) {
+                    return Err(serde::de::Error::custom(format!("duplicate entry {k:?}")));
+                }
+                map.insert(k, v);
+            }
+            Ok(map)
+        }
+    }
+    d.deserialize_map(Unique(PhantomData))
+}
+
+impl Manifest {
+    /// True when `content` is meant as a manifest: a JSON object with a `files` object or
+    /// a `bundles` array. Such content is a bundle and must then validate; anything else
+    /// is plain data. Cheap for non-JSON content.
+    pub fn looks_like(content: &[u8]) -> bool {
+        let start = content.iter().position(|b| !b.is_ascii_whitespace());
+        if start.is_none_or(|i| content[i] != b'{') {
+            return false;
+        }
+        let find = |needle: &[u8]| content.windows(needle.len()).any(|w| w == needle);
+        if !find(b"\"files\"") && !find(b"\"bundles\"") {
+            return false;
+        }
+        match serde_json::from_slice::<serde_json::Value>(content) {
+            Ok(serde_json::Value::Object(map)) => {
+                map.get("files").is_some_and(|v| v.is_object())
+                    || map.get("bundles").is_some_and(|v| v.is_array())
+            }
+            _ => false,
+        }
+    }
+
+    /// Parses and validates one manifest block's content (paths, sizes, chunk and
+    /// sub-bundle URLs; nesting across blocks is checked by `Tree`).
+    pub fn decode(content: &[u8]) -> Result<Manifest, BundleError> {
+        let manifest: Manifest =
+            serde_json::from_slice(content).map_err(|e| BundleError::Json(e.to_string()))?;
+        for (path, file) in &manifest.files {
+            check_path(path)?;
+            check_file(path, file)?;
+        }
+        for (path, target) in &manifest.directories {
+            check_path(path)?;
+            if let Some(t) = target {
+                check_link(path, t)?;
+            }
+        }
+        for url in &manifest.bundles {
+            parse_chunk_url(url).ok_or_else(|| BundleError::BadUrl(url.clone()))?;
+        }
+        Ok(manifest)
+    }
+
+    /// Compact JSON with sorted keys.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing maps of strings and plain structs cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// Parses a chunk or sub-bundle URL: a convergent content URL.
+pub fn parse_chunk_url(url: &str) -> Option<Locator> {
+    url.parse::<Locator>()
+        .ok()
+        .filter(|l| l.mode == Mode::Aes256)
+}
+
+/// Checks a manifest path: relative, `/`-separated, non-empty components, no `.`/`..`,
+/// no NUL.
+pub fn check_path(path: &str) -> Result<(), BundleError> {
+    let bad = |why| Err(BundleError::BadPath(path.to_owned(), why));
+    if path.is_empty() {
+        return bad("empty");
+    }
+    if path.starts_with('/') {
+        return bad("absolute");
+    }
+    if path.contains('\0') {
+        return bad("contains NUL");
+    }
+    for part in path.split('/') {
+        match part {
+            "" => return bad("empty component"),
+            "." | ".." => return bad("contains . or .."),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn check_link(path: &str, target: &str) -> Result<(), BundleError> {
+    if target.is_empty() || target.contains('\0') {
+        return Err(BundleError::BadFile {
+            path: path.to_owned(),
+            why: "link target is empty or contains NUL".into(),
+        });
+    }
+    Ok(())
+}
+
+fn check_file(path: &str, file: &FileEntry) -> Result<(), BundleError> {
+    let bad = |why: String| {
+        Err(BundleError::BadFile {
+            path: path.to_owned(),
+            why,
+        })
+    };
+    if !file.modified.is_finite() {
+        return bad("modified is not a number".into());
+    }
+    if let Some(target) = &file.link {
+        check_link(path, target)?;
+        if !file.contents.is_empty() || file.size != 0 {
+            return bad("a link has no contents".into());
+        }
+        return Ok(());
+    }
+    let mut sum = 0u64;
+    for chunk in &file.contents {
+        if chunk.size == 0 || chunk.size > MAX_CONTENT as u64 {
+            return bad(format!(
+                "chunk size {} is outside 1..={MAX_CONTENT}",
+                chunk.size
+            ));
+        }
+        if parse_chunk_url(&chunk.url).is_none() {
+            return bad(format!("bad chunk url {:?}", chunk.url));
+        }
+        sum += chunk.size;
+    }
+    if sum != file.size {
+        return bad(format!(
+            "size {} but its chunks hold {sum} bytes",
+            file.size
+        ));
+    }
+    Ok(())
+}
+
+/// A whole bundle: the root manifest merged with all its sub-bundles, validated.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tree {
+    /// Files and file links, by path.
+    pub files: BTreeMap<String, FileEntry>,
+    /// Empty directories and directory links, by path.
+    pub directories: BTreeMap<String, Option<String>>,
+    /// Encoded size of all manifests merged (a cache's measure of this tree).
+    pub manifest_bytes: usize,
+}
+
+/// Failure to load a tree: a bad manifest, or the caller's fetch failing.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError<E> {
+    /// A manifest is malformed.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// Fetching a sub-bundle failed.
+    #[error("{0}")]
+    Fetch(E),
+}
+
+/// What a path in a tree names.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup<'a> {
+    /// A file (links already followed), and its resolved path.
+    File(&'a str, &'a FileEntry),
+    /// A directory (the root is `""`), resolved.
+    Directory(String),
+    /// Nothing (or a link leading out of the bundle or in circles).
+    NotFound,
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ListEntry {
+    /// Name within the directory.
+    pub name: String,
+    /// `file`, `dir` or `link`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Bytes (files only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Seconds since 2001-01-01 (files and file links).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub modified: Option<f64>,
+    /// Link target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+}
+
+impl Tree {
+    /// Loads the tree whose root manifest is `root`, fetching sub-bundles' content with
+    /// `fetch` (breadth first, bounded in count and depth), and validates the whole.
+    pub async fn load<E>(
+        root: Manifest,
+        root_bytes: usize,
+        mut fetch: impl AsyncFnMut(Locator) -> Result<Vec<u8>, E>,
+    ) -> Result<Tree, LoadError<E>> {
+        let mut tree = Tree::default();
+        let mut queue = VecDeque::new();
+        tree.merge(root, root_bytes, 0, &mut queue)?;
+        let mut loaded = 0usize;
+        while let Some((locator, depth)) = queue.pop_front() {
+            loaded += 1;
+            if loaded > MAX_SUB_BUNDLES || depth > MAX_DEPTH {
+                return Err(BundleError::TooManyBundles.into());
+            }
+            let content = fetch(locator).await.map_err(LoadError::Fetch)?;
+            if !Manifest::looks_like(&content) {
+                return Err(BundleError::NotAManifest(locator.to_string()).into());
+            }
+            let manifest = Manifest::decode(&content)?;
+            tree.merge(manifest, content.len(), depth, &mut queue)?;
+        }
+        tree.check_nesting()?;
+        Ok(tree)
+    }
+
+    /// A tree from one manifest with no sub-bundles (checked like `load`).
+    pub fn single(manifest: Manifest) -> Result<Tree, BundleError> {
+        if !manifest.bundles.is_empty() {
+            return Err(BundleError::Json("the manifest has sub-bundles".into()));
+        }
+        let mut tree = Tree::default();
+        let size = manifest.to_json().len();
+        tree.merge(manifest, size, 0, &mut VecDeque::new())?;
+        tree.check_nesting()?;
+        Ok(tree)
+    }
+
+    fn merge(
+        &mut self,
+        manifest: Manifest,
+        bytes: usize,
+        depth: usize,
+        queue: &mut VecDeque<(Locator, usize)>,
+    ) -> Result<(), BundleError> {
+        self.manifest_bytes += bytes;
+        for (path, file) in manifest.files {
+            if self.directories.contains_key(&path) || self.files.contains_key(&path) {
+                return Err(BundleError::Duplicate(path));
+            }
+            self.files.insert(path, file);
+        }
+        for (path, target) in manifest.directories {
+            if self.directories.contains_key(&path) || self.files.contains_key(&path) {
+                return Err(BundleError::Duplicate(path));
+            }
+            self.directories.insert(path, target);
+        }
+        for url in manifest.bundles {
+            let locator = parse_chunk_url(&url).ok_or(BundleError::BadUrl(url))?;
+            queue.push_back((locator, depth + 1));
+        }
+        Ok(())
+    }
+
+    /// No entry may lie under a file, a link or a directory listed as empty.
+    fn check_nesting(&self) -> Result<(), BundleError> {
+        let leaves: HashSet<&str> = self
+            .files
+            .keys()
+            .chain(self.directories.keys())
+            .map(String::as_str)
+            .collect();
+        for path in &leaves {
+            let mut at = 0;
+            while let Some(i) = path[at..].find('/') {
+                let ancestor = &path[..at + i];
+                if leaves.contains(ancestor) {
+                    return Err(BundleError::Overlap(
+                        (*path).to_owned(),
+                        ancestor.to_owned(),
+                    ));
+                }
+                at += i + 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Total bytes of all files.
+    pub fn total_size(&self) -> u64 {
+        self.files.values().map(|f| f.size).sum()
+    }
+
+    /// What `path` (decoded, without leading or trailing `/`; `""` for the root) names,
+    /// following links that stay inside the bundle.
+    pub fn lookup(&self, path: &str) -> Lookup<'_> {
+        let Some(resolved) = self.resolve(path) else {
+            return Lookup::NotFound;
+        };
+        if let Some((key, file)) = self.files.get_key_value(resolved.as_str()) {
+            return Lookup::File(key, file);
+        }
+        if self.is_directory(&resolved) {
+            return Lookup::Directory(resolved);
+        }
+        Lookup::NotFound
+    }
+
+    fn is_directory(&self, path: &str) -> bool {
+        if path.is_empty() || self.directories.get(path) == Some(&None) {
+            return true;
+        }
+        let prefix = format!("{path}/");
+        let under = |keys: &mut dyn Iterator<Item = &String>| {
+            keys.next().is_some_and(|k| k.starts_with(&prefix))
+        };
+        under(&mut self.files.range(prefix.clone()..).map(|(k, _)| k))
+            || under(&mut self.directories.range(prefix.clone()..).map(|(k, _)| k))
+    }
+
+    /// `path` with every link along it replaced by its target; `None` when a link
+    /// leaves the bundle or the hops run out.
+    fn resolve(&self, path: &str) -> Option<String> {
+        let mut pending: VecDeque<String> = path
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let mut current: Vec<String> = Vec::new();
+        let mut hops = 0;
+        while let Some(part) = pending.pop_front() {
+            match part.as_str() {
+                "." => continue,
+                ".." => {
+                    current.pop()?;
+                    continue;
+                }
+                _ => {}
+            }
+            current.push(part);
+            let joined = current.join("/");
+            let target = match (self.files.get(&joined), self.directories.get(&joined)) {
+                (Some(FileEntry { link: Some(t), .. }), _) => t,
+                (_, Some(Some(t))) => t,
+                _ => continue,
+            };
+            hops += 1;
+            if hops > MAX_LINK_HOPS || target.starts_with('/') {
+                return None;
+            }
+            current.pop();
+            for (i, p) in target.split('/').filter(|p| !p.is_empty()).enumerate() {
+                pending.insert(i, p.to_owned());
+            }
+        }
+        Some(current.join("/"))
+    }
+
+    /// The entries directly inside directory `dir` (`""` for the root), sorted by name.
+    pub fn list(&self, dir: &str) -> Vec<ListEntry> {
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        let mut out: BTreeMap<String, ListEntry> = BTreeMap::new();
+        let files = self
+            .files
+            .range(prefix.clone()..)
+            .map(|(k, f)| (k, Some(f), None));
+        let dirs = self
+            .directories
+            .range(prefix.clone()..)
+            .map(|(k, t)| (k, None, Some(t)));
+        for (path, file, dir_entry) in files.chain(dirs) {
+            let Some(rest) = path.strip_prefix(&prefix) else {
+                continue;
+            };
+            let (name, deeper) = match rest.split_once('/') {
+                Some((name, _)) => (name, true),
+                None => (rest, false),
+            };
+            let entry = match (deeper, file, dir_entry) {
+                (false, Some(f), _) => ListEntry {
+                    name: name.to_owned(),
+                    kind: if f.link.is_some() { "link" } else { "file" },
+                    size: f.link.is_none().then_some(f.size),
+                    modified: Some(f.modified),
+                    link: f.link.clone(),
+                },
+                (false, None, Some(Some(target))) => ListEntry {
+                    name: name.to_owned(),
+                    kind: "link",
+                    size: None,
+                    modified: None,
+                    link: Some(target.clone()),
+                },
+                _ => ListEntry {
+                    name: name.to_owned(),
+                    kind: "dir",
+                    size: None,
+                    modified: None,
+                    link: None,
+                },
+            };
+            out.entry(name.to_owned()).or_insert(entry);
+        }
+        out.into_values().collect()
+    }
+}
+
+/// A bundle packed into blocks: the root and any sub-bundles (upload all of them).
+#[derive(Debug)]
+pub struct Packed {
+    /// The root manifest's block; its locator is the bundle's URL.
+    pub root: Encoded,
+    /// Sub-bundle blocks.
+    pub subs: Vec<Encoded>,
+}
+
+/// Packs entries into manifest blocks: one when the JSON fits in `limit` bytes
+/// (`MAX_CONTENT` in use; tests pass less), else leaf sub-bundles filled in path order,
+/// and as many levels of bundle lists above them as needed.
+pub fn pack(
+    files: BTreeMap<String, FileEntry>,
+    directories: BTreeMap<String, Option<String>>,
+    limit: usize,
+) -> Result<Packed, BundleError> {
+    let whole = Manifest {
+        bundles: Vec::new(),
+        directories,
+        files,
+    };
+    let json = whole.to_json();
+    if json.len() <= limit {
+        return Ok(Packed {
+            root: codec::encode(&json)?,
+            subs: Vec::new(),
+        });
+    }
+    let mut subs = Vec::new();
+    let mut leaves = Vec::new();
+    let mut leaf = Manifest::default();
+    let mut size = leaf.to_json().len();
+    let empty_size = size;
+    // Each entry adds `"key":value` and a comma when its map already has entries.
+    let entry_cost = |key: &str, value: Vec<u8>, map_len: usize| -> usize {
+        serde_json::to_string(key).map_or(0, |k| k.len())
+            + 1
+            + value.len()
+            + usize::from(map_len > 0)
+    };
+    let items = whole
+        .files
+        .into_iter()
+        .map(|(k, f)| (k, Some(f), None))
+        .chain(
+            whole
+                .directories
+                .into_iter()
+                .map(|(k, d)| (k, None, Some(d))),
+        );
+    for (path, file, dir) in items {
+        let value = match (&file, &dir) {
+            (Some(f), _) => serde_json::to_vec(f).unwrap_or_default(),
+            (_, d) => serde_json::to_vec(d).unwrap_or_default(),
+        };
+        let in_map = |m: &Manifest| {
+            if file.is_some() {
+                m.files.len()
+            } else {
+                m.directories.len()
+            }
+        };
+        let mut cost = entry_cost(&path, value.clone(), in_map(&leaf));
+        if size + cost > limit && size > empty_size {
+            leaves.push(std::mem::take(&mut leaf));
+            size = empty_size;
+            cost = entry_cost(&path, value, 0);
+        }
+        if size + cost > limit {
+            return Err(BundleError::EntryTooLarge(path));
+        }
+        size += cost;
+        match (file, dir) {
+            (Some(f), _) => leaf.files.insert(path, f),
+            (_, Some(d)) => leaf.directories.insert(path, d).map(|_| FileEntry::empty()),
+            (None, None) => None,
+        };
+    }
+    leaves.push(leaf);
+    let mut urls = Vec::new();
+    for leaf in leaves {
+        let encoded = codec::encode(&leaf.to_json())?;
+        urls.push(encoded.locator.to_string());
+        subs.push(encoded);
+    }
+    // Levels of bundle lists until one fits.
+    loop {
+        let root = Manifest {
+            bundles: urls.clone(),
+            ..Manifest::default()
+        };
+        let json = root.to_json();
+        if json.len() <= limit {
+            return Ok(Packed {
+                root: codec::encode(&json)?,
+                subs,
+            });
+        }
+        let per = (limit / (urls[0].len() + 3)).max(2);
+        let mut next = Vec::new();
+        for group in urls.chunks(per) {
+            let list = Manifest {
+                bundles: group.to_vec(),
+                ..Manifest::default()
+            };
+            let encoded = codec::encode(&list.to_json())?;
+            next.push(encoded.locator.to_string());
+            subs.push(encoded);
+        }
+        urls = next;
+    }
+}
+
+impl FileEntry {
+    fn empty() -> FileEntry {
+        FileEntry {
+            contents: Vec::new(),
+            executable: false,
+            link: None,
+            modified: 0.0,
+            readonly: false,
+            size: 0,
+        }
+    }
+}
+
+/// A regular file found by `scan`, to be split into blocks by the caller.
+#[derive(Debug, Clone)]
+pub struct ScannedFile {
+    /// Path in the bundle.
+    pub path: String,
+    /// Where it is on disk.
+    pub source: PathBuf,
+    /// Its entry, without contents yet.
+    pub entry: FileEntry,
+}
+
+/// What `scan` found: regular files to read, and the entries that need no reading.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Regular files, in path order.
+    pub files: Vec<ScannedFile>,
+    /// File links.
+    pub links: BTreeMap<String, FileEntry>,
+    /// Empty directories and directory links.
+    pub directories: BTreeMap<String, Option<String>>,
+    /// Paths skipped: sockets, FIFOs, devices.
+    pub skipped: Vec<PathBuf>,
+}
+
+/// Seconds since 2001-01-01, rounded to the microsecond, of a file time.
+pub fn modified_of(time: SystemTime) -> f64 {
+    let unix = match time.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    };
+    ((unix - MODIFIED_EPOCH_UNIX) * 1e6).round() / 1e6
+}
+
+/// The file time of a manifest `modified` value.
+pub fn time_of(modified: f64) -> SystemTime {
+    let micros = ((modified + MODIFIED_EPOCH_UNIX) * 1e6).round();
+    let magnitude = Duration::from_micros(micros.abs().min(u64::MAX as f64) as u64);
+    if micros >= 0.0 {
+        UNIX_EPOCH + magnitude
+    } else {
+        UNIX_EPOCH.checked_sub(magnitude).unwrap_or(UNIX_EPOCH)
+    }
+}
+
+fn entry_of(meta: &fs::Metadata) -> FileEntry {
+    let mode = meta.permissions().mode();
+    FileEntry {
+        contents: Vec::new(),
+        executable: mode & 0o100 != 0,
+        link: None,
+        modified: meta.modified().map_or(0.0, modified_of),
+        readonly: mode & 0o200 == 0,
+        size: meta.len(),
+    }
+}
+
+/// Walks `root` (a directory, or a single file which becomes a one-file bundle named
+/// after it) without following symlinks.
+pub fn scan(root: &Path) -> Result<Scan, BundleError> {
+    let meta = fs::symlink_metadata(root).map_err(io_error(format!("{}", root.display())))?;
+    let mut out = Scan::default();
+    if meta.is_file() {
+        let name = root
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| BundleError::NotUtf8(root.to_owned()))?;
+        out.files.push(ScannedFile {
+            path: name.to_owned(),
+            source: root.to_owned(),
+            entry: entry_of(&meta),
+        });
+        return Ok(out);
+    }
+    let walk = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+        .min_depth(1);
+    for entry in walk {
+        let entry = entry.map_err(|e| BundleError::Io {
+            context: format!("walking {}", root.display()),
+            source: e.into(),
+        })?;
+        let rel = entry
+            .path()
+            .strip_prefix(root)
+            .ok()
+            .and_then(|p| p.to_str())
+            .ok_or_else(|| BundleError::NotUtf8(entry.path().to_owned()))?
+            .to_owned();
+        let context = || format!("{}", entry.path().display());
+        let kind = entry.file_type();
+        if kind.is_symlink() {
+            let target = fs::read_link(entry.path()).map_err(io_error(context()))?;
+            let target = target
+                .to_str()
+                .ok_or_else(|| BundleError::NotUtf8(target.clone()))?
+                .to_owned();
+            if fs::metadata(entry.path()).is_ok_and(|m| m.is_dir()) {
+                out.directories.insert(rel, Some(target));
+            } else {
+                let meta = entry.metadata().map_err(|e| BundleError::Io {
+                    context: context(),
+                    source: e.into(),
+                })?;
+                let mut link = entry_of(&meta);
+                (link.size, link.readonly, link.executable) = (0, false, false);
+                link.link = Some(target);
+                out.links.insert(rel, link);
+            }
+        } else if kind.is_dir() {
+            let mut children = fs::read_dir(entry.path()).map_err(io_error(context()))?;
+            if children.next().is_none() {
+                out.directories.insert(rel, None);
+            }
+        } else if kind.is_file() {
+            let meta = entry.metadata().map_err(|e| BundleError::Io {
+                context: context(),
+                source: e.into(),
+            })?;
+            out.files.push(ScannedFile {
+                path: rel,
+                source: entry.path().to_owned(),
+                entry: entry_of(&meta),
+            });
+        } else {
+            out.skipped.push(entry.path().to_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// Writes a tree to disk: files are created in a hidden staging directory beside the
+/// destination and the whole is renamed into place at the end, so the destination
+/// holds either the complete tree or nothing. Block contents come from the caller
+/// through `write`, in any order.
+pub struct Restore {
+    dest: PathBuf,
+    staging: PathBuf,
+    done: bool,
+}
+
+impl Restore {
+    /// Checks the destination (absent, or an empty directory), creates the staging
+    /// directory, every directory and every regular file (empty, at its final size).
+    pub fn begin(tree: &Tree, dest: &Path) -> Result<Restore, BundleError> {
+        match fs::read_dir(dest) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    return Err(BundleError::DestinationNotEmpty(dest.to_owned()));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(_) => return Err(BundleError::DestinationNotEmpty(dest.to_owned())),
+        }
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "restore".into());
+        let parent = dest.parent().filter(|p| !p.as_os_str().is_empty());
+        let parent = parent.unwrap_or(Path::new("."));
+        fs::create_dir_all(parent).map_err(io_error(format!("{}", parent.display())))?;
+        let staging = parent.join(format!(".{name}.partial-{}", std::process::id()));
+        let restore = Restore {
+            dest: dest.to_owned(),
+            staging,
+            done: false,
+        };
+        fs::create_dir(&restore.staging)
+            .map_err(io_error(format!("{}", restore.staging.display())))?;
+        for (path, target) in &tree.directories {
+            if target.is_none() {
+                let at = restore.staging.join(path);
+                fs::create_dir_all(&at).map_err(io_error(format!("{}", at.display())))?;
+            }
+        }
+        for (path, file) in &tree.files {
+            let at = restore.staging.join(path);
+            if let Some(parent) = at.parent() {
+                fs::create_dir_all(parent).map_err(io_error(format!("{}", parent.display())))?;
+            }
+            if file.link.is_none() {
+                let f = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&at)
+                    .map_err(io_error(format!("{}", at.display())))?;
+                f.set_len(file.size)
+                    .map_err(io_error(format!("{}", at.display())))?;
+            }
+        }
+        Ok(restore)
+    }
+
+    /// Writes `data` at `offset` of the file at `path` (a path of the tree).
+    pub fn write(&self, path: &str, offset: u64, data: &[u8]) -> Result<(), BundleError> {
+        let at = self.staging.join(path);
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .open(&at)
+            .map_err(io_error(format!("{}", at.display())))?;
+        file.write_all_at(data, offset)
+            .map_err(io_error(format!("{}", at.display())))
+    }
+
+    /// Sets modes and times, creates the links, syncs, and moves the tree into place.
+    pub fn finish(mut self, tree: &Tree) -> Result<PathBuf, BundleError> {
+        for (path, file) in &tree.files {
+            let at = self.staging.join(path);
+            let context = || format!("{}", at.display());
+            if let Some(target) = &file.link {
+                std::os::unix::fs::symlink(target, &at).map_err(io_error(context()))?;
+                let time = filetime::FileTime::from_system_time(time_of(file.modified));
+                filetime::set_symlink_file_times(&at, time, time).map_err(io_error(context()))?;
+                continue;
+            }
+            let f = fs::File::options()
+                .write(true)
+                .open(&at)
+                .map_err(io_error(context()))?;
+            f.sync_all().map_err(io_error(context()))?;
+            f.set_modified(time_of(file.modified))
+                .map_err(io_error(context()))?;
+            let mut mode = 0o644;
+            if file.executable {
+                mode |= 0o111;
+            }
+            if file.readonly {
+                mode &= !0o222;
+            }
+            fs::set_permissions(&at, fs::Permissions::from_mode(mode))
+                .map_err(io_error(context()))?;
+        }
+        for (path, target) in &tree.directories {
+            if let Some(target) = target {
+                let at = self.staging.join(path);
+                if let Some(parent) = at.parent() {
+                    fs::create_dir_all(parent)
+                        .map_err(io_error(format!("{}", parent.display())))?;
+                }
+                std::os::unix::fs::symlink(target, &at)
+                    .map_err(io_error(format!("{}", at.display())))?;
+            }
+        }
+        if self.dest.exists() {
+            // Checked empty in `begin`; rename cannot replace a directory otherwise.
+            fs::remove_dir(&self.dest).map_err(io_error(format!("{}", self.dest.display())))?;
+        }
+        fs::rename(&self.staging, &self.dest)
+            .map_err(io_error(format!("{}", self.dest.display())))?;
+        self.done = true;
+        Ok(self.dest.clone())
+    }
+}
+
+impl Drop for Restore {
+    /// A restore that did not finish leaves nothing behind.
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = make_writable(&self.staging);
+            let _ = fs::remove_dir_all(&self.staging);
+        }
+    }
+}
+
+/// Gives the owner write access to every directory under `dir` so it can be removed.
+fn make_writable(dir: &Path) -> io::Result<()> {
+    for entry in walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .into_iter()
+        .flatten()
+    {
+        if entry.file_type().is_dir() {
+            fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o755))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(content: &[u8]) -> Chunk {
+        Chunk {
+            size: content.len() as u64,
+            url: codec::encode(content).unwrap().locator.to_string(),
+        }
+    }
+
+    fn file(content: &[u8]) -> FileEntry {
+        FileEntry {
+            contents: vec![chunk(content)],
+            modified: 100.5,
+            size: content.len() as u64,
+            ..FileEntry::empty()
+        }
+    }
+
+    fn manifest_json(files: &str) -> Vec<u8> {
+        format!(r#"{{"files":{files}}}"#).into_bytes()
+    }
+
+    #[test]
+    fn encode_decode_round_trip_with_sorted_keys() {
+        let mut m = Manifest::default();
+        m.files.insert("b/x.txt".into(), file(b"hello"));
+        let mut link = FileEntry::empty();
+        link.link = Some("../a".into());
+        m.files.insert("b/link".into(), link);
+        m.directories.insert("empty".into(), None);
+        m.directories.insert("dirlink".into(), Some("b".into()));
+        let json = m.to_json();
+        let text = String::from_utf8(json.clone()).unwrap();
+        assert!(text.starts_with(r#"{"directories":{"dirlink":"b","empty":null},"files":{"b/link":{"link":"../a","modified":0.0,"size":0},"b/x.txt":{"contents":[{"size":5,"url":"/sha256/"#), "{text}");
+        assert!(Manifest::looks_like(&json));
+        assert_eq!(Manifest::decode(&json).unwrap(), m);
+        assert!(!Manifest::looks_like(b"hello"));
+        assert!(!Manifest::looks_like(br#"{"file": 1}"#));
+        assert!(!Manifest::looks_like(br#"{"files": 1}"#));
+        assert!(Manifest::looks_like(br#" {"files": {}}"#));
+    }
+
+    #[test]
+    fn path_validation() {
+        for good in ["a", "a/b", "a b/c.d", "..a", "a..", ".hidden"] {
+            assert!(check_path(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "", "/a", "a//b", "a/", "./a", "a/./b", "..", "a/../b", "a/..", "a\0b",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad:?}");
+            let m = manifest_json(&format!(
+                r#"{{{}:{{"size":0}}}}"#,
+                serde_json::to_string(bad).unwrap()
+            ));
+            assert!(
+                matches!(Manifest::decode(&m), Err(BundleError::BadPath(..))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_manifests_are_rejected() {
+        let url = chunk(b"abc").url;
+        let cases = [
+            (r#"{"a":{"size":1},"a":{"size":1}}"#.to_owned(), "duplicate"),
+            (
+                format!(r#"{{"a":{{"size":4,"contents":[{{"size":3,"url":"{url}"}}]}}}}"#),
+                "size 4",
+            ),
+            (
+                format!(r#"{{"a":{{"size":0,"contents":[{{"size":0,"url":"{url}"}}]}}}}"#),
+                "chunk size 0",
+            ),
+            (
+                r#"{"a":{"size":3,"contents":[{"size":3,"url":"/sha256/zz"}]}}"#.to_owned(),
+                "bad chunk url",
+            ),
+            (
+                format!(
+                    r#"{{"a":{{"size":3,"link":"b","contents":[{{"size":3,"url":"{url}"}}]}}}}"#
+                ),
+                "link has no contents",
+            ),
+            (r#"{"a":{"size":0,"link":""}}"#.to_owned(), "link target"),
+            (r#"{"a":{"size":-1}}"#.to_owned(), "invalid value"),
+            (r#"[1]"#.to_owned(), "invalid type"),
+        ];
+        for (files, want) in cases {
+            let err = Manifest::decode(&manifest_json(&files))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{files}: {err}");
+        }
+        let bad_sub = br#"{"files":{},"bundles":["/sha256/x"]}"#;
+        assert!(matches!(
+            Manifest::decode(bad_sub),
+            Err(BundleError::BadUrl(_))
+        ));
+    }
+
+    #[test]
+    fn overlapping_entries_are_rejected() {
+        let with = |files: &[&str], dirs: &[(&str, Option<&str>)]| {
+            let mut m = Manifest::default();
+            for f in files {
+                m.files.insert((*f).into(), file(b"x"));
+            }
+            for (d, t) in dirs {
+                m.directories.insert((*d).into(), t.map(str::to_owned));
+            }
+            Tree::single(m)
+        };
+        assert!(with(&["a/b", "a/c", "d"], &[("e", None), ("f", Some("a"))]).is_ok());
+        assert!(matches!(
+            with(&["a", "a/b"], &[]),
+            Err(BundleError::Overlap(..))
+        ));
+        assert!(matches!(
+            with(&["a/b"], &[("a", None)]),
+            Err(BundleError::Overlap(..))
+        ));
+        assert!(matches!(
+            with(&["a/b/c"], &[("a", Some("x"))]),
+            Err(BundleError::Overlap(..))
+        ));
+        assert!(matches!(
+            with(&["a"], &[("a", None)]),
+            Err(BundleError::Duplicate(_))
+        ));
+    }
+
+    #[test]
+    fn lookup_listing_and_links() {
+        let mut m = Manifest::default();
+        for f in ["index.html", "css/site.css", "docs/a/b.txt", "docs/c.txt"] {
+            m.files.insert(f.into(), file(f.as_bytes()));
+        }
+        let mut link = FileEntry::empty();
+        link.link = Some("../css/site.css".into());
+        m.files.insert("docs/style.css".into(), link.clone());
+        link.link = Some("../../etc/passwd".into());
+        m.files.insert("docs/escape".into(), link);
+        m.directories.insert("empty".into(), None);
+        m.directories.insert("alias".into(), Some("docs/a".into()));
+        let t = Tree::single(m).unwrap();
+        assert!(matches!(
+            t.lookup("index.html"),
+            Lookup::File("index.html", _)
+        ));
+        assert!(matches!(
+            t.lookup("docs/style.css"),
+            Lookup::File("css/site.css", _)
+        ));
+        assert!(matches!(
+            t.lookup("alias/b.txt"),
+            Lookup::File("docs/a/b.txt", _)
+        ));
+        assert_eq!(t.lookup(""), Lookup::Directory(String::new()));
+        assert_eq!(t.lookup("docs"), Lookup::Directory("docs".into()));
+        assert_eq!(t.lookup("alias"), Lookup::Directory("docs/a".into()));
+        assert_eq!(t.lookup("empty"), Lookup::Directory("empty".into()));
+        assert_eq!(t.lookup("docs/escape"), Lookup::NotFound);
+        assert_eq!(t.lookup("nope"), Lookup::NotFound);
+        assert_eq!(t.lookup("doc"), Lookup::NotFound);
+        let names: Vec<_> = t
+            .list("")
+            .iter()
+            .map(|e| (e.name.clone(), e.kind))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("alias", "link"),
+                ("css", "dir"),
+                ("docs", "dir"),
+                ("empty", "dir"),
+                ("index.html", "file")
+            ]
+            .map(|(n, k)| (n.to_owned(), k))
+        );
+        let docs: Vec<_> = t.list("docs").iter().map(|e| e.name.clone()).collect();
+        assert_eq!(docs, ["a", "c.txt", "escape", "style.css"]);
+    }
+
+    /// A manifest of exactly `limit` bytes stays one block; one byte over spills.
+    #[test]
+    fn sub_bundle_spill_at_the_boundary() {
+        let mut files = BTreeMap::new();
+        for i in 0..40 {
+            files.insert(
+                format!("dir/file-{i:03}"),
+                file(format!("content {i}").as_bytes()),
+            );
+        }
+        let exact = Manifest {
+            files: files.clone(),
+            ..Manifest::default()
+        }
+        .to_json()
+        .len();
+        let packed = pack(files.clone(), BTreeMap::new(), exact).unwrap();
+        assert!(packed.subs.is_empty());
+        let packed = pack(files.clone(), BTreeMap::new(), exact - 1).unwrap();
+        assert!(!packed.subs.is_empty());
+        // Small limits force several levels; every block respects the limit and the
+        // loaded tree has every entry back.
+        for limit in [exact - 1, 2000, 700] {
+            let packed = pack(files.clone(), BTreeMap::from([("e".into(), None)]), limit).unwrap();
+            let blocks: std::collections::HashMap<_, _> = packed
+                .subs
+                .iter()
+                .map(|e| (e.locator, e.block.clone()))
+                .collect();
+            for sub in &packed.subs {
+                let content = codec::decode(&sub.block, Mode::Aes256, &sub.locator.key).unwrap();
+                assert!(content.content.len() <= limit, "{limit}");
+            }
+            let root = codec::decode(&packed.root.block, Mode::Aes256, &packed.root.locator.key)
+                .unwrap()
+                .content;
+            let manifest = Manifest::decode(&root).unwrap();
+            let tree = futures_lite_block_on(Tree::load(manifest, root.len(), async |l| {
+                let block = blocks.get(&l).ok_or("missing")?;
+                codec::decode(block, Mode::Aes256, &l.key)
+                    .map(|d| d.content)
+                    .map_err(|_| "undecodable")
+            }))
+            .unwrap();
+            assert_eq!(tree.files, files, "{limit}");
+            assert_eq!(tree.directories.len(), 1);
+        }
+    }
+
+    /// Runs a future that never waits (the fetches above are synchronous).
+    fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn times_round_trip_to_the_microsecond() {
+        let t = UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
+        let m = modified_of(t);
+        let back = time_of(m);
+        let diff = back.duration_since(UNIX_EPOCH).unwrap().as_nanos() as i128
+            - 1_700_000_000_123_457_000i128;
+        assert_eq!(diff, 0);
+        assert_eq!(modified_of(time_of(0.0)), 0.0);
+        assert_eq!(
+            time_of(-MODIFIED_EPOCH_UNIX - 10.0),
+            UNIX_EPOCH - Duration::from_secs(10)
+        );
+    }
+}
