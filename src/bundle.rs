@@ -357,11 +357,15 @@ pub struct ListEntry {
 impl Tree {
     /// Loads the tree whose root manifest is `root`, fetching sub-bundles' content with
     /// `fetch` (breadth first, bounded in count and depth), and validates the whole.
-    pub async fn load<E>(
+    pub async fn load<E, F, Fut>(
         root: Manifest,
         root_bytes: usize,
-        mut fetch: impl AsyncFnMut(Locator) -> Result<Vec<u8>, E>,
-    ) -> Result<Tree, LoadError<E>> {
+        mut fetch: F,
+    ) -> Result<Tree, LoadError<E>>
+    where
+        F: FnMut(Locator) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<u8>, E>>,
+    {
         let mut tree = Tree::default();
         let mut queue = VecDeque::new();
         tree.merge(root, root_bytes, 0, &mut queue)?;
@@ -443,6 +447,28 @@ impl Tree {
             }
         }
         Ok(())
+    }
+
+    /// The entries under directory `dir` (`""`: all), with `dir/` taken off their paths.
+    pub fn subtree(&self, dir: &str) -> Tree {
+        if dir.is_empty() {
+            return self.clone();
+        }
+        let prefix = format!("{dir}/");
+        let strip = |k: &String| k.strip_prefix(&prefix).map(str::to_owned);
+        Tree {
+            files: self
+                .files
+                .iter()
+                .filter_map(|(k, f)| Some((strip(k)?, f.clone())))
+                .collect(),
+            directories: self
+                .directories
+                .iter()
+                .filter_map(|(k, d)| Some((strip(k)?, d.clone())))
+                .collect(),
+            manifest_bytes: self.manifest_bytes,
+        }
     }
 
     /// Total bytes of all files.
@@ -1198,11 +1224,13 @@ mod tests {
                 .unwrap()
                 .content;
             let manifest = Manifest::decode(&root).unwrap();
-            let tree = futures_lite_block_on(Tree::load(manifest, root.len(), async |l| {
-                let block = blocks.get(&l).ok_or("missing")?;
-                codec::decode(block, Mode::Aes256, &l.key)
-                    .map(|d| d.content)
-                    .map_err(|_| "undecodable")
+            let tree = futures_lite_block_on(Tree::load(manifest, root.len(), |l: Locator| {
+                let found = blocks.get(&l).ok_or("missing").and_then(|block| {
+                    codec::decode(block, Mode::Aes256, &l.key)
+                        .map(|d| d.content)
+                        .map_err(|_| "undecodable")
+                });
+                std::future::ready(found)
             }))
             .unwrap();
             assert_eq!(tree.files, files, "{limit}");

@@ -42,6 +42,39 @@ pub enum ClientError {
     /// The signature is missing, wrong, stale, or does not cover what it must.
     #[error("signature: {0}")]
     Signature(#[from] VerifyError),
+    /// The node does not have the block (404) or could not find it in time (504).
+    #[error("block {0} not found")]
+    NotFound(BlockId),
+    /// A block's bytes do not hash to its id.
+    #[error("block {0} does not hash to its id")]
+    HashMismatch(BlockId),
+    /// Any other unexpected answer, with the node's own words.
+    #[error("{method} {path}: {status} {message}")]
+    Status {
+        /// Request method.
+        method: &'static str,
+        /// Request path.
+        path: String,
+        /// Answer status.
+        status: StatusCode,
+        /// The `message` of the JSON error body, or the body.
+        message: String,
+    },
+}
+
+impl ClientError {
+    /// True for "the thing asked for is not there" and "what came back did not verify":
+    /// the CLI's exit code 1.
+    pub fn is_not_found_or_unverified(&self) -> bool {
+        matches!(
+            self,
+            ClientError::NotFound(_)
+                | ClientError::HashMismatch(_)
+                | ClientError::Digest(_)
+                | ClientError::Signature(_)
+                | ClientError::Identity(_)
+        )
+    }
 }
 
 /// A node's id and key, as learned from its `/node` and checked.
@@ -140,6 +173,151 @@ impl Client {
         let node = NodeKey { id, key };
         verify_reply(&reply, "GET", "/node", &node, unix_now())?;
         Ok((node, info))
+    }
+}
+
+/// A node whose identity has been checked: every reply is verified against its key.
+#[derive(Clone)]
+pub struct Remote {
+    client: Client,
+    node: NodeKey,
+    info: NodeInfo,
+}
+
+/// What a PUT did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// The node stored the block (201).
+    Stored,
+    /// The node already had it (200 to the PUT, or to a HEAD before it).
+    AlreadyThere,
+}
+
+impl Remote {
+    /// Connects to the node at `base`, learning and checking its key from `/node`.
+    pub async fn connect(base: &str) -> Result<Remote, ClientError> {
+        let client = Client::new(base);
+        let (node, info) = client.node_key().await?;
+        Ok(Remote { client, node, info })
+    }
+
+    /// The node's `/node` answer.
+    pub fn info(&self) -> &NodeInfo {
+        &self.info
+    }
+
+    /// The node's base URL, as given.
+    pub fn base(&self) -> &str {
+        &self.client.base
+    }
+
+    /// Sends a request and verifies the reply's digest and signature.
+    pub async fn request(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Result<Reply, ClientError> {
+        let method_name = method.as_str().to_owned();
+        let reply = self
+            .client
+            .send(method, path_and_query, headers, body)
+            .await?;
+        verify_reply(&reply, &method_name, path_and_query, &self.node, unix_now())?;
+        Ok(reply)
+    }
+
+    /// The block `id`, its hash checked. `wait` is the node's `?wait=` (seconds).
+    pub async fn get_block(&self, id: &BlockId, wait: Option<f64>) -> Result<Bytes, ClientError> {
+        let path = match wait {
+            Some(w) => format!("/sha256/{id}?wait={w}"),
+            None => format!("/sha256/{id}"),
+        };
+        let reply = self.request(Method::GET, &path, &[], Bytes::new()).await?;
+        match reply.status {
+            StatusCode::OK => {
+                if BlockId::of(&reply.body) != *id {
+                    return Err(ClientError::HashMismatch(*id));
+                }
+                Ok(reply.body)
+            }
+            StatusCode::NOT_FOUND | StatusCode::GATEWAY_TIMEOUT => Err(ClientError::NotFound(*id)),
+            _ => Err(status_error("GET", path, &reply)),
+        }
+    }
+
+    /// True when the node holds `id` now (a HEAD that does not wait).
+    pub async fn has_block(&self, id: &BlockId) -> Result<bool, ClientError> {
+        let path = format!("/sha256/{id}?wait=0");
+        let reply = self.request(Method::HEAD, &path, &[], Bytes::new()).await?;
+        match reply.status {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND | StatusCode::GATEWAY_TIMEOUT => Ok(false),
+            _ => Err(status_error("HEAD", path, &reply)),
+        }
+    }
+
+    /// Stores `block` under `id` (the caller computed `id` from the bytes).
+    pub async fn put_block(&self, id: &BlockId, block: Bytes) -> Result<Sent, ClientError> {
+        let path = format!("/sha256/{id}");
+        let reply = self.request(Method::PUT, &path, &[], block).await?;
+        match reply.status {
+            StatusCode::CREATED => Ok(Sent::Stored),
+            StatusCode::OK => Ok(Sent::AlreadyThere),
+            _ => Err(status_error("PUT", path, &reply)),
+        }
+    }
+
+    /// Ids near `id` that the node knows, with sizes, nearest first.
+    pub async fn like(&self, id: &BlockId) -> Result<Vec<(BlockId, u64)>, ClientError> {
+        let path = format!("/sha256/like/{id}");
+        let reply = self.request(Method::GET, &path, &[], Bytes::new()).await?;
+        match reply.status {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => return Ok(Vec::new()),
+            _ => return Err(status_error("GET", path, &reply)),
+        }
+        let map: std::collections::BTreeMap<String, u64> = serde_json::from_slice(&reply.body)
+            .map_err(|e| status_error("GET", path.clone(), &reply).with_message(e.to_string()))?;
+        let mut found = Vec::new();
+        for (key, size) in map {
+            let hex = key.strip_prefix("/sha256/").unwrap_or(&key);
+            if let Ok(found_id) = hex.parse::<BlockId>() {
+                found.push((found_id, size));
+            }
+        }
+        // JSON objects carry no order; restore the node's nearest-first order.
+        found.sort_by_key(|(found_id, _)| found_id.distance(id));
+        Ok(found)
+    }
+}
+
+impl ClientError {
+    fn with_message(mut self, text: String) -> ClientError {
+        if let ClientError::Status { message, .. } = &mut self {
+            *message = text;
+        }
+        self
+    }
+}
+
+/// An unexpected status, with the JSON error body's `message` when there is one.
+fn status_error(method: &'static str, path: String, reply: &Reply) -> ClientError {
+    let message = serde_json::from_slice::<serde_json::Value>(&reply.body)
+        .ok()
+        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| {
+            String::from_utf8_lossy(&reply.body)
+                .chars()
+                .take(200)
+                .collect()
+        });
+    ClientError::Status {
+        method,
+        path,
+        status: reply.status,
+        message,
     }
 }
 

@@ -15,6 +15,7 @@
 //! - [`http`]: the server: routes, handlers, response signing, error mapping. The only
 //!   server-side module that touches hyper.
 //! - [`client`]: an HTTP client that verifies response signatures and digests.
+//! - [`transfer`]: the client's use cases: put files and trees, get them back.
 //! - [`cli`]: the command line.
 
 pub mod bundle;
@@ -29,3 +30,4 @@ pub mod identity;
 pub mod mesh;
 pub mod node;
 pub mod store;
+pub mod transfer;

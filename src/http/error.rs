@@ -57,6 +57,9 @@ impl From<RouteError> for ApiError {
         match e {
             RouteError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "no_route", e.to_string()),
             RouteError::BadId(_) => ApiError::new(StatusCode::BAD_REQUEST, "bad_id", e.to_string()),
+            RouteError::BadKey(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_key", e.to_string())
+            }
             RouteError::MethodNotAllowed { allow } => ApiError {
                 allow: Some(allow),
                 ..ApiError::new(
@@ -101,6 +104,14 @@ impl From<NodeError> for ApiError {
                 retry_after: Some(RETRY_AFTER_SECS),
                 ..ApiError::new(StatusCode::GATEWAY_TIMEOUT, "not_found", e.to_string())
             },
+            NodeError::WrongKey(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "wrong_key", e.to_string())
+            }
+            NodeError::BadBundle(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "bad_bundle",
+                e.to_string(),
+            ),
             NodeError::Busy(_) => ApiError {
                 retry_after: Some(1),
                 ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())

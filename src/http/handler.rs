@@ -13,6 +13,7 @@ use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
 use sha2::{Digest, Sha256};
 
+use super::body::{Body, FileBody};
 use super::error::ApiError;
 use super::range::{self, ByteRange};
 use super::route::Route;
@@ -27,32 +28,37 @@ use crate::store::PutOutcome;
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Cache lifetime of immutable content: 336 days, as DESIGN 3 fixes.
-const IMMUTABLE: &str = "public, max-age=29030400, immutable";
+pub(super) const IMMUTABLE: &str = "public, max-age=29030400, immutable";
 
 /// The dashboard page, built into the binary.
 const DASHBOARD: &str = include_str!("../../web/index.html");
 
-static REPR_DIGEST: HeaderName = HeaderName::from_static("repr-digest");
+pub(super) static REPR_DIGEST: HeaderName = HeaderName::from_static("repr-digest");
 static CONTENT_DIGEST: HeaderName = HeaderName::from_static("content-digest");
 static SIGNATURE_INPUT: HeaderName = HeaderName::from_static("signature-input");
 static SIGNATURE: HeaderName = HeaderName::from_static("signature");
 
-/// Response body type of the server.
-pub type Body = Full<Bytes>;
-
 /// An answer before digest and signature are added.
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-    /// SHA-256 of `body` when already known (a whole block: its id).
-    digest: Option<[u8; 32]>,
-    /// Content length when `body` was not read (a HEAD answered from the index).
-    length: Option<u64>,
+pub(super) struct Reply {
+    pub(super) status: StatusCode,
+    pub(super) headers: HeaderMap,
+    pub(super) body: Bytes,
+    /// SHA-256 of the content sent when already known (a whole block: its id; a
+    /// streamed file: computed beforehand).
+    pub(super) digest: Option<[u8; 32]>,
+    /// Content length when `body` is not what is sent (a HEAD answered from the index,
+    /// a streamed file).
+    pub(super) length: Option<u64>,
+    /// The content, streamed, instead of `body`.
+    pub(super) stream: Option<crate::node::FileStream>,
 }
 
 impl Reply {
-    fn new(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
+    pub(super) fn new(
+        status: StatusCode,
+        content_type: &'static str,
+        body: impl Into<Bytes>,
+    ) -> Reply {
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         Reply {
@@ -61,10 +67,11 @@ impl Reply {
             body: body.into(),
             digest: None,
             length: None,
+            stream: None,
         }
     }
 
-    fn json(status: StatusCode, body: impl Into<Bytes>) -> Reply {
+    pub(super) fn json(status: StatusCode, body: impl Into<Bytes>) -> Reply {
         let mut reply = Reply::new(status, "application/json", body);
         reply
             .headers
@@ -72,7 +79,7 @@ impl Reply {
         reply
     }
 
-    fn error(e: &ApiError) -> Reply {
+    pub(super) fn error(e: &ApiError) -> Reply {
         let mut reply = Reply::new(e.status, "application/json", e.body());
         reply
             .headers
@@ -108,9 +115,9 @@ impl Reply {
 
 /// Serves requests for one node.
 pub struct Handler {
-    node: Arc<Node>,
+    pub(super) node: Arc<Node>,
     signer: ResponseSigner,
-    default_wait: Duration,
+    pub(super) default_wait: Duration,
 }
 
 impl Handler {
@@ -160,7 +167,7 @@ impl Handler {
 
     async fn dispatch(
         &self,
-        route: Route,
+        route: Route<'_>,
         parts: &Parts,
         body: Incoming,
     ) -> Result<Reply, ApiError> {
@@ -168,6 +175,7 @@ impl Handler {
             Route::GetBlock { id } => self.get_block(id, parts).await,
             Route::PutBlock { id } => self.put_block(id, parts, body).await,
             Route::Like { id } => Ok(self.like(&id)),
+            Route::Content { locator, rest } => self.content(locator, rest, parts).await,
             Route::Node => {
                 let info = serde_json::to_vec(&self.node.info()).map_err(|e| {
                     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
@@ -307,12 +315,15 @@ impl Handler {
             now,
         );
         let length = reply.length.unwrap_or(reply.body.len() as u64);
-        let body = if parts.method == Method::HEAD {
-            Bytes::new()
-        } else {
-            reply.body
+        let body = match reply.stream {
+            Some(stream) if parts.method != Method::HEAD => {
+                let (rx, guard) = stream.into_parts();
+                Body::Right(FileBody::new(rx, guard, length))
+            }
+            _ if parts.method == Method::HEAD => Body::Left(Full::new(Bytes::new())),
+            _ => Body::Left(Full::new(reply.body)),
         };
-        let mut response = Response::new(Full::new(body));
+        let mut response = Response::new(body);
         *response.status_mut() = reply.status;
         let headers = response.headers_mut();
         *headers = reply.headers;
@@ -327,7 +338,7 @@ impl Handler {
 }
 
 /// `?wait=SECS`, defaulting to the node's wait; capped at `MAX_WAIT`.
-fn wait_param(query: Option<&str>, default: Duration) -> Result<Duration, ApiError> {
+pub(super) fn wait_param(query: Option<&str>, default: Duration) -> Result<Duration, ApiError> {
     let Some(value) = query
         .into_iter()
         .flat_map(|q| q.split('&'))
@@ -449,16 +460,16 @@ async fn read_body(body: Incoming, len: usize) -> Result<crate::node::Upload, Ap
     Ok(hasher.finish())
 }
 
-fn etag(id: &BlockId) -> HeaderValue {
+pub(super) fn etag(id: &BlockId) -> HeaderValue {
     header_value(&format!("\"{id}\""))
 }
 
-fn digest_value(sha256: &[u8; 32]) -> HeaderValue {
+pub(super) fn digest_value(sha256: &[u8; 32]) -> HeaderValue {
     header_value(&digest_header(sha256))
 }
 
 /// A header value from text this module built (ASCII only).
-fn header_value(text: &str) -> HeaderValue {
+pub(super) fn header_value(text: &str) -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static(""))
 }
 

@@ -2,6 +2,8 @@
 //! hyper's HTTP/1.1 under the bounds below, and drains on shutdown. The only server-side
 //! module that touches hyper; it translates requests into `node` calls (see `handler`).
 
+mod body;
+mod content;
 mod error;
 mod handler;
 mod range;
@@ -19,8 +21,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+pub use body::{Body, FileBody};
 pub use error::{ApiError, RETRY_AFTER_SECS};
-pub use handler::{BODY_READ_TIMEOUT, Body, Handler};
+pub use handler::{BODY_READ_TIMEOUT, Handler};
 pub use range::ByteRange;
 pub use route::{Route, RouteError};
 pub use sign::{LABEL, REUSE_SECS, ResponseSigner};

@@ -3,11 +3,12 @@
 
 use hyper::Method;
 
+use crate::codec::{Key, Locator, Mode};
 use crate::id::{BlockId, IdError};
 
 /// What a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
+pub enum Route<'a> {
     /// `GET`/`HEAD /sha256/{id}`.
     GetBlock {
         /// The block.
@@ -22,6 +23,15 @@ pub enum Route {
     Like {
         /// The target.
         id: BlockId,
+    },
+    /// `GET`/`HEAD /sha256/{id}/aes256/{key}[/{path}]` and
+    /// `/sha256/{id}/passphrase/{key}`: decrypted content.
+    Content {
+        /// The block, mode and key.
+        locator: Locator,
+        /// After the key: `None` when nothing, `Some("")` for a trailing slash,
+        /// `Some("a/b%20c")` for a path inside a bundle (still percent-encoded).
+        rest: Option<&'a str>,
     },
     /// `GET`/`HEAD /node`.
     Node,
@@ -40,6 +50,9 @@ pub enum RouteError {
     /// A path segment that should be an id is not one.
     #[error("bad id: {0}")]
     BadId(IdError),
+    /// A path segment that should be a key is not one.
+    #[error("bad key: {0}")]
+    BadKey(IdError),
     /// The resource exists but not for this method.
     #[error("method not allowed; allowed: {allow}")]
     MethodNotAllowed {
@@ -51,11 +64,11 @@ pub enum RouteError {
 const READ_ONLY: &str = "GET, HEAD";
 const READ_WRITE: &str = "GET, HEAD, PUT";
 
-impl Route {
+impl<'a> Route<'a> {
     /// Parses a request's method and (raw, undecoded) path.
-    pub fn parse(method: &Method, path: &str) -> Result<Route, RouteError> {
+    pub fn parse(method: &Method, path: &'a str) -> Result<Route<'a>, RouteError> {
         let read = method == Method::GET || method == Method::HEAD;
-        let only_read = |route: Route| {
+        let only_read = |route: Route<'a>| -> Result<Route<'a>, RouteError> {
             if read {
                 Ok(route)
             } else {
@@ -75,9 +88,10 @@ impl Route {
             let id = target.parse().map_err(RouteError::BadId)?;
             return only_read(Route::Like { id });
         }
-        if rest.contains('/') {
-            // Sub-resources of a block (decrypted views) are not served by this node yet.
-            return Err(RouteError::NotFound);
+        if let Some((id, view)) = rest.split_once('/') {
+            let id = id.parse().map_err(RouteError::BadId)?;
+            let (locator, rest) = content_view(id, view)?;
+            return only_read(Route::Content { locator, rest });
         }
         let id = rest.parse().map_err(RouteError::BadId)?;
         match *method {
@@ -93,11 +107,33 @@ impl Route {
             Route::GetBlock { .. } => "get_block",
             Route::PutBlock { .. } => "put_block",
             Route::Like { .. } => "like",
+            Route::Content { .. } => "content",
             Route::Node => "node",
             Route::Metrics => "metrics",
             Route::Dashboard => "dashboard",
         }
     }
+}
+
+/// Parses what follows `/sha256/{id}/`: `{mode}/{key}[/{rest}]`.
+fn content_view(id: BlockId, view: &str) -> Result<(Locator, Option<&str>), RouteError> {
+    let mut parts = view.splitn(3, '/');
+    let mode = match parts.next() {
+        Some("aes256") => Mode::Aes256,
+        Some("passphrase") => Mode::Passphrase,
+        _ => return Err(RouteError::NotFound),
+    };
+    let key: Key = parts
+        .next()
+        .unwrap_or("")
+        .parse()
+        .map_err(RouteError::BadKey)?;
+    let rest = parts.next();
+    if mode == Mode::Passphrase && rest.is_some() {
+        // Passphrase content is a single record, never a bundle.
+        return Err(RouteError::NotFound);
+    }
+    Ok((Locator { id, mode, key }, rest))
 }
 
 #[cfg(test)]
@@ -160,6 +196,67 @@ mod tests {
                 Err(RouteError::BadId(IdError::Length(0))),
             ),
             (&get, format!("/sha256/{ID}/"), Err(RouteError::NotFound)),
+            (
+                &get,
+                format!("/sha256/{ID}/aes256/{ID}"),
+                Ok(Route::Content {
+                    locator: Locator {
+                        id,
+                        mode: Mode::Aes256,
+                        key: Key(id.0),
+                    },
+                    rest: None,
+                }),
+            ),
+            (
+                &Method::HEAD,
+                format!("/sha256/{ID}/aes256/{ID}/a/b%20c"),
+                Ok(Route::Content {
+                    locator: Locator {
+                        id,
+                        mode: Mode::Aes256,
+                        key: Key(id.0),
+                    },
+                    rest: Some("a/b%20c"),
+                }),
+            ),
+            (
+                &get,
+                format!("/sha256/{ID}/passphrase/{ID}"),
+                Ok(Route::Content {
+                    locator: Locator {
+                        id,
+                        mode: Mode::Passphrase,
+                        key: Key(id.0),
+                    },
+                    rest: None,
+                }),
+            ),
+            (
+                &get,
+                format!("/sha256/{ID}/passphrase/{ID}/x"),
+                Err(RouteError::NotFound),
+            ),
+            (
+                &get,
+                format!("/sha256/{ID}/aes128/{ID}"),
+                Err(RouteError::NotFound),
+            ),
+            (
+                &get,
+                format!("/sha256/{ID}/aes256/xyz"),
+                Err(RouteError::BadKey(IdError::Length(3))),
+            ),
+            (
+                &get,
+                format!("/sha256/xyz/aes256/{ID}"),
+                Err(RouteError::BadId(IdError::Length(3))),
+            ),
+            (
+                &put,
+                format!("/sha256/{ID}/aes256/{ID}/"),
+                Err(RouteError::MethodNotAllowed { allow: READ_ONLY }),
+            ),
             (&get, "/sha512/x".into(), Err(RouteError::NotFound)),
             (&get, "/etc/passwd".into(), Err(RouteError::NotFound)),
             (&get, "*".into(), Err(RouteError::NotFound)),

@@ -4,6 +4,7 @@
 //! these calls and their errors into statuses.
 
 mod arrivals;
+mod content;
 mod metrics;
 
 use std::path::Path;
@@ -14,6 +15,7 @@ use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
 pub use arrivals::{Arrivals, TooManyWaiters, Waiter};
+pub use content::{FileStream, Opened, PREFETCH_BLOCKS, StreamGuard};
 pub use metrics::{Gauges, Metrics};
 
 use crate::config::Config;
@@ -73,6 +75,12 @@ pub enum NodeError {
         /// Peers asked.
         asked: Vec<String>,
     },
+    /// The key does not decrypt the block (or the block is not what the URL names).
+    #[error("the key does not decrypt block {0}")]
+    WrongKey(BlockId),
+    /// A bundle manifest is malformed, or disagrees with its blocks.
+    #[error("bad bundle: {0}")]
+    BadBundle(String),
     /// Too many requests waiting already.
     #[error(transparent)]
     Busy(#[from] TooManyWaiters),
@@ -183,6 +191,7 @@ pub struct Node {
     arrivals: Arrivals,
     mesh: Box<dyn Mesh>,
     metrics: Metrics,
+    content: content::ContentCaches,
     url: String,
     started: Instant,
 }
@@ -214,6 +223,7 @@ impl Node {
             arrivals: Arrivals::new(config.max_waiters),
             mesh,
             metrics: Metrics::default(),
+            content: content::ContentCaches::new(),
             url,
             started: Instant::now(),
         })

@@ -1,0 +1,413 @@
+//! The browsing routes, `/sha256/{id}/{mode}/{key}[/{path}]`: decrypted single blocks,
+//! files of bundles (streamed, with `Range` across blocks), redirects to the
+//! trailing-slash form of directories, `index.html`, and listings in HTML or JSON.
+//! Translation only: opening, verifying and reading are `node`'s.
+//!
+//! Decrypted pages share the node's origin, so every content answer carries
+//! `Content-Security-Policy: sandbox ...` without `allow-same-origin`: a bundle's
+//! scripts run, but in an opaque origin that cannot read the node's other pages' storage
+//! or act with their credentials. `Access-Control-Allow-Origin: *` keeps module scripts
+//! and `fetch` of the bundle's own files working from that opaque origin (the content
+//! is readable by anyone holding its URL anyway).
+
+use bytes::Bytes;
+use hyper::StatusCode;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::http::request::Parts;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::error::ApiError;
+use super::handler::{
+    Handler, IMMUTABLE, REPR_DIGEST, Reply, digest_value, header_value, wait_param,
+};
+use super::range::{self, ByteRange};
+use crate::bundle::{FileEntry, ListEntry, Lookup, Tree, time_of};
+use crate::codec::Locator;
+use crate::node::Opened;
+
+/// What may stay unescaped in a path segment of a listing link.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The sandbox every decrypted answer runs in (see the module doc).
+const SANDBOX: &str = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads";
+
+/// Files of one block or less are read whole; larger ones are streamed.
+const STREAM_ABOVE_CHUNKS: usize = 1;
+
+impl Handler {
+    /// Answers a browsing route.
+    pub(super) async fn content(
+        &self,
+        locator: Locator,
+        rest: Option<&str>,
+        parts: &Parts,
+    ) -> Result<Reply, ApiError> {
+        let wait = wait_param(parts.uri.query(), self.default_wait)?;
+        let json = wants_json(&parts.headers);
+        let tag = content_tag(parts.uri.path(), json);
+        if if_none_match(&parts.headers, &tag) {
+            let mut reply = Reply::new(StatusCode::NOT_MODIFIED, "", Bytes::new());
+            reply.headers.remove(header::CONTENT_TYPE);
+            immutable(&mut reply.headers, &tag);
+            return Ok(reply);
+        }
+        let opened = self.node.open_content(&locator, wait).await?;
+        let mut reply = match (opened, rest) {
+            (Opened::Data(bytes), None) => self.data(bytes, parts, &tag)?,
+            (Opened::Data(_), Some(_)) => {
+                return Err(not_in_bundle("this content is not a bundle"));
+            }
+            (Opened::Bundle(_), None) => redirect(parts, "/")?,
+            (Opened::Bundle(tree), Some(path)) => {
+                self.in_bundle(&tree, path, parts, json, &tag, wait).await?
+            }
+        };
+        reply.headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(SANDBOX),
+        );
+        reply.headers.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        Ok(reply)
+    }
+
+    /// A decrypted single block (no name, so no type beyond octet-stream).
+    fn data(&self, bytes: Bytes, parts: &Parts, tag: &str) -> Result<Reply, ApiError> {
+        let repr: [u8; 32] = Sha256::digest(&bytes).into();
+        let len = bytes.len() as u64;
+        let range = requested_range(&parts.headers, tag, len);
+        let mut reply = match range {
+            ByteRange::Whole => {
+                let mut r = Reply::new(StatusCode::OK, "application/octet-stream", bytes);
+                r.digest = Some(repr);
+                r
+            }
+            ByteRange::Part { start, end } => {
+                let part = bytes.slice(start as usize..=end as usize);
+                let mut r = Reply::new(
+                    StatusCode::PARTIAL_CONTENT,
+                    "application/octet-stream",
+                    part,
+                );
+                content_range(&mut r.headers, start, end, len);
+                r
+            }
+            ByteRange::Unsatisfiable => return Ok(unsatisfiable(len)),
+        };
+        immutable(&mut reply.headers, tag);
+        reply
+            .headers
+            .insert(REPR_DIGEST.clone(), digest_value(&repr));
+        Ok(reply)
+    }
+
+    /// A path inside a bundle: a file, a directory (index.html or listing), a redirect.
+    async fn in_bundle(
+        &self,
+        tree: &Arc<Tree>,
+        raw: &str,
+        parts: &Parts,
+        json: bool,
+        tag: &str,
+        wait: Duration,
+    ) -> Result<Reply, ApiError> {
+        let decoded = percent_decode_str(raw)
+            .decode_utf8()
+            .map_err(|_| not_in_bundle("the path is not UTF-8"))?;
+        let dir_form = decoded.is_empty() || decoded.ends_with('/');
+        let path = decoded.trim_end_matches('/');
+        match tree.lookup(path) {
+            Lookup::File(name, file) if !dir_form => self.file(name, file, parts, tag, wait).await,
+            Lookup::File(..) => Err(not_in_bundle("a file, not a directory")),
+            Lookup::Directory(_) if !dir_form => redirect(parts, "/"),
+            Lookup::Directory(dir) => {
+                let index = if dir.is_empty() {
+                    "index.html".to_owned()
+                } else {
+                    format!("{dir}/index.html")
+                };
+                match tree.lookup(&index) {
+                    Lookup::File(name, file) => self.file(name, file, parts, tag, wait).await,
+                    _ => Ok(listing(tree, &dir, json, tag)),
+                }
+            }
+            Lookup::NotFound => Err(not_in_bundle("no such file in the bundle")),
+        }
+    }
+
+    /// A file of a bundle, whole or a range, read whole when small and streamed when not.
+    async fn file(
+        &self,
+        name: &str,
+        file: &FileEntry,
+        parts: &Parts,
+        tag: &str,
+        wait: Duration,
+    ) -> Result<Reply, ApiError> {
+        let len = file.size;
+        let range = requested_range(&parts.headers, tag, len);
+        let (status, start, end) = match range {
+            ByteRange::Whole => (StatusCode::OK, 0, len.saturating_sub(1)),
+            ByteRange::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
+            ByteRange::Unsatisfiable => return Ok(unsatisfiable(len)),
+        };
+        let mut reply = Reply::new(status, "application/octet-stream", Bytes::new());
+        let small = file.contents.len() <= STREAM_ABOVE_CHUNKS;
+        if len == 0 {
+            reply.digest = Some(Sha256::digest([]).into());
+            reply.headers.insert(
+                REPR_DIGEST.clone(),
+                digest_value(&Sha256::digest([]).into()),
+            );
+        } else if small {
+            let mut whole = Vec::with_capacity(len as usize);
+            let mut stream = self.node.read_file(file, 0, len - 1, wait);
+            while let Some(piece) = stream.next().await {
+                whole.extend_from_slice(&piece?);
+            }
+            let whole = Bytes::from(whole);
+            reply.headers.insert(
+                REPR_DIGEST.clone(),
+                digest_value(&Sha256::digest(&whole).into()),
+            );
+            reply.body = whole.slice(start as usize..=end as usize);
+        } else {
+            let repr = self.node.file_digest(file, 0, len - 1, wait).await?;
+            reply
+                .headers
+                .insert(REPR_DIGEST.clone(), digest_value(&repr));
+            reply.digest = Some(if status == StatusCode::OK {
+                repr
+            } else {
+                self.node.file_digest(file, start, end, wait).await?
+            });
+            reply.length = Some(end - start + 1);
+            if parts.method != hyper::Method::HEAD {
+                reply.stream = Some(self.node.read_file(file, start, end, wait));
+            }
+        }
+        if status == StatusCode::PARTIAL_CONTENT {
+            content_range(&mut reply.headers, start, end, len);
+        }
+        reply
+            .headers
+            .insert(header::CONTENT_TYPE, content_type(name));
+        immutable(&mut reply.headers, tag);
+        Ok(reply)
+    }
+}
+
+/// The `Range` to honour: none when `If-Range` names another tag.
+fn requested_range(headers: &HeaderMap, tag: &str, len: u64) -> ByteRange {
+    let header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let if_range = headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok());
+    if if_range.is_some_and(|v| v.trim() != tag) {
+        return ByteRange::Whole;
+    }
+    range::parse(header, len)
+}
+
+fn unsatisfiable(len: u64) -> Reply {
+    let e = ApiError::new(
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "range_not_satisfiable",
+        format!("the content has {len} bytes"),
+    );
+    let mut reply = Reply::error(&e);
+    reply.headers.insert(
+        header::CONTENT_RANGE,
+        header_value(&format!("bytes */{len}")),
+    );
+    reply
+}
+
+fn content_range(headers: &mut HeaderMap, start: u64, end: u64, len: u64) {
+    headers.insert(
+        header::CONTENT_RANGE,
+        header_value(&format!("bytes {start}-{end}/{len}")),
+    );
+}
+
+/// Caching headers of immutable content.
+fn immutable(headers: &mut HeaderMap, tag: &str) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(header::ETAG, header_value(tag));
+    headers.insert(header::VARY, HeaderValue::from_static("Accept"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+}
+
+/// The entity tag of a content URL: the URL names immutable content, so a hash of the
+/// path (and of the listing format asked for) identifies the representation.
+fn content_tag(path: &str, json: bool) -> String {
+    let mut h = Sha256::new();
+    h.update(path.as_bytes());
+    h.update(if json { b"\0json" as &[u8] } else { b"\0" });
+    format!("\"{}\"", hex::encode(&h.finalize()[..16]))
+}
+
+fn if_none_match(headers: &HeaderMap, tag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|t| t.strip_prefix("W/").unwrap_or(t) == tag)
+}
+
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/json"))
+}
+
+/// `Content-Type` from a file name; text gets `charset=utf-8`.
+fn content_type(name: &str) -> HeaderValue {
+    let mime = mime_guess::from_path(name).first_or_octet_stream();
+    let text = mime.type_() == mime_guess::mime::TEXT
+        || mime.subtype() == mime_guess::mime::JAVASCRIPT
+        || mime.subtype() == mime_guess::mime::JSON;
+    if text && mime.get_param(mime_guess::mime::CHARSET).is_none() {
+        header_value(&format!("{mime}; charset=utf-8"))
+    } else {
+        header_value(mime.as_ref())
+    }
+}
+
+/// A 301 to the same path with `suffix` appended (the query kept).
+fn redirect(parts: &Parts, suffix: &str) -> Result<Reply, ApiError> {
+    let mut location = format!("{}{suffix}", parts.uri.path());
+    if let Some(q) = parts.uri.query() {
+        location.push('?');
+        location.push_str(q);
+    }
+    let body = serde_json::json!({ "location": location }).to_string();
+    let mut reply = Reply::json(StatusCode::MOVED_PERMANENTLY, body);
+    reply
+        .headers
+        .insert(header::LOCATION, header_value(&location));
+    reply
+        .headers
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
+    Ok(reply)
+}
+
+fn not_in_bundle(why: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_in_bundle", why)
+}
+
+/// A directory listing: JSON `{"path", "entries": [...]}` or an HTML page of links.
+fn listing(tree: &Tree, dir: &str, json: bool, tag: &str) -> Reply {
+    let entries = tree.list(dir);
+    let shown = if dir.is_empty() {
+        "/".to_owned()
+    } else {
+        format!("/{dir}/")
+    };
+    let mut reply = if json {
+        let body = serde_json::json!({ "path": shown, "entries": entries }).to_string();
+        Reply::new(StatusCode::OK, "application/json", body)
+    } else {
+        Reply::new(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            listing_html(&shown, &entries),
+        )
+    };
+    immutable(&mut reply.headers, tag);
+    reply
+}
+
+fn listing_html(shown: &str, entries: &[ListEntry]) -> String {
+    let title = escape_html(&format!("Index of {shown}"));
+    let mut html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title}</title>\
+         <style>body{{font-family:system-ui,sans-serif;margin:2rem}}\
+         td{{padding:.2rem 1rem .2rem 0}}td.n{{text-align:right}}</style></head>\
+         <body><h1>{title}</h1><table>\
+         <thead><tr><th>Name</th><th>Size</th><th>Modified</th></tr></thead><tbody>\n"
+    );
+    if shown != "/" {
+        html.push_str("<tr><td><a href=\"../\">../</a></td><td></td><td></td></tr>\n");
+    }
+    for e in entries {
+        let slash = if e.kind == "dir" { "/" } else { "" };
+        let href = format!("{}{slash}", utf8_percent_encode(&e.name, SEGMENT));
+        let label = escape_html(&format!("{}{slash}", e.name));
+        let size = e.size.map(|s| s.to_string()).unwrap_or_default();
+        let modified = e
+            .modified
+            .map(|m| httpdate::fmt_http_date(time_of(m)))
+            .unwrap_or_default();
+        let arrow = e
+            .link
+            .as_deref()
+            .map(|t| format!(" &rarr; {}", escape_html(t)))
+            .unwrap_or_default();
+        html.push_str(&format!(
+            "<tr><td><a href=\"{href}\">{label}</a>{arrow}</td><td class=\"n\">{size}</td><td>{modified}</td></tr>\n"
+        ));
+    }
+    html.push_str("</tbody></table></body></html>\n");
+    html
+}
+
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types_and_escaping() {
+        assert_eq!(content_type("a/index.html"), "text/html; charset=utf-8");
+        assert_eq!(content_type("x.css"), "text/css; charset=utf-8");
+        assert_eq!(content_type("x.png"), "image/png");
+        assert_eq!(content_type("noext"), "application/octet-stream");
+        assert_eq!(
+            escape_html("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+        assert_eq!(
+            utf8_percent_encode("a b/c?.html", SEGMENT).to_string(),
+            "a%20b%2Fc%3F.html"
+        );
+    }
+
+    #[test]
+    fn tags_differ_by_path_and_format() {
+        assert_ne!(content_tag("/a", false), content_tag("/b", false));
+        assert_ne!(content_tag("/a", false), content_tag("/a", true));
+        assert_eq!(content_tag("/a", true), content_tag("/a", true));
+    }
+}

@@ -1,0 +1,274 @@
+//! Decrypted content for the browsing routes (`/sha256/<id>/<mode>/<key>[/<path>]`):
+//! opening a locator, loading and caching bundle trees, and reading files of a bundle
+//! block by block, in order, with a few blocks fetched ahead and never more held. Works
+//! through `Node::get_block`, so missing blocks are waited for (and asked of the mesh)
+//! exactly like raw block requests. No HTTP types.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use lru::LruCache;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{Node, NodeError, blocking};
+use crate::bundle::{FileEntry, LoadError, Manifest, Tree, parse_chunk_url};
+use crate::codec::{self, Key, Locator, Recipe};
+use crate::id::BlockId;
+
+/// Blocks of a file fetched and decrypted ahead of the one being sent: enough to keep
+/// both cores busy and the mesh's round trips overlapped, while a reader holds at most
+/// this many MiB.
+pub const PREFETCH_BLOCKS: usize = 4;
+
+/// Decrypted blocks queued between the reader task and the connection.
+const STREAM_QUEUE: usize = 2;
+
+/// Recipes remembered (about 100 bytes each): which blocks already verified under which
+/// key, so re-reading them skips the plaintext hash.
+const RECIPE_CACHE_ENTRIES: usize = 65_536;
+
+/// Bundle trees kept parsed, measured by their manifests' encoded bytes.
+const TREE_CACHE_BYTES: usize = 64 << 20;
+
+/// Whole-file digests remembered, so a file is read once, not twice, per request.
+const DIGEST_CACHE_ENTRIES: usize = 16_384;
+
+/// What a locator opens to.
+#[derive(Debug, Clone)]
+pub enum Opened {
+    /// The content of one block that is not a manifest.
+    Data(Bytes),
+    /// A bundle, with all its sub-bundles merged and checked.
+    Bundle(Arc<Tree>),
+}
+
+/// Caches behind the content routes.
+pub(super) struct ContentCaches {
+    recipes: Mutex<LruCache<(BlockId, Key), Recipe>>,
+    trees: Mutex<TreeCache>,
+    digests: Mutex<LruCache<[u8; 32], [u8; 32]>>,
+}
+
+struct TreeCache {
+    entries: LruCache<Locator, Arc<Tree>>,
+    bytes: usize,
+}
+
+impl ContentCaches {
+    pub(super) fn new() -> ContentCaches {
+        let n = |n: usize| std::num::NonZeroUsize::new(n).unwrap_or(std::num::NonZeroUsize::MIN);
+        ContentCaches {
+            recipes: Mutex::new(LruCache::new(n(RECIPE_CACHE_ENTRIES))),
+            trees: Mutex::new(TreeCache {
+                entries: LruCache::unbounded(),
+                bytes: 0,
+            }),
+            digests: Mutex::new(LruCache::new(n(DIGEST_CACHE_ENTRIES))),
+        }
+    }
+}
+
+/// Locks a cache mutex; a panic elsewhere while holding it leaves a usable cache.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The decrypted bytes of a file range, in order, as they are read.
+pub struct FileStream {
+    rx: mpsc::Receiver<Result<Bytes, NodeError>>,
+    task: JoinHandle<()>,
+}
+
+impl FileStream {
+    /// The next piece; `None` at the end.
+    pub async fn next(&mut self) -> Option<Result<Bytes, NodeError>> {
+        self.rx.recv().await
+    }
+
+    /// Splits into the receiver (for a response body) and a guard that stops the reader
+    /// when dropped.
+    pub fn into_parts(self) -> (mpsc::Receiver<Result<Bytes, NodeError>>, StreamGuard) {
+        (self.rx, StreamGuard(self.task))
+    }
+}
+
+/// Stops a file stream's reader task when dropped.
+pub struct StreamGuard(JoinHandle<()>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Node {
+    /// Opens `locator`: the decrypted block, or the bundle tree it is the root of.
+    /// A wrong key is `WrongKey`; a malformed manifest is `BadBundle`.
+    pub async fn open_content(
+        self: &Arc<Self>,
+        locator: &Locator,
+        wait: Duration,
+    ) -> Result<Opened, NodeError> {
+        if let Some(tree) = lock(&self.content.trees).entries.get(locator) {
+            return Ok(Opened::Bundle(tree.clone()));
+        }
+        let content = self.decrypt(locator, wait).await?;
+        if !Manifest::looks_like(&content) {
+            return Ok(Opened::Data(content));
+        }
+        let manifest =
+            Manifest::decode(&content).map_err(|e| NodeError::BadBundle(e.to_string()))?;
+        let node = self.clone();
+        let tree = Tree::load(manifest, content.len(), move |sub: Locator| {
+            let node = node.clone();
+            async move { node.decrypt(&sub, wait).await.map(|b| b.to_vec()) }
+        })
+        .await
+        .map_err(|e| match e {
+            LoadError::Bundle(e) => NodeError::BadBundle(e.to_string()),
+            LoadError::Fetch(e) => e,
+        })?;
+        let tree = Arc::new(tree);
+        let mut cache = lock(&self.content.trees);
+        if tree.manifest_bytes <= TREE_CACHE_BYTES / 4 {
+            cache.bytes += tree.manifest_bytes;
+            if let Some(old) = cache.entries.put(*locator, tree.clone()) {
+                cache.bytes -= old.manifest_bytes;
+            }
+            while cache.bytes > TREE_CACHE_BYTES {
+                let Some((_, old)) = cache.entries.pop_lru() else {
+                    break;
+                };
+                cache.bytes -= old.manifest_bytes;
+            }
+        }
+        Ok(Opened::Bundle(tree))
+    }
+
+    /// The block of `locator`, decrypted and verified (once per block and key; later
+    /// reads follow the remembered recipe).
+    pub async fn decrypt(&self, locator: &Locator, wait: Duration) -> Result<Bytes, NodeError> {
+        let block = self.get_block(locator.id, wait).await?;
+        let cache_key = (locator.id, locator.key);
+        let known = lock(&self.content.recipes).get(&cache_key).copied();
+        let (mode, key) = (locator.mode, locator.key);
+        let id = locator.id;
+        let decoded = blocking(move || match known {
+            Some(recipe) => codec::decode_by(&block, &key, recipe).map(|c| (c, None)),
+            None => codec::decode(&block, mode, &key).map(|d| (d.content, Some(d.recipe))),
+        })
+        .await?
+        .map_err(|_| NodeError::WrongKey(id))?;
+        let (content, learned) = decoded;
+        if let Some(recipe) = learned {
+            lock(&self.content.recipes).put(cache_key, recipe);
+        }
+        Ok(Bytes::from(content))
+    }
+
+    /// Reads bytes `start..=end` of a bundle file as a stream of decrypted pieces,
+    /// `PREFETCH_BLOCKS` blocks ahead. Each block's plaintext must have the size the
+    /// manifest says (else the stream ends with `BadBundle`).
+    pub fn read_file(
+        self: &Arc<Self>,
+        file: &FileEntry,
+        start: u64,
+        end: u64,
+        wait: Duration,
+    ) -> FileStream {
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let node = self.clone();
+        let mut pieces = Vec::new();
+        let mut offset = 0u64;
+        for chunk in &file.contents {
+            let (first, last) = (offset, offset + chunk.size - 1);
+            offset += chunk.size;
+            if last < start || first > end {
+                continue;
+            }
+            let from = start.saturating_sub(first) as usize;
+            let to = (end.min(last) - first) as usize;
+            pieces.push((chunk.url.clone(), chunk.size, from, to));
+        }
+        let task = tokio::spawn(async move {
+            let mut ahead: VecDeque<JoinHandle<Result<Bytes, NodeError>>> = VecDeque::new();
+            let mut pending = pieces.into_iter();
+            loop {
+                while ahead.len() < PREFETCH_BLOCKS {
+                    let Some((url, size, from, to)) = pending.next() else {
+                        break;
+                    };
+                    let node = node.clone();
+                    ahead.push_back(tokio::spawn(async move {
+                        let locator = parse_chunk_url(&url)
+                            .ok_or_else(|| NodeError::BadBundle(format!("bad chunk url {url}")))?;
+                        let plain = node.decrypt(&locator, wait).await?;
+                        if plain.len() as u64 != size {
+                            return Err(NodeError::BadBundle(format!(
+                                "block {} holds {} bytes, the manifest says {size}",
+                                locator.id,
+                                plain.len()
+                            )));
+                        }
+                        Ok(plain.slice(from..=to))
+                    }));
+                }
+                let Some(next) = ahead.pop_front() else { break };
+                let piece = next
+                    .await
+                    .unwrap_or_else(|e| Err(NodeError::Task(e.to_string())));
+                let failed = piece.is_err();
+                if tx.send(piece).await.is_err() || failed {
+                    break;
+                }
+            }
+            for handle in ahead {
+                handle.abort();
+            }
+        });
+        FileStream { rx, task }
+    }
+
+    /// SHA-256 of bytes `start..=end` of a file (whole-file digests are remembered).
+    pub async fn file_digest(
+        self: &Arc<Self>,
+        file: &FileEntry,
+        start: u64,
+        end: u64,
+        wait: Duration,
+    ) -> Result<[u8; 32], NodeError> {
+        let whole = start == 0 && end + 1 == file.size;
+        let cache_key = whole.then(|| file_identity(file));
+        if let Some(key) = &cache_key
+            && let Some(digest) = lock(&self.content.digests).get(key)
+        {
+            return Ok(*digest);
+        }
+        let mut hasher = Sha256::new();
+        if file.size > 0 {
+            let mut stream = self.read_file(file, start, end, wait);
+            while let Some(piece) = stream.next().await {
+                hasher.update(&piece?);
+            }
+        }
+        let digest: [u8; 32] = hasher.finalize().into();
+        if let Some(key) = cache_key {
+            lock(&self.content.digests).put(key, digest);
+        }
+        Ok(digest)
+    }
+}
+
+/// A name for a file's contents: the hash of its chunk list.
+fn file_identity(file: &FileEntry) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for chunk in &file.contents {
+        h.update(chunk.url.as_bytes());
+        h.update(chunk.size.to_le_bytes());
+    }
+    h.finalize().into()
+}

@@ -1,0 +1,583 @@
+//! The client's use cases: putting files, directories and standard input into a node as
+//! encrypted blocks and a bundle, and getting them back (a file, standard output, or a
+//! whole tree restored). Composes `client` (verified HTTP), `codec` and `bundle`; the
+//! keys never leave this process. Uploads and downloads run several blocks at once,
+//! with memory bounded by the number in flight.
+
+use std::io::{IsTerminal, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime};
+
+use anyhow::{Context, anyhow, bail};
+use bytes::Bytes;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::bundle::{self, Chunk, FileEntry, Lookup, Manifest, Restore, Tree};
+use crate::client::{Remote, Sent};
+use crate::codec::{self, Encoded, Locator, MAX_CONTENT};
+use crate::id::BlockId;
+
+/// Blocks uploaded at once: enough to overlap encoding on every core with the node's
+/// fsyncs, few enough that memory stays at a few tens of MiB.
+pub const UPLOAD_CONCURRENCY: usize = 8;
+
+/// Blocks fetched at once when downloading.
+pub const DOWNLOAD_CONCURRENCY: usize = 8;
+
+/// Blocks at least this large are checked with a HEAD before being sent, so a block the
+/// node has is not uploaded again; smaller ones are just PUT (the check would cost as
+/// much as the upload).
+pub const CHECK_BEFORE_PUT: usize = 16 * 1024;
+
+/// Characters escaped in a file name appended to a bundle URL.
+const URL_PATH: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+/// Content that did not verify: a chunk whose size differs from the manifest's.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Mismatch(String);
+
+/// Settings of a transfer.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Show progress bars (only ever on a terminal).
+    pub progress: bool,
+}
+
+/// What a put did.
+#[derive(Debug, Clone)]
+pub struct PutReport {
+    /// The URL to give out.
+    pub url: String,
+    /// Regular files read.
+    pub files: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Blocks uploaded.
+    pub sent: u64,
+    /// Blocks the node already had.
+    pub skipped: u64,
+    /// Paths skipped (sockets, FIFOs, devices).
+    pub ignored: Vec<PathBuf>,
+}
+
+/// Splits a content URL into the server's base and the path: `http://host:port/sha256/..`
+/// uses that server; a bare `/sha256/...` path uses `default_server`.
+pub fn split_url(url: &str, default_server: &str) -> anyhow::Result<(String, String)> {
+    let url = url.split(['?', '#']).next().unwrap_or(url);
+    if url.starts_with("/sha256/") {
+        return Ok((
+            default_server.trim_end_matches('/').to_owned(),
+            url.to_owned(),
+        ));
+    }
+    for scheme in ["http://", "https://"] {
+        if let Some(rest) = url.strip_prefix(scheme) {
+            let slash = rest.find('/').unwrap_or(rest.len());
+            let path = &rest[slash..];
+            if path.starts_with("/sha256/") {
+                return Ok((format!("{scheme}{}", &rest[..slash]), path.to_owned()));
+            }
+        }
+    }
+    bail!("not a libernet URL: {url:?} (expected http://HOST/sha256/... or /sha256/...)")
+}
+
+fn progress_bar(total: u64, options: Options, verb: &str) -> ProgressBar {
+    if !options.progress || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template(&format!(
+        "{verb} {{bar:30}} {{bytes}}/{{total_bytes}} {{binary_bytes_per_sec}} eta {{eta}} {{msg}}"
+    ))
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}
+
+/// Sends encoded blocks, counting what was sent and what the node already had.
+#[derive(Clone)]
+struct Uploader {
+    remote: Remote,
+    sent: Arc<AtomicU64>,
+    skipped: Arc<AtomicU64>,
+}
+
+impl Uploader {
+    fn new(remote: &Remote) -> Uploader {
+        Uploader {
+            remote: remote.clone(),
+            sent: Arc::default(),
+            skipped: Arc::default(),
+        }
+    }
+
+    async fn send(&self, encoded: Encoded) -> anyhow::Result<Locator> {
+        let locator = encoded.locator;
+        let id = locator.id;
+        if encoded.block.len() >= CHECK_BEFORE_PUT && self.remote.has_block(&id).await? {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            return Ok(locator);
+        }
+        match self
+            .remote
+            .put_block(&id, Bytes::from(encoded.block))
+            .await?
+        {
+            Sent::Stored => self.sent.fetch_add(1, Ordering::Relaxed),
+            Sent::AlreadyThere => self.skipped.fetch_add(1, Ordering::Relaxed),
+        };
+        Ok(locator)
+    }
+}
+
+/// Runs blocking work (file I/O, encoding) off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| anyhow!("internal task failed: {e}"))?
+}
+
+/// Number of blocks a file of `size` bytes takes.
+fn chunk_count(size: u64) -> u64 {
+    size.div_ceil(MAX_CONTENT as u64)
+}
+
+/// Reads `len` bytes at `offset` of `path` and encodes them.
+fn read_and_encode(path: &Path, offset: u64, len: usize) -> anyhow::Result<Encoded> {
+    let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, offset)
+        .with_context(|| format!("{} changed while it was read", path.display()))?;
+    Ok(codec::encode(&buf)?)
+}
+
+/// Puts a file or a directory (as a bundle) and returns its URL: `.../<key>/` for a
+/// directory, `.../<key>/<name>` for a single file.
+pub async fn put_path(remote: &Remote, path: &Path, options: Options) -> anyhow::Result<PutReport> {
+    let root = path.to_owned();
+    let scan = blocking(move || Ok(bundle::scan(&root)?)).await?;
+    let single = std::fs::symlink_metadata(path)
+        .with_context(|| format!("{}", path.display()))?
+        .is_file();
+    let total: u64 = scan.files.iter().map(|f| f.entry.size).sum();
+    let bar = progress_bar(total, options, "put");
+    let uploader = Uploader::new(remote);
+    let permits = Arc::new(Semaphore::new(UPLOAD_CONCURRENCY));
+    let mut tasks = JoinSet::new();
+    let mut chunks: Vec<Vec<Option<Chunk>>> = scan
+        .files
+        .iter()
+        .map(|f| vec![None; chunk_count(f.entry.size) as usize])
+        .collect();
+    let record = |chunks: &mut Vec<Vec<Option<Chunk>>>, done: (usize, usize, Chunk)| {
+        let (file, index, chunk) = done;
+        bar.inc(chunk.size);
+        chunks[file][index] = Some(chunk);
+    };
+    for (file_index, file) in scan.files.iter().enumerate() {
+        for index in 0..chunk_count(file.entry.size) {
+            let permit = permits.clone().acquire_owned().await?;
+            while let Some(done) = tasks.try_join_next() {
+                record(&mut chunks, done??);
+            }
+            let offset = index * MAX_CONTENT as u64;
+            let len = (file.entry.size - offset).min(MAX_CONTENT as u64) as usize;
+            let source = file.source.clone();
+            let uploader = uploader.clone();
+            tasks.spawn(async move {
+                let _permit = permit;
+                let encoded = blocking(move || read_and_encode(&source, offset, len)).await?;
+                let locator = uploader.send(encoded).await?;
+                let chunk = Chunk {
+                    size: len as u64,
+                    url: locator.to_string(),
+                };
+                Ok::<_, anyhow::Error>((file_index, index as usize, chunk))
+            });
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        record(&mut chunks, done??);
+    }
+    bar.finish_and_clear();
+    let mut files = scan.links.clone();
+    for (file, file_chunks) in scan.files.iter().zip(chunks) {
+        let mut entry = file.entry.clone();
+        entry.contents = file_chunks.into_iter().flatten().collect();
+        files.insert(file.path.clone(), entry);
+    }
+    let directories = scan.directories.clone();
+    let locator = put_manifest(&uploader, files, directories).await?;
+    let name = match (single, scan.files.first()) {
+        (true, Some(f)) => utf8_percent_encode(&f.path, URL_PATH).to_string(),
+        _ => String::new(),
+    };
+    Ok(PutReport {
+        url: format!("{}{locator}/{name}", remote.base()),
+        files: scan.files.len(),
+        bytes: total,
+        sent: uploader.sent.load(Ordering::Relaxed),
+        skipped: uploader.skipped.load(Ordering::Relaxed),
+        ignored: scan.skipped,
+    })
+}
+
+/// Packs and uploads a bundle's manifest blocks, sub-bundles first so the root's URL
+/// only works once everything it names is there.
+async fn put_manifest(
+    uploader: &Uploader,
+    files: std::collections::BTreeMap<String, FileEntry>,
+    directories: std::collections::BTreeMap<String, Option<String>>,
+) -> anyhow::Result<Locator> {
+    let packed = blocking(move || Ok(bundle::pack(files, directories, MAX_CONTENT)?)).await?;
+    for sub in packed.subs {
+        uploader.send(sub).await?;
+    }
+    uploader.send(packed.root).await
+}
+
+/// Puts standard input as a one-file bundle whose file is called `name`.
+pub async fn put_stdin(remote: &Remote, name: &str, options: Options) -> anyhow::Result<PutReport> {
+    bundle::check_path(name)?;
+    if name.contains('/') {
+        bail!("--name must be a file name, not a path: {name:?}");
+    }
+    let bar = progress_bar(0, options, "put");
+    let uploader = Uploader::new(remote);
+    let permits = Arc::new(Semaphore::new(UPLOAD_CONCURRENCY));
+    let mut tasks = JoinSet::new();
+    let mut index = 0usize;
+    let mut total = 0u64;
+    loop {
+        let permit = permits.clone().acquire_owned().await?;
+        let buf = blocking(|| {
+            let mut buf = Vec::with_capacity(MAX_CONTENT);
+            std::io::stdin()
+                .lock()
+                .take(MAX_CONTENT as u64)
+                .read_to_end(&mut buf)
+                .context("reading standard input")?;
+            Ok(buf)
+        })
+        .await?;
+        if buf.is_empty() {
+            break;
+        }
+        total += buf.len() as u64;
+        bar.inc(buf.len() as u64);
+        let uploader = uploader.clone();
+        let at = index;
+        tasks.spawn(async move {
+            let _permit = permit;
+            let size = buf.len() as u64;
+            let encoded = blocking(move || Ok(codec::encode(&buf)?)).await?;
+            let locator = uploader.send(encoded).await?;
+            Ok::<_, anyhow::Error>((
+                at,
+                Chunk {
+                    size,
+                    url: locator.to_string(),
+                },
+            ))
+        });
+        index += 1;
+    }
+    let mut contents: Vec<Option<Chunk>> = vec![None; index];
+    while let Some(done) = tasks.join_next().await {
+        let (at, chunk) = done??;
+        contents[at] = Some(chunk);
+    }
+    bar.finish_and_clear();
+    let entry = FileEntry {
+        contents: contents.into_iter().flatten().collect(),
+        executable: false,
+        link: None,
+        modified: bundle::modified_of(SystemTime::now()),
+        readonly: false,
+        size: total,
+    };
+    let files = std::collections::BTreeMap::from([(name.to_owned(), entry)]);
+    let locator = put_manifest(&uploader, files, Default::default()).await?;
+    Ok(PutReport {
+        url: format!(
+            "{}{locator}/{}",
+            remote.base(),
+            utf8_percent_encode(name, URL_PATH)
+        ),
+        files: 1,
+        bytes: total,
+        sent: uploader.sent.load(Ordering::Relaxed),
+        skipped: uploader.skipped.load(Ordering::Relaxed),
+        ignored: Vec::new(),
+    })
+}
+
+/// Fetches the block of `locator` (signature and hash checked) and decrypts it
+/// (verified).
+pub async fn fetch(remote: &Remote, locator: Locator) -> anyhow::Result<Vec<u8>> {
+    let block = remote.get_block(&locator.id, None).await?;
+    blocking(move || {
+        codec::decode(&block, locator.mode, &locator.key)
+            .map(|d| d.content)
+            .map_err(|e| anyhow::Error::new(e).context(format!("block {}", locator.id)))
+    })
+    .await
+}
+
+/// What a content URL holds.
+pub enum Opened {
+    /// One block's content.
+    Data(Vec<u8>),
+    /// A bundle, loaded whole.
+    Bundle(Tree),
+}
+
+/// Opens a content locator: its data, or its bundle with every sub-bundle.
+pub async fn open(remote: &Remote, locator: Locator) -> anyhow::Result<Opened> {
+    let content = fetch(remote, locator).await?;
+    if !Manifest::looks_like(&content) {
+        return Ok(Opened::Data(content));
+    }
+    let manifest = Manifest::decode(&content)?;
+    let tree = Tree::load(manifest, content.len(), |sub: Locator| {
+        let remote = remote.clone();
+        async move { fetch(&remote, sub).await }
+    })
+    .await
+    .map_err(|e| match e {
+        bundle::LoadError::Bundle(e) => anyhow::Error::new(e),
+        bundle::LoadError::Fetch(e) => e,
+    })?;
+    Ok(Opened::Bundle(tree))
+}
+
+/// Resolves a content URL path to what it names: data, a file of a bundle, or a
+/// directory of a bundle (as a tree of its own).
+pub enum Target {
+    /// One block's content.
+    Data(Vec<u8>),
+    /// A file (name, entry).
+    File(String, FileEntry),
+    /// A directory's tree.
+    Tree(Tree),
+}
+
+/// Opens `path` (`/sha256/<id>/<mode>/<key>[/<path>]`).
+pub async fn resolve(remote: &Remote, path: &str) -> anyhow::Result<Target> {
+    let (locator, rest) = Locator::split(path)?;
+    let rest = percent_decode_str(rest.unwrap_or(""))
+        .decode_utf8()
+        .context("the path is not UTF-8")?
+        .into_owned();
+    let inner = rest.trim_matches('/');
+    match open(remote, locator).await? {
+        Opened::Data(data) if inner.is_empty() => Ok(Target::Data(data)),
+        Opened::Data(_) => bail!("{locator} is not a bundle, so it has no {inner:?}"),
+        Opened::Bundle(tree) => match tree.lookup(inner) {
+            Lookup::File(name, entry) => Ok(Target::File(name.to_owned(), entry.clone())),
+            Lookup::Directory(dir) => Ok(Target::Tree(tree.subtree(&dir))),
+            Lookup::NotFound => Err(anyhow::Error::new(crate::client::ClientError::NotFound(
+                locator.id,
+            ))
+            .context(format!("{inner:?} is not in the bundle"))),
+        },
+    }
+}
+
+/// Fetches and decrypts one chunk, checking its size against the manifest.
+async fn fetch_chunk(remote: Remote, chunk: Chunk) -> anyhow::Result<Vec<u8>> {
+    let locator = bundle::parse_chunk_url(&chunk.url)
+        .ok_or_else(|| Mismatch(format!("bad chunk url {}", chunk.url)))?;
+    let data = fetch(&remote, locator).await?;
+    if data.len() as u64 != chunk.size {
+        return Err(Mismatch(format!(
+            "block {} holds {} bytes, the manifest says {}",
+            locator.id,
+            data.len(),
+            chunk.size
+        ))
+        .into());
+    }
+    Ok(data)
+}
+
+/// Writes a bundle file's contents to `out`, in order, `DOWNLOAD_CONCURRENCY` blocks
+/// ahead.
+pub async fn write_file(
+    remote: &Remote,
+    entry: &FileEntry,
+    out: &mut dyn Write,
+    bar: &ProgressBar,
+) -> anyhow::Result<()> {
+    let mut ahead = std::collections::VecDeque::new();
+    let mut pending = entry.contents.iter().cloned();
+    loop {
+        while ahead.len() < DOWNLOAD_CONCURRENCY {
+            let Some(chunk) = pending.next() else { break };
+            ahead.push_back(tokio::spawn(fetch_chunk(remote.clone(), chunk)));
+        }
+        let Some(next) = ahead.pop_front() else { break };
+        let data = next
+            .await
+            .map_err(|e| anyhow!("internal task failed: {e}"))??;
+        out.write_all(&data).context("writing the output")?;
+        bar.inc(data.len() as u64);
+    }
+    out.flush().context("writing the output")?;
+    Ok(())
+}
+
+/// Writes a bundle file to `dest` (atomically: a temp file renamed into place), with
+/// its mode and modification time.
+pub async fn save_file(
+    remote: &Remote,
+    entry: &FileEntry,
+    dest: &Path,
+    options: Options,
+) -> anyhow::Result<()> {
+    if let Some(target) = &entry.link {
+        bail!("the file is a symlink to {target:?}; get its bundle to restore links");
+    }
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = parent.join(format!(".{name}.partial-{}", std::process::id()));
+    let bar = progress_bar(entry.size, options, "get");
+    let result = async {
+        let mut file =
+            std::fs::File::create(&temp).with_context(|| format!("{}", temp.display()))?;
+        write_file(remote, entry, &mut file, &bar).await?;
+        file.sync_all()?;
+        file.set_modified(bundle::time_of(entry.modified))?;
+        let mut mode = 0o644;
+        if entry.executable {
+            mode |= 0o111;
+        }
+        if entry.readonly {
+            mode &= !0o222;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode))?;
+        std::fs::rename(&temp, dest).with_context(|| format!("{}", dest.display()))?;
+        Ok(())
+    }
+    .await;
+    bar.finish_and_clear();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}
+
+/// Restores a tree into `dest` (absent or empty): all of it, or nothing.
+pub async fn restore(
+    remote: &Remote,
+    tree: Tree,
+    dest: &Path,
+    options: Options,
+) -> anyhow::Result<u64> {
+    let tree = Arc::new(tree);
+    let restore = {
+        let (tree, dest) = (tree.clone(), dest.to_owned());
+        Arc::new(blocking(move || Ok(Restore::begin(&tree, &dest)?)).await?)
+    };
+    let bar = progress_bar(tree.total_size(), options, "get");
+    let permits = Arc::new(Semaphore::new(DOWNLOAD_CONCURRENCY));
+    let mut tasks = JoinSet::new();
+    for (path, entry) in &tree.files {
+        let mut offset = 0u64;
+        for chunk in &entry.contents {
+            let permit = permits.clone().acquire_owned().await?;
+            while let Some(done) = tasks.try_join_next() {
+                bar.inc(done??);
+            }
+            let (remote, restore, path, chunk) =
+                (remote.clone(), restore.clone(), path.clone(), chunk.clone());
+            let at = offset;
+            offset += chunk.size;
+            tasks.spawn(async move {
+                let _permit = permit;
+                let data = fetch_chunk(remote, chunk).await?;
+                let len = data.len() as u64;
+                blocking(move || Ok(restore.write(&path, at, &data)?)).await?;
+                Ok::<_, anyhow::Error>(len)
+            });
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        bar.inc(done??);
+    }
+    bar.finish_and_clear();
+    let restore = Arc::try_unwrap(restore).map_err(|_| anyhow!("restore still in use"))?;
+    let total = tree.total_size();
+    blocking(move || Ok(restore.finish(&tree)?)).await?;
+    Ok(total)
+}
+
+/// One line per entry of a tree, for `bundle ls`, sorted by path: kind and mode, size,
+/// modification time, path (and link target).
+pub fn list_lines(tree: &Tree) -> Vec<String> {
+    let mut lines: Vec<(&str, String)> = Vec::new();
+    let time = |m: f64| httpdate::fmt_http_date(bundle::time_of(m));
+    for (path, f) in &tree.files {
+        let line = match &f.link {
+            Some(target) => format!("l     {:>12}  {}  {path} -> {target}", "", time(f.modified)),
+            None => {
+                let mode = match (f.readonly, f.executable) {
+                    (true, true) => "r-x",
+                    (true, false) => "r--",
+                    (false, true) => "rwx",
+                    (false, false) => "rw-",
+                };
+                format!("- {mode} {:>12}  {}  {path}", f.size, time(f.modified))
+            }
+        };
+        lines.push((path, line));
+    }
+    for (path, d) in &tree.directories {
+        let line = match d {
+            Some(target) => format!("l     {:>12}  {:29}  {path}/ -> {target}", "", ""),
+            None => format!("d     {:>12}  {:29}  {path}/", "", ""),
+        };
+        lines.push((path, line));
+    }
+    lines.sort();
+    lines.into_iter().map(|(_, line)| line).collect()
+}
+
+/// Elapsed-time helper for summaries.
+pub fn rate(bytes: u64, since: Instant) -> String {
+    let secs = since.elapsed().as_secs_f64().max(1e-3);
+    format!("{:.1} MB/s", bytes as f64 / secs / 1e6)
+}
+
+/// The id in an `id` argument: 64 hex digits, or a `/sha256/<id>` path.
+pub fn parse_id(text: &str) -> anyhow::Result<BlockId> {
+    let hex = text.trim().trim_start_matches("/sha256/");
+    hex.parse().with_context(|| format!("not an id: {text:?}"))
+}
