@@ -745,13 +745,14 @@ pub struct Scan {
     pub skipped: Vec<PathBuf>,
 }
 
-/// Seconds since 2001-01-01, rounded to the microsecond, of a file time.
+/// Seconds since 2001-01-01 of a file time, truncated to the microsecond (counted in
+/// integers, so `time_of` gives back exactly that microsecond).
 pub fn modified_of(time: SystemTime) -> f64 {
-    let unix = match time.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_secs_f64(),
-        Err(e) => -e.duration().as_secs_f64(),
+    let micros = match time.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_micros() as i128,
+        Err(e) => -(e.duration().as_micros() as i128),
     };
-    ((unix - MODIFIED_EPOCH_UNIX) * 1e6).round() / 1e6
+    (micros - MODIFIED_EPOCH_UNIX as i128 * 1_000_000) as f64 / 1e6
 }
 
 /// The file time of a manifest `modified` value.
@@ -1252,7 +1253,7 @@ mod tests {
         let m = modified_of(t);
         let back = time_of(m);
         let diff = back.duration_since(UNIX_EPOCH).unwrap().as_nanos() as i128
-            - 1_700_000_000_123_457_000i128;
+            - 1_700_000_000_123_456_000i128;
         assert_eq!(diff, 0);
         assert_eq!(modified_of(time_of(0.0)), 0.0);
         assert_eq!(

@@ -9,7 +9,7 @@ use libernet::client::{Client, unix_now, verify_reply};
 const BIN: &str = env!("CARGO_BIN_EXE_libernet");
 
 /// Starts `libernet serve` on a free loopback port; returns the child and its URL.
-fn spawn_serve(store: &std::path::Path) -> (Child, String) {
+pub(crate) fn spawn_serve(store: &std::path::Path) -> (Child, String) {
     let mut child = Command::new(BIN)
         .args(["serve", "--store"])
         .arg(store)

@@ -3,6 +3,8 @@
 mod blocks;
 mod browser;
 mod cli;
+mod client_cli;
+mod content;
 mod hardening;
 mod like;
 mod store;
