@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use super::error::ApiError;
 use super::handler::{
-    Handler, IMMUTABLE, REPR_DIGEST, Reply, digest_value, header_value, wait_param,
+    Handler, IMMUTABLE, REPR_DIGEST, Reply, digest_value, header_value, if_none_match,
+    if_range_allows, wait_param,
 };
 use super::range::{self, ByteRange};
 use crate::bundle::{FileEntry, ListEntry, Lookup, Tree, time_of};
@@ -163,11 +164,11 @@ impl Handler {
         let mut reply = Reply::new(status, "application/octet-stream", Bytes::new());
         let small = file.contents.len() <= STREAM_ABOVE_CHUNKS;
         if len == 0 {
-            reply.digest = Some(Sha256::digest([]).into());
-            reply.headers.insert(
-                REPR_DIGEST.clone(),
-                digest_value(&Sha256::digest([]).into()),
-            );
+            let empty: [u8; 32] = Sha256::digest([]).into();
+            reply.digest = Some(empty);
+            reply
+                .headers
+                .insert(REPR_DIGEST.clone(), digest_value(&empty));
         } else if small {
             let mut whole = Vec::with_capacity(len as usize);
             let mut stream = self.node.read_file(file, 0, len - 1, wait);
@@ -175,10 +176,13 @@ impl Handler {
                 whole.extend_from_slice(&piece?);
             }
             let whole = Bytes::from(whole);
-            reply.headers.insert(
-                REPR_DIGEST.clone(),
-                digest_value(&Sha256::digest(&whole).into()),
-            );
+            let repr: [u8; 32] = Sha256::digest(&whole).into();
+            reply
+                .headers
+                .insert(REPR_DIGEST.clone(), digest_value(&repr));
+            if status == StatusCode::OK {
+                reply.digest = Some(repr);
+            }
             reply.body = whole.slice(start as usize..=end as usize);
         } else {
             let repr = self.node.file_digest(file, 0, len - 1, wait).await?;
@@ -208,12 +212,13 @@ impl Handler {
 
 /// The `Range` to honour: none when `If-Range` names another tag.
 fn requested_range(headers: &HeaderMap, tag: &str, len: u64) -> ByteRange {
-    let header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    let if_range = headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok());
-    if if_range.is_some_and(|v| v.trim() != tag) {
+    if !if_range_allows(headers, tag) {
         return ByteRange::Whole;
     }
-    range::parse(header, len)
+    range::parse(
+        headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
+        len,
+    )
 }
 
 fn unsatisfiable(len: u64) -> Reply {
@@ -256,16 +261,6 @@ fn content_tag(path: &str, json: bool) -> String {
     h.update(path.as_bytes());
     h.update(if json { b"\0json" as &[u8] } else { b"\0" });
     format!("\"{}\"", hex::encode(&h.finalize()[..16]))
-}
-
-fn if_none_match(headers: &HeaderMap, tag: &str) -> bool {
-    headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .any(|t| t.strip_prefix("W/").unwrap_or(t) == tag)
 }
 
 fn wants_json(headers: &HeaderMap) -> bool {

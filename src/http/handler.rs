@@ -197,7 +197,8 @@ impl Handler {
 
     async fn get_block(&self, id: BlockId, parts: &Parts) -> Result<Reply, ApiError> {
         let wait = wait_param(parts.uri.query(), self.default_wait)?;
-        if if_none_match(&parts.headers, &id) {
+        let tag = format!("\"{id}\"");
+        if if_none_match(&parts.headers, &tag) {
             let mut reply = Reply::block(StatusCode::NOT_MODIFIED, &id, Bytes::new());
             reply.headers.remove(header::CONTENT_TYPE);
             return Ok(reply);
@@ -206,7 +207,7 @@ impl Handler {
             .headers
             .get(header::RANGE)
             .and_then(|v| v.to_str().ok());
-        let range_header = range_header.filter(|_| if_range_allows(&parts.headers, &id));
+        let range_header = range_header.filter(|_| if_range_allows(&parts.headers, &tag));
         if parts.method == Method::HEAD && range_header.is_none() {
             let size = self.node.block_size(id, wait).await?;
             let mut reply = Reply::block(StatusCode::OK, &id, Bytes::new());
@@ -358,24 +359,25 @@ pub(super) fn wait_param(query: Option<&str>, default: Duration) -> Result<Durat
     parse_wait(secs).map_err(|_| bad())
 }
 
-/// True when `If-None-Match` names this block's tag (weak comparison, RFC 9110). `*` is
-/// not honoured: whether "a representation exists" may depend on waiting for the mesh.
-fn if_none_match(headers: &HeaderMap, id: &BlockId) -> bool {
-    let tag = format!("\"{id}\"");
+/// True when `If-None-Match` names `tag` (a quoted entity tag; weak comparison, RFC
+/// 9110). `*` is not honoured: whether "a representation exists" may depend on waiting
+/// for the mesh.
+pub(super) fn if_none_match(headers: &HeaderMap, tag: &str) -> bool {
     headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|t| t.trim())
+        .map(str::trim)
         .any(|t| t.strip_prefix("W/").unwrap_or(t) == tag)
 }
 
-/// False when `If-Range` is present and names another tag: then send the whole block.
-fn if_range_allows(headers: &HeaderMap, id: &BlockId) -> bool {
+/// False when `If-Range` is present and names another tag than `tag`: then the whole
+/// representation is sent.
+pub(super) fn if_range_allows(headers: &HeaderMap, tag: &str) -> bool {
     match headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
         None => true,
-        Some(v) => v.trim() == format!("\"{id}\""),
+        Some(v) => v.trim() == tag,
     }
 }
 
@@ -502,14 +504,15 @@ mod tests {
     #[test]
     fn etag_matching() {
         let id = BlockId::of(b"a");
+        let tag = format!("\"{id}\"");
         let mut h = HeaderMap::new();
-        assert!(!if_none_match(&h, &id));
+        assert!(!if_none_match(&h, &tag));
         h.insert(
             header::IF_NONE_MATCH,
             header_value(&format!("\"x\", W/\"{id}\"")),
         );
-        assert!(if_none_match(&h, &id));
+        assert!(if_none_match(&h, &tag));
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"other\""));
-        assert!(!if_none_match(&h, &id));
+        assert!(!if_none_match(&h, &tag));
     }
 }
