@@ -20,7 +20,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{self, CodecError, Encoded, Locator, MAX_CONTENT, Mode};
+use crate::codec::{self, CodecError, Encoded, Locator, Mode};
+use crate::id::MAX_BLOCK_SIZE;
 
 /// `modified` counts seconds from 2001-01-01T00:00:00Z; this is that instant in Unix time.
 pub const MODIFIED_EPOCH_UNIX: f64 = 978_307_200.0;
@@ -274,17 +275,16 @@ fn check_file(path: &str, file: &FileEntry) -> Result<(), BundleError> {
         return bad("modified is not a number".into());
     }
     if let Some(target) = &file.link {
-        check_link(path, target)?;
-        if !file.contents.is_empty() || file.size != 0 {
-            return bad("a link has no contents".into());
-        }
-        return Ok(());
+        // Libernet records a link's target's size and contents too; only the target
+        // counts (restoring or serving a link never reads them).
+        return check_link(path, target);
     }
     let mut sum = 0u64;
     for chunk in &file.contents {
-        if chunk.size == 0 || chunk.size > MAX_CONTENT as u64 {
+        // Up to a whole block's worth: Libernet cuts files into 1 MiB chunks.
+        if chunk.size == 0 || chunk.size > MAX_BLOCK_SIZE as u64 {
             return bad(format!(
-                "chunk size {} is outside 1..={MAX_CONTENT}",
+                "chunk size {} is outside 1..={MAX_BLOCK_SIZE}",
                 chunk.size
             ));
         }
@@ -674,6 +674,9 @@ pub fn pack(
         };
     }
     leaves.push(leaf);
+    if leaves.len() > MAX_SUB_BUNDLES {
+        return Err(BundleError::TooManyBundles);
+    }
     let mut urls = Vec::new();
     for leaf in leaves {
         let encoded = codec::encode(&leaf.to_json())?;
@@ -692,6 +695,10 @@ pub fn pack(
                 root: codec::encode(&json)?,
                 subs,
             });
+        }
+        if subs.len() > MAX_SUB_BUNDLES {
+            // Readers refuse more; refuse to write what could not be read.
+            return Err(BundleError::TooManyBundles);
         }
         let per = (limit / (urls[0].len() + 3)).max(2);
         let mut next = Vec::new();
@@ -853,13 +860,15 @@ pub fn scan(root: &Path) -> Result<Scan, BundleError> {
     Ok(out)
 }
 
-/// Writes a tree to disk: files are created in a hidden staging directory beside the
-/// destination and the whole is renamed into place at the end, so the destination
-/// holds either the complete tree or nothing. Block contents come from the caller
+/// Writes a tree to disk: files are created in a hidden staging directory (beside a new
+/// destination, inside an existing empty one) and moved into place at the end, so the
+/// destination holds either the complete tree or nothing. Block contents come from the caller
 /// through `write`, in any order.
 pub struct Restore {
     dest: PathBuf,
     staging: PathBuf,
+    /// The destination existed (empty): entries move into it one by one at the end.
+    existed: bool,
     done: bool,
 }
 
@@ -867,26 +876,34 @@ impl Restore {
     /// Checks the destination (absent, or an empty directory), creates the staging
     /// directory, every directory and every regular file (empty, at its final size).
     pub fn begin(tree: &Tree, dest: &Path) -> Result<Restore, BundleError> {
-        match fs::read_dir(dest) {
+        let existed = match fs::read_dir(dest) {
             Ok(mut entries) => {
                 if entries.next().is_some() {
                     return Err(BundleError::DestinationNotEmpty(dest.to_owned()));
                 }
+                true
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
             Err(_) => return Err(BundleError::DestinationNotEmpty(dest.to_owned())),
-        }
-        let name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "restore".into());
-        let parent = dest.parent().filter(|p| !p.as_os_str().is_empty());
-        let parent = parent.unwrap_or(Path::new("."));
-        fs::create_dir_all(parent).map_err(io_error(format!("{}", parent.display())))?;
-        let staging = parent.join(format!(".{name}.partial-{}", std::process::id()));
+        };
+        // Staging lives inside an existing (empty) destination, so `.` works and the
+        // directory itself is never replaced; beside a new one, so it appears whole.
+        let staging = if existed {
+            dest.join(format!(".libernet-restore-{}", std::process::id()))
+        } else {
+            let name = dest
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "restore".into());
+            let parent = dest.parent().filter(|p| !p.as_os_str().is_empty());
+            let parent = parent.unwrap_or(Path::new("."));
+            fs::create_dir_all(parent).map_err(io_error(format!("{}", parent.display())))?;
+            parent.join(format!(".{name}.partial-{}", std::process::id()))
+        };
         let restore = Restore {
             dest: dest.to_owned(),
             staging,
+            existed,
             done: false,
         };
         fs::create_dir(&restore.staging)
@@ -965,12 +982,23 @@ impl Restore {
                     .map_err(io_error(format!("{}", at.display())))?;
             }
         }
-        if self.dest.exists() {
-            // Checked empty in `begin`; rename cannot replace a directory otherwise.
-            fs::remove_dir(&self.dest).map_err(io_error(format!("{}", self.dest.display())))?;
+        if self.existed {
+            let entries = fs::read_dir(&self.staging)
+                .map_err(io_error(format!("{}", self.staging.display())))?;
+            for entry in entries {
+                let entry = entry.map_err(io_error(format!("{}", self.staging.display())))?;
+                let to = self.dest.join(entry.file_name());
+                fs::rename(entry.path(), &to).map_err(io_error(format!("{}", to.display())))?;
+            }
+            fs::remove_dir(&self.staging)
+                .map_err(io_error(format!("{}", self.staging.display())))?;
+        } else {
+            fs::rename(&self.staging, &self.dest)
+                .map_err(io_error(format!("{}", self.dest.display())))?;
         }
-        fs::rename(&self.staging, &self.dest)
-            .map_err(io_error(format!("{}", self.dest.display())))?;
+        if let Some(parent) = self.dest.parent() {
+            let _ = crate::fsutil::sync_dir(parent);
+        }
         self.done = true;
         Ok(self.dest.clone())
     }
@@ -1083,9 +1111,9 @@ mod tests {
             ),
             (
                 format!(
-                    r#"{{"a":{{"size":3,"link":"b","contents":[{{"size":3,"url":"{url}"}}]}}}}"#
+                    r#"{{"a":{{"size":1048577,"contents":[{{"size":1048577,"url":"{url}"}}]}}}}"#
                 ),
-                "link has no contents",
+                "chunk size 1048577",
             ),
             (r#"{"a":{"size":0,"link":""}}"#.to_owned(), "link target"),
             (r#"{"a":{"size":-1}}"#.to_owned(), "invalid value"),
@@ -1097,6 +1125,11 @@ mod tests {
                 .to_string();
             assert!(err.contains(want), "{files}: {err}");
         }
+        // Libernet's shapes: 1 MiB chunks, links that carry their target's contents.
+        let libernet = format!(
+            r#"{{"big":{{"size":1048576,"contents":[{{"size":1048576,"url":"{url}"}}]}},"l":{{"size":3,"link":"big","contents":[{{"size":3,"url":"{url}"}}]}}}}"#
+        );
+        assert!(Manifest::decode(&manifest_json(&libernet)).is_ok());
         let bad_sub = br#"{"files":{},"bundles":["/sha256/x"]}"#;
         assert!(matches!(
             Manifest::decode(bad_sub),

@@ -93,8 +93,8 @@ enum BundleCommand {
         /// The bundle's URL.
         url: String,
     },
-    /// Restore a bundle into DIR (absent or empty), exactly: contents, modes, times,
-    /// links, empty directories.
+    /// Restore a bundle into DIR (absent or empty): contents, read-only and executable
+    /// bits, modification times of files and links, symlinks, empty directories.
     Restore {
         /// The bundle's URL.
         url: String,

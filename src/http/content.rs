@@ -6,9 +6,10 @@
 //! Decrypted pages share the node's origin, so every content answer carries
 //! `Content-Security-Policy: sandbox ...` without `allow-same-origin`: a bundle's
 //! scripts run, but in an opaque origin that cannot read the node's other pages' storage
-//! or act with their credentials. `Access-Control-Allow-Origin: *` keeps module scripts
-//! and `fetch` of the bundle's own files working from that opaque origin (the content
-//! is readable by anyone holding its URL anyway).
+//! or act with their credentials. `Access-Control-Allow-Origin: *` (on every answer of
+//! the node, errors included) keeps module scripts and `fetch` of the bundle's own files
+//! working from that opaque origin (the content is readable by anyone holding its URL
+//! anyway).
 
 use bytes::Bytes;
 use hyper::StatusCode;
@@ -52,7 +53,7 @@ impl Handler {
     ) -> Result<Reply, ApiError> {
         let wait = wait_param(parts.uri.query(), self.default_wait)?;
         let json = wants_json(&parts.headers);
-        let tag = content_tag(parts.uri.path(), json);
+        let tag = content_tag(&locator.id, json);
         if if_none_match(&parts.headers, &tag) {
             let mut reply = Reply::new(StatusCode::NOT_MODIFIED, "", Bytes::new());
             reply.headers.remove(header::CONTENT_TYPE);
@@ -73,10 +74,6 @@ impl Handler {
         reply.headers.insert(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(SANDBOX),
-        );
-        reply.headers.insert(
-            header::ACCESS_CONTROL_ALLOW_ORIGIN,
-            HeaderValue::from_static("*"),
         );
         Ok(reply)
     }
@@ -254,13 +251,15 @@ fn immutable(headers: &mut HeaderMap, tag: &str) {
     );
 }
 
-/// The entity tag of a content URL: the URL names immutable content, so a hash of the
-/// path (and of the listing format asked for) identifies the representation.
-fn content_tag(path: &str, json: bool) -> String {
-    let mut h = Sha256::new();
-    h.update(path.as_bytes());
-    h.update(if json { b"\0json" as &[u8] } else { b"\0" });
-    format!("\"{}\"", hex::encode(&h.finalize()[..16]))
+/// The entity tag of decrypted content: `"<id>"` (DESIGN 3), the id in its URL; the URL
+/// names immutable content, so the tag never needs to change. A JSON listing shares its
+/// URL with the HTML one (`Vary: Accept`), so it gets `"<id>-json"`.
+fn content_tag(id: &crate::id::BlockId, json: bool) -> String {
+    if json {
+        format!("\"{id}-json\"")
+    } else {
+        format!("\"{id}\"")
+    }
 }
 
 fn wants_json(headers: &HeaderMap) -> bool {
@@ -400,9 +399,9 @@ mod tests {
     }
 
     #[test]
-    fn tags_differ_by_path_and_format() {
-        assert_ne!(content_tag("/a", false), content_tag("/b", false));
-        assert_ne!(content_tag("/a", false), content_tag("/a", true));
-        assert_eq!(content_tag("/a", true), content_tag("/a", true));
+    fn tags_name_the_id_and_the_format() {
+        let id = crate::id::BlockId::of(b"x");
+        assert_eq!(content_tag(&id, false), format!("\"{id}\""));
+        assert_eq!(content_tag(&id, true), format!("\"{id}-json\""));
     }
 }

@@ -156,7 +156,7 @@ impl Handler {
         self.node.metrics().record_request(route_name, status);
         tracing::info!(
             method = %parts.method,
-            path = %parts.uri.path(),
+            path = %redact_key(parts.uri.path()),
             status,
             bytes,
             ms = format_args!("{:.3}", started.elapsed().as_secs_f64() * 1e3),
@@ -329,12 +329,33 @@ impl Handler {
         let headers = response.headers_mut();
         *headers = reply.headers;
         headers.insert(CONTENT_DIGEST.clone(), content_digest);
+        // Everything a node serves is public or a capability URL; no credentials ride
+        // on cookies, so any page may read it (sandboxed bundles need this: see
+        // `content`).
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
         headers.insert(SIGNATURE_INPUT.clone(), input);
         headers.insert(SIGNATURE.clone(), signature);
         if reply.status != StatusCode::NOT_MODIFIED {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         }
         response
+    }
+}
+
+/// The path with the key of a content URL replaced by `KEY`: keys are capabilities and
+/// stay out of logs.
+fn redact_key(path: &str) -> std::borrow::Cow<'_, str> {
+    let mut parts = path.splitn(6, '/');
+    let head: Vec<&str> = parts.by_ref().take(5).collect();
+    match head.as_slice() {
+        ["", "sha256", id, mode @ ("aes256" | "passphrase"), _key] => {
+            let rest = parts.next().map(|r| format!("/{r}")).unwrap_or_default();
+            format!("/sha256/{id}/{mode}/KEY{rest}").into()
+        }
+        _ => path.into(),
     }
 }
 
@@ -499,6 +520,21 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn keys_stay_out_of_logs() {
+        let key = "ab".repeat(32);
+        assert_eq!(
+            redact_key(&format!("/sha256/00/aes256/{key}/a/b.html")),
+            "/sha256/00/aes256/KEY/a/b.html"
+        );
+        assert_eq!(
+            redact_key(&format!("/sha256/00/passphrase/{key}")),
+            "/sha256/00/passphrase/KEY"
+        );
+        assert_eq!(redact_key("/sha256/00"), "/sha256/00");
+        assert_eq!(redact_key("/sha256/like/00"), "/sha256/like/00");
     }
 
     #[test]

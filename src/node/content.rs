@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::{Node, NodeError, blocking};
 use crate::bundle::{FileEntry, LoadError, Manifest, Tree, parse_chunk_url};
-use crate::codec::{self, Key, Locator, Recipe};
+use crate::codec::{self, Key, Locator, Mode, Recipe};
 use crate::id::BlockId;
 
 /// Blocks of a file fetched and decrypted ahead of the one being sent: enough to keep
@@ -28,7 +28,8 @@ pub const PREFETCH_BLOCKS: usize = 4;
 const STREAM_QUEUE: usize = 2;
 
 /// Recipes remembered (about 100 bytes each): which blocks already verified under which
-/// key, so re-reading them skips the plaintext hash.
+/// mode and key, so re-reading them skips the plaintext hash. The mode is part of the
+/// name: a passphrase opening (tag only) must never vouch for a convergent one.
 const RECIPE_CACHE_ENTRIES: usize = 65_536;
 
 /// Bundle trees kept parsed, measured by their manifests' encoded bytes.
@@ -48,7 +49,7 @@ pub enum Opened {
 
 /// Caches behind the content routes.
 pub(super) struct ContentCaches {
-    recipes: Mutex<LruCache<(BlockId, Key), Recipe>>,
+    recipes: Mutex<LruCache<(BlockId, Mode, Key), Recipe>>,
     trees: Mutex<TreeCache>,
     digests: Mutex<LruCache<[u8; 32], [u8; 32]>>,
 }
@@ -117,7 +118,8 @@ impl Node {
             return Ok(Opened::Bundle(tree.clone()));
         }
         let content = self.decrypt(locator, wait).await?;
-        if !Manifest::looks_like(&content) {
+        // Passphrase content is a single record (DESIGN 3 gives it no paths).
+        if locator.mode == Mode::Passphrase || !Manifest::looks_like(&content) {
             return Ok(Opened::Data(content));
         }
         let manifest =
@@ -153,7 +155,7 @@ impl Node {
     /// reads follow the remembered recipe).
     pub async fn decrypt(&self, locator: &Locator, wait: Duration) -> Result<Bytes, NodeError> {
         let block = self.get_block(locator.id, wait).await?;
-        let cache_key = (locator.id, locator.key);
+        let cache_key = (locator.id, locator.mode, locator.key);
         let known = lock(&self.content.recipes).get(&cache_key).copied();
         let (mode, key) = (locator.mode, locator.key);
         let id = locator.id;

@@ -182,6 +182,17 @@ async fn put_and_get_a_tree_restores_it_exactly() {
     stdout_line_or_empty(&node.run(&["bundle", "restore", &url, out2.to_str().unwrap()]));
     assert_eq!(walk(&out2), want, "bundle restore");
 
+    // Into the current directory when it is empty (`-o .`).
+    let here = work.path().join("here");
+    fs::create_dir(&here).unwrap();
+    let out = Command::new(BIN)
+        .args(["--server", &node.url, "get", &url, "-o", "."])
+        .current_dir(&here)
+        .output()
+        .unwrap();
+    stdout_line_or_empty(&out);
+    assert_eq!(walk(&here), want, "get -o .");
+
     // A subdirectory of the bundle restores on its own.
     let sub = work.path().join("sub");
     stdout_line_or_empty(&node.run(&["get", &format!("{url}a/b/"), "-o", sub.to_str().unwrap()]));

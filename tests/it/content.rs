@@ -130,6 +130,8 @@ async fn bundle_files_listings_redirects_and_ranges() {
             .starts_with("sandbox")
     );
     let etag = r.header("etag").unwrap().to_owned();
+    let root_id = base.split('/').nth(2).unwrap();
+    assert_eq!(etag, format!("\"{root_id}\""));
     let r = node
         .send(
             Method::GET,
@@ -227,6 +229,20 @@ async fn single_blocks_passphrases_and_error_statuses() {
     node.put(&p.block).await;
     let r = node.get(&p.locator.to_string()).await;
     assert_eq!(&r.body[..], b"index record");
+    // A passphrase opening never vouches for the convergent reading of the same block.
+    let r = node
+        .get(&format!(
+            "/sha256/{}/aes256/{}",
+            p.locator.id, p.locator.key
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    // Passphrase content is a record, even when it looks like a manifest.
+    let record = codec::encode_passphrase(br#"{"files":{}}"#, "pw").unwrap();
+    node.put(&record.block).await;
+    let r = node.get(&record.locator.to_string()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(&r.body[..], br#"{"files":{}}"#);
     let wrong = codec::Key::from_passphrase("wrong horse");
     let r = node
         .get(&format!("/sha256/{}/passphrase/{wrong}", p.locator.id))
