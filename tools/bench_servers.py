@@ -16,6 +16,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -289,11 +290,14 @@ http {{
 def start_nginx(
     nginx: Path, prefix: Path, store: Path, probe_path: str, access_log: bool,
     attempts: int = 3, timeout: float = 10.0,
+    config: Callable[[Path, Path, int, bool], str] = nginx_config,
 ) -> NginxProcess:
     """Starts nginx on a free 127.0.0.1 port and waits until ``probe_path`` answers 200.
 
     nginx cannot report the port it bound, so a port is picked by binding port 0 and
     closing; if another process takes it meanwhile, the next attempt picks another.
+    ``config(prefix, store, port, access_log)`` writes the nginx.conf: by default
+    ``nginx_config`` (block files at ``/sha256/<id>``).
     """
     for name in _TEMP_DIRS:
         (prefix / "temp" / name).mkdir(parents=True, exist_ok=True)
@@ -301,7 +305,7 @@ def start_nginx(
     last_error = ""
     for _ in range(attempts):
         port = free_port()
-        conf.write_text(nginx_config(prefix, store, port, access_log), encoding="utf-8")
+        conf.write_text(config(prefix, store, port, access_log), encoding="utf-8")
         with open(prefix / "nginx.stderr", "ab") as err:
             started = time.monotonic()
             proc = subprocess.Popen(
