@@ -99,7 +99,7 @@ impl Handler {
                 content_range(&mut r.headers, start, end, len);
                 r
             }
-            ByteRange::Unsatisfiable => return Ok(unsatisfiable(len)),
+            ByteRange::Unsatisfiable => return Ok(Reply::unsatisfiable(len)),
         };
         immutable(&mut reply.headers, tag);
         reply
@@ -156,7 +156,7 @@ impl Handler {
         let (status, start, end) = match range {
             ByteRange::Whole => (StatusCode::OK, 0, len.saturating_sub(1)),
             ByteRange::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
-            ByteRange::Unsatisfiable => return Ok(unsatisfiable(len)),
+            ByteRange::Unsatisfiable => return Ok(Reply::unsatisfiable(len)),
         };
         let mut reply = Reply::new(status, "application/octet-stream", Bytes::new());
         let small = file.contents.len() <= STREAM_ABOVE_CHUNKS;
@@ -216,20 +216,6 @@ fn requested_range(headers: &HeaderMap, tag: &str, len: u64) -> ByteRange {
         headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
         len,
     )
-}
-
-fn unsatisfiable(len: u64) -> Reply {
-    let e = ApiError::new(
-        StatusCode::RANGE_NOT_SATISFIABLE,
-        "range_not_satisfiable",
-        format!("the content has {len} bytes"),
-    );
-    let mut reply = Reply::error(&e);
-    reply.headers.insert(
-        header::CONTENT_RANGE,
-        header_value(&format!("bytes */{len}")),
-    );
-    reply
 }
 
 fn content_range(headers: &mut HeaderMap, start: u64, end: u64, len: u64) {

@@ -97,6 +97,21 @@ impl Reply {
         reply
     }
 
+    /// `416` for a range outside content of `len` bytes, with `Content-Range: bytes */len`.
+    pub(super) fn unsatisfiable(len: u64) -> Reply {
+        let e = ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "range_not_satisfiable",
+            format!("the content has {len} bytes"),
+        );
+        let mut reply = Reply::error(&e);
+        reply.headers.insert(
+            header::CONTENT_RANGE,
+            header_value(&format!("bytes */{len}")),
+        );
+        reply
+    }
+
     /// Headers every block answer carries (DESIGN 3).
     fn block(status: StatusCode, id: &BlockId, body: Bytes) -> Reply {
         let mut reply = Reply::new(status, "application/octet-stream", body);
@@ -232,19 +247,7 @@ impl Handler {
                     .insert(header::CONTENT_RANGE, header_value(&content_range));
                 Ok(reply)
             }
-            ByteRange::Unsatisfiable => {
-                let e = ApiError::new(
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    "range_not_satisfiable",
-                    format!("the block has {len} bytes"),
-                );
-                let mut reply = Reply::error(&e);
-                reply.headers.insert(
-                    header::CONTENT_RANGE,
-                    header_value(&format!("bytes */{len}")),
-                );
-                Ok(reply)
-            }
+            ByteRange::Unsatisfiable => Ok(Reply::unsatisfiable(len)),
         }
     }
 
