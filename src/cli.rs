@@ -15,7 +15,7 @@ use crate::client::{ClientError, Remote};
 use crate::codec::CodecError;
 use crate::config::{Config, ServeArgs};
 use crate::http::{self, ServerOptions};
-use crate::mesh::Standalone;
+use crate::mesh::PeersView;
 use crate::node::Node;
 use crate::transfer::{self, Mismatch, Options, PutReport, Target};
 
@@ -79,6 +79,12 @@ enum Command {
     Bundle(BundleCommand),
     /// Show the node's identity and store figures (signature checked).
     Node,
+    /// List the node's peers: id, URL, health, latency, last seen (signature checked).
+    Peers {
+        /// Print the node's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -221,8 +227,42 @@ async fn client_command(command: Command, args: &ClientArgs) -> anyhow::Result<(
             let remote = connect(args.server.clone()).await?;
             println!("{}", serde_json::to_string_pretty(remote.info())?);
         }
+        Command::Peers { json } => {
+            let remote = connect(args.server.clone()).await?;
+            let view = remote.peers().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                print!("{}", peers_table(&view, crate::client::unix_now()));
+            }
+        }
     }
     Ok(())
+}
+
+/// `libernet peers` as a table, one peer a line, nearest the node's id first.
+fn peers_table(view: &PeersView, now: u64) -> String {
+    use std::fmt::Write;
+    let mut out = format!(
+        "{:<16}  {:<28}  {:<8}  {:>10}  {:>9}\n",
+        "PEER", "URL", "HEALTH", "LATENCY", "SEEN"
+    );
+    for p in &view.peers {
+        let latency = p
+            .latency_ms
+            .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1} ms"));
+        let _ = writeln!(
+            out,
+            "{:<16}  {:<28}  {:<8}  {:>10}  {:>7} s",
+            p.id.get(..16).unwrap_or(&p.id),
+            p.url,
+            p.health,
+            latency,
+            now.saturating_sub(p.last_seen)
+        );
+    }
+    let _ = writeln!(out, "{} peers", view.peers.len());
+    out
 }
 
 async fn get(
@@ -291,7 +331,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
-    let node = Arc::new(Node::open(&config, url.clone(), Box::new(Standalone))?);
+    let node = Arc::new(Node::open(&config, url.clone())?);
     // Tests and scripts read this line to learn the port.
     println!(
         "libernet: serving {url} (node {}, store {})",
@@ -300,6 +340,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     tracing::info!(%url, node = %node.identity().id(), store = %config.store.display(), blocks = node.store_stats().blocks, "serving");
     let scrub = tokio::spawn(node.clone().scrub_forever(config.scrub_rate));
+    node.start();
     let options = ServerOptions::new(config.max_connections, config.wait);
     http::serve(listener, node, options, shutdown_signal()).await?;
     scrub.abort();

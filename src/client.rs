@@ -293,6 +293,20 @@ impl Remote {
     }
 }
 
+impl Remote {
+    /// The node's peers (`GET /peers`).
+    pub async fn peers(&self) -> Result<crate::mesh::PeersView, ClientError> {
+        let reply = self
+            .request(Method::GET, "/peers", &[], Bytes::new())
+            .await?;
+        if reply.status != StatusCode::OK {
+            return Err(status_error("GET", "/peers".into(), &reply));
+        }
+        serde_json::from_slice(&reply.body)
+            .map_err(|e| status_error("GET", "/peers".into(), &reply).with_message(e.to_string()))
+    }
+}
+
 impl ClientError {
     fn with_message(mut self, text: String) -> ClientError {
         if let ClientError::Status { message, .. } = &mut self {

@@ -22,12 +22,19 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 pub const DEFAULT_MAX_WAITERS: usize = 4096;
 /// Default background scrub rate: re-hashing at 8 MiB/s costs under 1% of a core.
 pub const DEFAULT_SCRUB_RATE: u64 = 8 << 20;
+/// Default pause between gossip rounds (announcing to a few peers, pinging quiet ones).
+pub const DEFAULT_GOSSIP_INTERVAL: Duration = Duration::from_secs(30);
+/// Default pause between push rounds (offering blocks to the peers that should hold them).
+pub const DEFAULT_PUSH_INTERVAL: Duration = Duration::from_secs(10);
+/// Most seed peers accepted on the command line or in the file.
+pub const MAX_SEEDS: usize = 64;
 
 /// Flags of `libernet serve`; each overrides the config file.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ServeArgs {
     /// TOML file with any of: store, listen, quota, wait, url, max_connections,
-    /// max_waiters, scrub_rate, hot_cache.
+    /// max_waiters, scrub_rate, hot_cache, peers, gossip_interval, push_interval,
+    /// half_life.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Store directory [default: $XDG_DATA_HOME/libernet, else ~/.libernet].
@@ -48,6 +55,18 @@ pub struct ServeArgs {
     /// Most connections open at once [default: 512].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// A node to join the mesh through (repeatable), e.g. http://10.0.0.2:8042.
+    #[arg(long = "peer", value_name = "URL")]
+    pub peers: Vec<String>,
+    /// Seconds between gossip rounds; 0 talks to the seed peers only [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub gossip_interval: Option<f64>,
+    /// Seconds between push rounds; 0 turns pushing off [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub push_interval: Option<f64>,
+    /// Half-life in seconds of a request's weight in a block's value [default: 3600].
+    #[arg(long, value_name = "SECS")]
+    pub half_life: Option<f64>,
 }
 
 /// The config file's shape: every key optional, unknown keys refused.
@@ -63,6 +82,10 @@ struct FileConfig {
     max_waiters: Option<usize>,
     scrub_rate: Option<toml::Value>,
     hot_cache: Option<toml::Value>,
+    peers: Option<Vec<String>>,
+    gossip_interval: Option<f64>,
+    push_interval: Option<f64>,
+    half_life: Option<f64>,
 }
 
 /// A bad flag, file or value.
@@ -110,6 +133,14 @@ pub struct Config {
     pub scrub_rate: u64,
     /// Bytes of small blocks kept in memory; 0 turns the hot cache off.
     pub hot_cache: u64,
+    /// Seed peers' base URLs.
+    pub peers: Vec<String>,
+    /// Pause between gossip rounds; zero: no gossip (seed links only).
+    pub gossip_interval: Duration,
+    /// Pause between push rounds; zero: no pushing.
+    pub push_interval: Duration,
+    /// Half-life of a request's weight in a block's value.
+    pub half_life: Duration,
 }
 
 impl Config {
@@ -127,6 +158,10 @@ impl Config {
             max_waiters: DEFAULT_MAX_WAITERS,
             scrub_rate: DEFAULT_SCRUB_RATE,
             hot_cache: crate::store::DEFAULT_HOT_CACHE,
+            peers: Vec::new(),
+            gossip_interval: DEFAULT_GOSSIP_INTERVAL,
+            push_interval: DEFAULT_PUSH_INTERVAL,
+            half_life: crate::store::DEFAULT_HALF_LIFE,
         }
     }
 
@@ -168,6 +203,23 @@ impl Config {
         if let Some(size) = &file.hot_cache {
             config.hot_cache = size_value(size, "hot_cache")?;
         }
+        config.peers = if args.peers.is_empty() {
+            file.peers.unwrap_or_default()
+        } else {
+            args.peers.clone()
+        };
+        for peer in &mut config.peers {
+            *peer = peer.trim_end_matches('/').to_owned();
+        }
+        if let Some(secs) = args.gossip_interval.or(file.gossip_interval) {
+            config.gossip_interval = seconds(secs, "gossip_interval", false)?;
+        }
+        if let Some(secs) = args.push_interval.or(file.push_interval) {
+            config.push_interval = seconds(secs, "push_interval", false)?;
+        }
+        if let Some(secs) = args.half_life.or(file.half_life) {
+            config.half_life = seconds(secs, "half_life", true)?;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -192,6 +244,19 @@ impl Config {
                 "url {url:?} must start with http:// or https://"
             )));
         }
+        if self.peers.len() > MAX_SEEDS {
+            return Err(ConfigError::Invalid(format!(
+                "at most {MAX_SEEDS} --peer seeds, got {}",
+                self.peers.len()
+            )));
+        }
+        for peer in &self.peers {
+            if !peer.starts_with("http://") || peer.len() <= "http://".len() {
+                return Err(ConfigError::Invalid(format!(
+                    "peer {peer:?} must be a URL like http://HOST:PORT"
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -204,6 +269,19 @@ pub fn parse_wait(secs: f64) -> Result<Duration, ConfigError> {
         )));
     }
     Ok(Duration::from_secs_f64(secs).min(MAX_WAIT))
+}
+
+/// A duration in seconds: finite, not negative, at most a year; zero allowed unless
+/// `positive`.
+fn seconds(secs: f64, key: &str, positive: bool) -> Result<Duration, ConfigError> {
+    const YEAR: f64 = 365.0 * 86_400.0;
+    if !(0.0..=YEAR).contains(&secs) || (positive && secs == 0.0) {
+        return Err(ConfigError::Invalid(format!(
+            "{key} {secs} must be a number of seconds{} up to a year",
+            if positive { " above 0" } else { " >= 0" }
+        )));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// Parses a size: a number of bytes with an optional unit (B, KB, MB, GB, TB in powers of
@@ -336,6 +414,18 @@ mod tests {
             },
             ServeArgs {
                 max_connections: Some(0),
+                ..ServeArgs::default()
+            },
+            ServeArgs {
+                peers: vec!["10.0.0.1:8042".into()],
+                ..ServeArgs::default()
+            },
+            ServeArgs {
+                half_life: Some(0.0),
+                ..ServeArgs::default()
+            },
+            ServeArgs {
+                gossip_interval: Some(f64::NAN),
                 ..ServeArgs::default()
             },
         ];

@@ -112,6 +112,20 @@ impl From<NodeError> for ApiError {
                 "bad_bundle",
                 e.to_string(),
             ),
+            NodeError::Declined => {
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "declined", e.to_string())
+            }
+            NodeError::Deleted(_) => ApiError::new(StatusCode::CONFLICT, "deleted", e.to_string()),
+            NodeError::Protected(_) => {
+                ApiError::new(StatusCode::CONFLICT, "protected", e.to_string())
+            }
+            NodeError::PeerAuth(_) => {
+                tracing::warn!(error = %e, "peer request refused");
+                ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string())
+            }
+            NodeError::BadAnnounce(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_announcement", e.to_string())
+            }
             NodeError::Busy(_) => ApiError {
                 retry_after: Some(1),
                 ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())

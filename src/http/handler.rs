@@ -15,12 +15,14 @@ use sha2::{Digest, Sha256};
 
 use super::body::{Body, FileBody};
 use super::error::ApiError;
+use super::peer::{Caller, check_body_digest};
 use super::range::{self, ByteRange};
 use super::route::Route;
 use super::sign::{Covered, ResponseSigner};
 use crate::config::parse_wait;
 use crate::id::{BlockId, MAX_BLOCK_SIZE};
 use crate::identity::digest_header;
+use crate::mesh::{HOPS_HEADER, Origin, PUSH_HEADER};
 use crate::node::{Node, UploadHasher};
 use crate::store::PutOutcome;
 
@@ -153,8 +155,11 @@ impl Handler {
         let (parts, body) = req.into_parts();
         let route = Route::parse(&parts.method, parts.uri.path());
         let route_name = route.as_ref().map_or("none", Route::name);
+        let caller = self.caller(&parts);
+        let peer = caller.peer();
+        let bytes_in = content_length(&parts.headers).unwrap_or(0) as u64;
         let reply = match route {
-            Ok(route) => self.dispatch(route, &parts, body).await,
+            Ok(route) => self.dispatch(route, caller, &parts, body).await,
             Err(e) => Err(ApiError::from(e)),
         };
         let reply = reply.unwrap_or_else(|e| Reply::error(&e));
@@ -169,11 +174,15 @@ impl Handler {
         };
         crate::node::Metrics::add(&self.node.metrics().bytes_out, bytes);
         self.node.metrics().record_request(route_name, status);
+        if let Some(peer) = peer {
+            self.node.mesh().heard_from(&peer, bytes_in, bytes);
+        }
         tracing::info!(
             method = %parts.method,
             path = %redact_key(parts.uri.path()),
             status,
             bytes,
+            peer = peer.map(|p| p.to_string()[..16].to_owned()),
             ms = format_args!("{:.3}", started.elapsed().as_secs_f64() * 1e3),
             "request"
         );
@@ -183,13 +192,21 @@ impl Handler {
     async fn dispatch(
         &self,
         route: Route<'_>,
+        caller: Caller,
         parts: &Parts,
         body: Incoming,
     ) -> Result<Reply, ApiError> {
         match route {
-            Route::GetBlock { id } => self.get_block(id, parts).await,
-            Route::PutBlock { id } => self.put_block(id, parts, body).await,
-            Route::Like { id } => Ok(self.like(&id)),
+            Route::GetBlock { id } => self.get_block(id, &caller, parts).await,
+            Route::PutBlock { id } => self.put_block(id, &caller, parts, body).await,
+            Route::Like { id } => Ok(self.like(&id, self.origin(&caller, parts)).await),
+            Route::Peers => self.peers(),
+            Route::Announce => self.announce(caller, parts, body).await,
+            Route::Stats => self.stats(parts),
+            Route::Pins => self.pins(parts),
+            Route::Pin { id } => self.pin(id, true, parts).await,
+            Route::Unpin { id } => self.pin(id, false, parts).await,
+            Route::DeleteBlock { id } => self.delete_block(id, parts).await,
             Route::Content { locator, rest } => self.content(locator, rest, parts).await,
             Route::Node => {
                 let info = serde_json::to_vec(&self.node.info()).map_err(|e| {
@@ -210,8 +227,17 @@ impl Handler {
         }
     }
 
-    async fn get_block(&self, id: BlockId, parts: &Parts) -> Result<Reply, ApiError> {
-        let wait = wait_param(parts.uri.query(), self.default_wait)?;
+    async fn get_block(
+        &self,
+        id: BlockId,
+        caller: &Caller,
+        parts: &Parts,
+    ) -> Result<Reply, ApiError> {
+        let origin = self.origin(caller, parts);
+        let mut wait = wait_param(parts.uri.query(), self.default_wait)?;
+        if origin.from.is_some() && origin.hops == 0 {
+            wait = Duration::ZERO; // a peer asking for this node's own copy only
+        }
         let tag = format!("\"{id}\"");
         if if_none_match(&parts.headers, &tag) {
             let mut reply = Reply::block(StatusCode::NOT_MODIFIED, &id, Bytes::new());
@@ -224,18 +250,24 @@ impl Handler {
             .and_then(|v| v.to_str().ok());
         let range_header = range_header.filter(|_| if_range_allows(&parts.headers, &tag));
         if parts.method == Method::HEAD && range_header.is_none() {
-            let size = self.node.block_size(id, wait).await?;
+            let size = self.node.block_size(id, wait, origin).await?;
             let mut reply = Reply::block(StatusCode::OK, &id, Bytes::new());
             reply.digest = Some(id.0);
             reply.length = Some(u64::from(size));
             return Ok(reply);
         }
-        let bytes = self.node.get_block(id, wait).await?;
+        let fetched = self.node.fetch(id, wait, origin).await?;
+        let bytes = fetched.bytes;
         let len = bytes.len() as u64;
         match range::parse(range_header, len) {
             ByteRange::Whole => {
                 let mut reply = Reply::block(StatusCode::OK, &id, bytes);
                 reply.digest = Some(id.0);
+                if origin.from.is_some() {
+                    reply
+                        .headers
+                        .insert(HOPS_HEADER, HeaderValue::from(fetched.hops));
+                }
                 Ok(reply)
             }
             ByteRange::Part { start, end } => {
@@ -254,12 +286,24 @@ impl Handler {
     async fn put_block(
         &self,
         id: BlockId,
+        caller: &Caller,
         parts: &Parts,
         body: Incoming,
     ) -> Result<Reply, ApiError> {
         let len = content_length(&parts.headers)?;
         let upload = read_body(body, len).await?;
-        let outcome = self.node.put_block(id, upload).await?;
+        let push = parts
+            .headers
+            .get(PUSH_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f32>().ok());
+        let outcome = match (caller.peer(), push) {
+            (Some(from), Some(hint)) => {
+                check_body_digest(&parts.headers, &upload)?;
+                self.node.accept_push(id, upload, hint, from).await?
+            }
+            _ => self.node.put_block(id, upload).await?,
+        };
         let status = match outcome {
             PutOutcome::Stored => StatusCode::CREATED,
             PutOutcome::AlreadyHeld => StatusCode::OK,
@@ -271,8 +315,8 @@ impl Handler {
         Ok(reply)
     }
 
-    fn like(&self, id: &BlockId) -> Reply {
-        let found = self.node.like(id);
+    async fn like(&self, id: &BlockId, origin: Origin) -> Reply {
+        let found = self.node.like(id, origin).await;
         // Hand-built so the object keeps best-first order (and fast: ids are hex-encoded
         // straight into the body).
         let mut body = Vec::with_capacity(2 + found.len() * 86);
@@ -408,7 +452,7 @@ pub(super) fn if_range_allows(headers: &HeaderMap, tag: &str) -> bool {
 /// The body length of a PUT: `Content-Length`, at most 1 MiB. A body of unknown length
 /// (chunked) is refused with 411; no length and no transfer coding is an empty body
 /// (RFC 9112 section 6.3).
-fn content_length(headers: &HeaderMap) -> Result<usize, ApiError> {
+pub(super) fn content_length(headers: &HeaderMap) -> Result<usize, ApiError> {
     let Some(value) = headers.get(header::CONTENT_LENGTH) else {
         if headers.contains_key(header::TRANSFER_ENCODING) {
             return Err(ApiError::new(
@@ -445,7 +489,7 @@ fn too_large() -> ApiError {
 }
 
 /// Reads a PUT body of `len` bytes under the size cap and a deadline, hashing as it goes.
-async fn read_body(body: Incoming, len: usize) -> Result<crate::node::Upload, ApiError> {
+pub(super) async fn read_body(body: Incoming, len: usize) -> Result<crate::node::Upload, ApiError> {
     let mut hasher = UploadHasher::new(len);
     let mut body = Limited::new(body, MAX_BLOCK_SIZE);
     let read = async {

@@ -6,6 +6,7 @@ mod body;
 mod content;
 mod error;
 mod handler;
+mod peer;
 mod range;
 mod route;
 mod sign;

@@ -39,6 +39,29 @@ pub enum Route<'a> {
     Metrics,
     /// `GET`/`HEAD /`.
     Dashboard,
+    /// `GET`/`HEAD /peers`.
+    Peers,
+    /// `PUT /peers`: a signed announcement.
+    Announce,
+    /// `GET /stats` (admin).
+    Stats,
+    /// `GET /pins` (admin).
+    Pins,
+    /// `PUT /pins/{id}` (admin).
+    Pin {
+        /// The block.
+        id: BlockId,
+    },
+    /// `DELETE /pins/{id}` (admin).
+    Unpin {
+        /// The block.
+        id: BlockId,
+    },
+    /// `DELETE /sha256/{id}` (admin): delete the local copy.
+    DeleteBlock {
+        /// The block.
+        id: BlockId,
+    },
 }
 
 /// Why a request has no route.
@@ -62,7 +85,9 @@ pub enum RouteError {
 }
 
 const READ_ONLY: &str = "GET, HEAD";
-const READ_WRITE: &str = "GET, HEAD, PUT";
+const READ_WRITE: &str = "GET, HEAD, PUT, DELETE";
+const PEERS: &str = "GET, HEAD, PUT";
+const PIN: &str = "PUT, DELETE";
 
 impl<'a> Route<'a> {
     /// Parses a request's method and (raw, undecoded) path.
@@ -79,7 +104,24 @@ impl<'a> Route<'a> {
             "/" => return only_read(Route::Dashboard),
             "/node" => return only_read(Route::Node),
             "/metrics" => return only_read(Route::Metrics),
+            "/stats" => return only_read(Route::Stats),
+            "/pins" => return only_read(Route::Pins),
+            "/peers" => {
+                return match *method {
+                    Method::GET | Method::HEAD => Ok(Route::Peers),
+                    Method::PUT => Ok(Route::Announce),
+                    _ => Err(RouteError::MethodNotAllowed { allow: PEERS }),
+                };
+            }
             _ => {}
+        }
+        if let Some(id) = path.strip_prefix("/pins/") {
+            let id = id.parse().map_err(RouteError::BadId)?;
+            return match *method {
+                Method::PUT => Ok(Route::Pin { id }),
+                Method::DELETE => Ok(Route::Unpin { id }),
+                _ => Err(RouteError::MethodNotAllowed { allow: PIN }),
+            };
         }
         let Some(rest) = path.strip_prefix("/sha256/") else {
             return Err(RouteError::NotFound);
@@ -97,6 +139,7 @@ impl<'a> Route<'a> {
         match *method {
             Method::GET | Method::HEAD => Ok(Route::GetBlock { id }),
             Method::PUT => Ok(Route::PutBlock { id }),
+            Method::DELETE => Ok(Route::DeleteBlock { id }),
             _ => Err(RouteError::MethodNotAllowed { allow: READ_WRITE }),
         }
     }
@@ -111,6 +154,13 @@ impl<'a> Route<'a> {
             Route::Node => "node",
             Route::Metrics => "metrics",
             Route::Dashboard => "dashboard",
+            Route::Peers => "peers",
+            Route::Announce => "announce",
+            Route::Stats => "stats",
+            Route::Pins => "pins",
+            Route::Pin { .. } => "pin",
+            Route::Unpin { .. } => "unpin",
+            Route::DeleteBlock { .. } => "delete_block",
         }
     }
 }
@@ -160,10 +210,32 @@ mod tests {
             (&get, "/node".into(), Ok(Route::Node)),
             (&get, "/metrics".into(), Ok(Route::Metrics)),
             (&get, "/".into(), Ok(Route::Dashboard)),
+            (&del, format!("/sha256/{ID}"), Ok(Route::DeleteBlock { id })),
             (
-                &del,
+                &Method::POST,
                 format!("/sha256/{ID}"),
                 Err(RouteError::MethodNotAllowed { allow: READ_WRITE }),
+            ),
+            (&get, "/peers".into(), Ok(Route::Peers)),
+            (&put, "/peers".into(), Ok(Route::Announce)),
+            (
+                &del,
+                "/peers".into(),
+                Err(RouteError::MethodNotAllowed { allow: PEERS }),
+            ),
+            (&get, "/stats".into(), Ok(Route::Stats)),
+            (&get, "/pins".into(), Ok(Route::Pins)),
+            (&put, format!("/pins/{ID}"), Ok(Route::Pin { id })),
+            (&del, format!("/pins/{ID}"), Ok(Route::Unpin { id })),
+            (
+                &get,
+                format!("/pins/{ID}"),
+                Err(RouteError::MethodNotAllowed { allow: PIN }),
+            ),
+            (
+                &put,
+                "/pins/../x".into(),
+                Err(RouteError::BadId(IdError::Length(4))),
             ),
             (
                 &put,

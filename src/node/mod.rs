@@ -1,20 +1,22 @@
-//! The node's use cases: get, head, put and LIKE for blocks, the node's identity and
-//! figures, and the background scrub. Composes the store, the identity, the arrivals
-//! registry and the mesh. No HTTP types: the `http` module translates requests into
-//! these calls and their errors into statuses.
+//! The node's use cases: get, head, put and LIKE for blocks, pushes and announcements
+//! from peers, admin pin/unpin/delete and statistics, the node's identity and figures,
+//! and the background scrub. Composes the store, the identity and the mesh. No HTTP
+//! types: the `http` module translates requests into these calls and their errors into
+//! statuses.
 
-mod arrivals;
+mod admin;
 mod content;
 mod metrics;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
-pub use arrivals::{Arrivals, TooManyWaiters, Waiter};
+pub use admin::{PinOutcome, StatRow, StatsPage};
 pub use content::{FileStream, Opened, PREFETCH_BLOCKS, StreamGuard};
 pub use metrics::{Gauges, Metrics};
 
@@ -22,8 +24,10 @@ use crate::config::Config;
 use crate::fsutil;
 use crate::id::{BlockId, MAX_BLOCK_SIZE};
 use crate::identity::{Identity, IdentityError};
-use crate::mesh::Mesh;
-use crate::store::{PutOutcome, ReadOutcome, Store, StoreError, StoreLimits, StoreStats};
+use crate::mesh::{Event, Mesh, MeshSettings, Origin, Outcome, TooManyWaiters};
+use crate::store::{
+    Admission, PutOutcome, ReadOutcome, Store, StoreError, StoreLimits, StoreStats,
+};
 
 /// File in the store holding the admin bearer token (0600), created at first start.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
@@ -52,6 +56,13 @@ const SCRUB_BLOCK_COST: u64 = 64 * 1024;
 
 /// The scrub starts this long after the node, leaving start-up and first requests alone.
 const SCRUB_START_DELAY: Duration = Duration::from_secs(60);
+
+/// Time a lookup for a good copy of a quarantined block may take.
+const QUARANTINE_REFETCH: Duration = Duration::from_secs(30);
+
+/// Most heat a push may bring (a peer's hint is halved, then capped): a peer cannot
+/// make a block look more popular than this many recent requests.
+pub const MAX_PUSH_HEAT: f32 = 64.0;
 
 /// Errors of node use cases; `http::error` maps each to a status.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +95,21 @@ pub enum NodeError {
     /// Too many requests waiting already.
     #[error(transparent)]
     Busy(#[from] TooManyWaiters),
+    /// A push from a peer was not kept: nothing worth less could make room.
+    #[error("push declined: no room for a block worth this little")]
+    Declined,
+    /// The operator deleted this block here; peers may not push it back.
+    #[error("block {0} was deleted here by the operator")]
+    Deleted(BlockId),
+    /// The block may not be deleted (an identity block).
+    #[error("block {0} is an identity block and may not be deleted")]
+    Protected(BlockId),
+    /// A signed request whose signature does not check out.
+    #[error("peer signature refused: {0}")]
+    PeerAuth(String),
+    /// A malformed or unacceptable announcement.
+    #[error("bad announcement: {0}")]
+    BadAnnounce(String),
     /// A store failure (I/O); details are logged, not sent.
     #[error(transparent)]
     Store(StoreError),
@@ -100,6 +126,8 @@ impl From<StoreError> for NodeError {
         match e {
             StoreError::Full { .. } => NodeError::Full(e.to_string()),
             StoreError::TooLarge(_) => NodeError::TooLarge,
+            StoreError::Declined => NodeError::Declined,
+            StoreError::Protected(id) => NodeError::Protected(id),
             other => NodeError::Store(other),
         }
     }
@@ -110,6 +138,18 @@ impl From<StoreError> for NodeError {
 pub struct Upload {
     bytes: Bytes,
     sha256: BlockId,
+}
+
+impl Upload {
+    /// The body.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The body's SHA-256.
+    pub fn sha256(&self) -> BlockId {
+        self.sha256
+    }
 }
 
 /// Builds an `Upload` from body chunks as they arrive.
@@ -184,49 +224,74 @@ pub struct StoreInfo {
     pub free: u64,
 }
 
+/// A block and how far away it was found (0: held here or delivered here).
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The bytes; they hash to the id asked for.
+    pub bytes: Bytes,
+    /// Hops to the node that had it.
+    pub hops: u32,
+}
+
 /// One node: a store, an identity and a mesh.
 pub struct Node {
     store: Arc<Store>,
-    identity: Identity,
-    arrivals: Arrivals,
-    mesh: Box<dyn Mesh>,
+    identity: Arc<Identity>,
+    mesh: Arc<Mesh>,
     metrics: Metrics,
     content: content::ContentCaches,
     url: String,
     started: Instant,
+    admin_token: String,
 }
 
 impl Node {
     /// Opens the store of `config` (taking its lock), loads or creates the identity and
-    /// the admin token, and stores the identity block, protected from eviction.
-    pub fn open(config: &Config, url: String, mesh: Box<dyn Mesh>) -> Result<Node, NodeError> {
+    /// the admin token, and stores the identity block, protected from eviction. The node
+    /// is reached at `url`; call `start` to join the mesh.
+    pub fn open(config: &Config, url: String) -> Result<Node, NodeError> {
         let limits = StoreLimits {
             quota: config.quota,
             hot_cache: config.hot_cache,
+            half_life: config.half_life,
         };
-        let store = Store::open(&config.store, limits)?;
-        let identity = Identity::load_or_create(&config.store)?;
-        ensure_admin_token(&config.store).map_err(|source| {
+        let store = Arc::new(Store::open(&config.store, limits)?);
+        let identity = Arc::new(Identity::load_or_create(&config.store)?);
+        let admin_token = admin_token(&config.store).map_err(|source| {
             NodeError::Store(StoreError::Io {
                 context: format!("admin token in {}", config.store.display()),
                 source,
             })
         })?;
         let id = identity.id();
+        store.valuer().set_home(id);
         if store.contains(&id).is_none() {
             store.put(&id, identity.block())?;
         }
         store.protect(id);
+        let settings = MeshSettings {
+            seeds: config.peers.clone(),
+            gossip_interval: config.gossip_interval,
+            push_interval: config.push_interval,
+            max_waiters: config.max_waiters,
+        };
+        let mesh = Mesh::new(identity.clone(), url.clone(), store.clone(), settings);
         Ok(Node {
-            store: Arc::new(store),
+            store,
             identity,
-            arrivals: Arrivals::new(config.max_waiters),
             mesh,
             metrics: Metrics::default(),
             content: content::ContentCaches::new(),
             url,
             started: Instant::now(),
+            admin_token,
         })
+    }
+
+    /// Starts the mesh's background work: joining the seeds, gossip, pushes. Needs a
+    /// tokio runtime.
+    pub fn start(&self) {
+        self.mesh.start();
     }
 
     /// The node's identity.
@@ -234,38 +299,84 @@ impl Node {
         &self.identity
     }
 
+    /// The mesh.
+    pub fn mesh(&self) -> &Arc<Mesh> {
+        &self.mesh
+    }
+
     /// Counters, for the HTTP layer to add to.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
 
-    /// The block `id`, from the store or, within `wait`, from an arrival. The bytes hash
-    /// to `id`.
+    /// The block `id`, from the store or, within `wait`, from the mesh or an arrival,
+    /// for a client of this node. The bytes hash to `id`.
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn get_block(&self, id: BlockId, wait: Duration) -> Result<Bytes, NodeError> {
-        self.find(id, wait, |node| async move { node.read_local(id).await })
-            .await
+        Ok(self.fetch(id, wait, Origin::client()).await?.bytes)
     }
 
-    /// The size of block `id` if held now or arrived within `wait` (no file read).
+    /// The block `id` for a request from `origin`, and how far away it was found.
+    pub async fn fetch(
+        &self,
+        id: BlockId,
+        wait: Duration,
+        origin: Origin,
+    ) -> Result<Fetched, NodeError> {
+        self.find(
+            id,
+            wait,
+            origin,
+            |node| async move {
+                Ok(node
+                    .read_local(id)
+                    .await?
+                    .map(|bytes| Fetched { bytes, hops: 0 }))
+            },
+            |bytes, hops| Fetched { bytes, hops },
+        )
+        .await
+    }
+
+    /// The size of block `id` if held now or arrived within `wait` (no file read), for
+    /// a request from `origin`.
     #[tracing::instrument(level = "debug", skip(self))]
-    pub async fn block_size(&self, id: BlockId, wait: Duration) -> Result<u32, NodeError> {
-        self.find(id, wait, |node| async move { Ok(node.store.contains(&id)) })
-            .await
+    pub async fn block_size(
+        &self,
+        id: BlockId,
+        wait: Duration,
+        origin: Origin,
+    ) -> Result<u32, NodeError> {
+        self.find(
+            id,
+            wait,
+            origin,
+            |node| async move { Ok(node.store.contains(&id)) },
+            |bytes, _| bytes.len() as u32,
+        )
+        .await
     }
 
-    /// Shared shape of get and head: look, else subscribe, start one lookup, look
-    /// again, wait for an arrival.
+    /// Shared shape of get and head: count the request, look, else subscribe, start
+    /// one lookup, look again, wait for an arrival (or for the lookup to give up).
     async fn find<'a, T, F, Fut>(
         &'a self,
         id: BlockId,
         wait: Duration,
+        origin: Origin,
         look: F,
+        arrived: impl Fn(Bytes, u32) -> T,
     ) -> Result<T, NodeError>
     where
         F: Fn(&'a Node) -> Fut,
         Fut: std::future::Future<Output = Result<Option<T>, NodeError>>,
     {
+        if origin.counted {
+            self.store.record_request(&id);
+            self.mesh
+                .stats()
+                .record(&id, Event::Request, crate::client::unix_now());
+        }
         if let Some(found) = look(self).await? {
             Metrics::add(&self.metrics.hits, 1);
             return Ok(found);
@@ -282,25 +393,25 @@ impl Node {
         if wait.is_zero() {
             return Err(not_found(Vec::new()));
         }
-        let mut waiter = self.arrivals.subscribe(id).inspect_err(|_| {
+        let mut waiter = self.mesh.arrivals().subscribe(id).inspect_err(|_| {
             Metrics::add(&self.metrics.waiters_refused, 1);
         })?;
         if waiter.is_first() {
             Metrics::add(&self.metrics.lookups, 1);
-            waiter.record_asked(self.mesh.want(id));
+            waiter.record_asked(self.mesh.want(id, origin, wait));
         }
         // An arrival between the first look and the subscription is seen here.
         if let Some(found) = look(self).await? {
             Metrics::add(&self.metrics.waited_hits, 1);
             return Ok(found);
         }
-        if waiter.wait(wait).await
-            && let Some(found) = look(self).await?
-        {
-            Metrics::add(&self.metrics.waited_hits, 1);
-            return Ok(found);
+        match waiter.wait(wait).await {
+            Outcome::Arrived(bytes, hops) => {
+                Metrics::add(&self.metrics.waited_hits, 1);
+                Ok(arrived(bytes, hops))
+            }
+            Outcome::GaveUp | Outcome::Pending => Err(not_found(waiter.asked())),
         }
-        Err(not_found(waiter.asked()))
     }
 
     async fn read_local(&self, id: BlockId) -> Result<Option<Bytes>, NodeError> {
@@ -318,7 +429,7 @@ impl Node {
             ReadOutcome::Absent => Ok(None),
             ReadOutcome::Quarantined => {
                 // Ask the mesh for a good copy; this request still sees "absent".
-                self.mesh.want(id);
+                self.mesh.want(id, Origin::client(), QUARANTINE_REFETCH);
                 Ok(None)
             }
         }
@@ -329,33 +440,111 @@ impl Node {
     /// durable.
     #[tracing::instrument(level = "debug", skip(self, upload))]
     pub async fn put_block(&self, id: BlockId, upload: Upload) -> Result<PutOutcome, NodeError> {
-        Metrics::add(&self.metrics.bytes_in, upload.bytes.len() as u64);
-        let block = if upload.sha256 == id {
-            upload.bytes
-        } else {
-            match inflate_capped(&upload.bytes) {
-                Some(inflated) if BlockId::of(&inflated) == id => Bytes::from(inflated),
-                _ => {
-                    Metrics::add(&self.metrics.puts_rejected, 1);
-                    return Err(NodeError::HashMismatch(id));
-                }
-            }
-        };
-        let store = self.store.clone();
-        let outcome = blocking(move || store.put(&id, &block)).await??;
-        match outcome {
-            PutOutcome::Stored => Metrics::add(&self.metrics.puts_stored, 1),
-            PutOutcome::AlreadyHeld => Metrics::add(&self.metrics.puts_held, 1),
-        }
-        self.arrivals.arrived(&id);
+        let block = self.check_upload(id, upload)?;
+        let outcome = self.store_block(id, block, Admission::UPLOAD).await?;
+        self.mesh
+            .stats()
+            .record(&id, Event::Upload, crate::client::unix_now());
         Ok(outcome)
     }
 
-    /// Held blocks sharing at least 12 leading bits with `id`, nearest first, at most
-    /// 100, with their sizes.
-    pub fn like(&self, id: &BlockId) -> Vec<(BlockId, u32)> {
+    /// Takes a block pushed by peer `from` with its heat `hint` there, if it is worth
+    /// a place here (see `MAX_PUSH_HEAT`); else `Declined`. Blocks the operator deleted
+    /// are refused.
+    pub async fn accept_push(
+        &self,
+        id: BlockId,
+        upload: Upload,
+        hint: f32,
+        from: BlockId,
+    ) -> Result<PutOutcome, NodeError> {
+        if self.mesh.stats().is_deleted(&id) {
+            return Err(NodeError::Deleted(id));
+        }
+        let block = self.check_upload(id, upload)?;
+        let heat = if hint.is_finite() {
+            (hint / 2.0).clamp(0.0, MAX_PUSH_HEAT)
+        } else {
+            0.0
+        };
+        let admission = Admission {
+            heat,
+            must_be_worth_it: !self.store.is_pinned(&id),
+        };
+        let counters = self.mesh.counters();
+        match self.store_block(id, block, admission).await {
+            Ok(PutOutcome::Stored) => {
+                counters.pushes_received.fetch_add(1, Ordering::Relaxed);
+                let now = crate::client::unix_now();
+                self.mesh.stats().record(&id, Event::PushIn, now);
+                tracing::debug!(%id, %from, heat, "push kept");
+                Ok(PutOutcome::Stored)
+            }
+            Ok(held) => Ok(held),
+            Err(e @ (NodeError::Declined | NodeError::Full(_))) => {
+                counters.pushes_refused.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The block an upload carries: its bytes, or their zlib inflation, hashing to `id`.
+    fn check_upload(&self, id: BlockId, upload: Upload) -> Result<Bytes, NodeError> {
+        Metrics::add(&self.metrics.bytes_in, upload.bytes.len() as u64);
+        if upload.sha256 == id {
+            return Ok(upload.bytes);
+        }
+        match inflate_capped(&upload.bytes) {
+            Some(inflated) if BlockId::of(&inflated) == id => Ok(Bytes::from(inflated)),
+            _ => {
+                Metrics::add(&self.metrics.puts_rejected, 1);
+                Err(NodeError::HashMismatch(id))
+            }
+        }
+    }
+
+    /// Stores a checked block, records evictions, and wakes its waiters.
+    async fn store_block(
+        &self,
+        id: BlockId,
+        block: Bytes,
+        admission: Admission,
+    ) -> Result<PutOutcome, NodeError> {
+        let store = self.store.clone();
+        let bytes = block.clone();
+        let put = blocking(move || store.put_with(&id, &bytes, admission)).await??;
+        match put.outcome {
+            PutOutcome::Stored => Metrics::add(&self.metrics.puts_stored, 1),
+            PutOutcome::AlreadyHeld => Metrics::add(&self.metrics.puts_held, 1),
+        }
+        let now = crate::client::unix_now();
+        for victim in &put.evicted {
+            self.mesh.stats().record(victim, Event::Purge, now);
+        }
+        self.mesh.arrivals().arrived(&id, &block, 0);
+        Ok(put.outcome)
+    }
+
+    /// Blocks sharing at least 12 leading bits with `id`, nearest first, at most 100,
+    /// with their sizes: this node's, merged with its nearest peers' (unless `origin`
+    /// allows no hops: then this node's only).
+    pub async fn like(&self, id: &BlockId, origin: Origin) -> Vec<(BlockId, u32)> {
         Metrics::add(&self.metrics.likes, 1);
-        self.store.like(id, LIKE_MIN_BITS, LIKE_MAX_RESULTS)
+        let mut found = self.store.like(id, LIKE_MIN_BITS, LIKE_MAX_RESULTS);
+        let remote = self.mesh.like_from_peers(*id, origin).await;
+        if remote.is_empty() {
+            return found;
+        }
+        found.extend(
+            remote
+                .into_iter()
+                .filter(|(other, _)| other.match_score(id) >= LIKE_MIN_BITS),
+        );
+        found.sort_unstable_by_key(|(other, _)| other.distance(id));
+        found.dedup_by_key(|(other, _)| *other);
+        found.truncate(LIKE_MAX_RESULTS);
+        found
     }
 
     /// The store's figures.
@@ -384,11 +573,13 @@ impl Node {
 
     /// `/metrics` text.
     pub fn render_metrics(&self) -> String {
-        self.metrics.render(&Gauges {
+        let mut out = self.metrics.render(&Gauges {
             store: self.store.stats(),
-            waiting: self.arrivals.waiting(),
+            waiting: self.mesh.arrivals().waiting(),
             uptime_secs: self.started.elapsed().as_secs(),
-        })
+        });
+        self.mesh.render_metrics(&mut out);
+        out
     }
 
     /// Re-hashes every block at about `bytes_per_sec` (each block counting
@@ -432,15 +623,23 @@ fn inflate_capped(bytes: &[u8]) -> Option<Vec<u8>> {
     crate::codec::inflate_capped(bytes, MAX_BLOCK_SIZE)
 }
 
-/// Creates the admin token file at first start.
-fn ensure_admin_token(store: &Path) -> std::io::Result<()> {
+/// The admin token, created as a 0600 file at first start.
+fn admin_token(store: &Path) -> std::io::Result<String> {
     let path = store.join(ADMIN_TOKEN_FILE);
-    if path.exists() {
-        return Ok(());
+    if !path.exists() {
+        let mut token = [0u8; 32];
+        fsutil::random_bytes(&mut token)?;
+        fsutil::create_private(&path, format!("{}\n", hex::encode(token)).as_bytes())?;
     }
-    let mut token = [0u8; 32];
-    fsutil::random_bytes(&mut token)?;
-    fsutil::create_private(&path, format!("{}\n", hex::encode(token)).as_bytes())
+    let text = fsutil::read_private(&path)?;
+    let token = String::from_utf8_lossy(&text).trim().to_owned();
+    if token.len() < 16 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the admin token file holds fewer than 16 characters",
+        ));
+    }
+    Ok(token)
 }
 
 #[cfg(test)]

@@ -1,15 +1,18 @@
-//! The in-memory index of a store: every held block's id, size, recency and verification
-//! mark, in one ordered map. Ordered so that LIKE queries walk only the ids near their
-//! target; compact (one `BTreeMap` entry, about 60 bytes a block) so a million blocks fit
-//! in well under 100 MB. No I/O: the store keeps it in step with the files.
+//! The in-memory index of a store: every held block's id, size, heat (decayed request
+//! count), verification mark and reader count, in one ordered map. Ordered so that LIKE
+//! queries walk only the ids near their target; compact (one `BTreeMap` entry, about 70
+//! bytes a block) so a million blocks fit in well under 100 MB. No I/O: the store keeps
+//! it in step with the files.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use super::value::Valuer;
 use crate::id::BlockId;
 
-/// Blocks sampled for each eviction: the least recently used of them goes (Redis-style
-/// approximated LRU: O(k log n) per eviction, no per-block list to keep in memory).
+/// Blocks sampled for each eviction: the least valuable of them goes (Redis-style
+/// approximation: O(k log n) per eviction, no ordered list of values to maintain).
 pub const EVICTION_SAMPLES: usize = 16;
 
 /// A subtree of the id space this small is ranked whole rather than split further (a
@@ -20,11 +23,13 @@ const LIKE_LEAF: usize = 512;
 #[derive(Debug)]
 pub struct Entry {
     size: u32,
-    /// Logical clock value of the last read or write; higher is more recent.
-    last_used: AtomicU64,
+    /// Decayed request count and the tick it was last updated (see `Valuer`).
+    heat: AtomicU64,
     /// mtime (ns since the epoch, never 0) of the file when its bytes were last hashed
     /// and found to match the id; 0 when not verified since start-up.
     verified_mtime: AtomicU64,
+    /// Reads of the file in progress: a block being read is never evicted under them.
+    readers: AtomicU32,
 }
 
 impl Entry {
@@ -42,36 +47,68 @@ impl Entry {
     pub fn mark_verified(&self, mtime: u64) {
         self.verified_mtime.store(mtime.max(1), Ordering::Relaxed);
     }
+
+    /// Marks the start of a read of the file; `end_read` must follow.
+    pub fn begin_read(&self) {
+        self.readers.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Marks the end of a read started with `begin_read`.
+    pub fn end_read(&self) {
+        // Saturating: an entry removed and re-added during a read starts at zero.
+        let _ = self
+            .readers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+}
+
+/// Why no victims could be chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoRoom {
+    /// Pinned, protected and busy blocks leave too few bytes to free.
+    Full,
+    /// Room could be made, but only by evicting blocks worth more than the newcomer.
+    NotWorthIt,
 }
 
 /// Every block the store holds.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Index {
     map: BTreeMap<BlockId, Entry>,
     bytes: u64,
     /// Bytes promised to writes in progress; counted against the quota.
     reserved: u64,
-    /// Blocks that are never evicted (the node's identity block; pins later).
+    /// Blocks that are never evicted and not listed as pins (identity blocks).
     protected: HashSet<BlockId>,
-    clock: AtomicU64,
+    /// Blocks pinned by the operator: never evicted.
+    pinned: HashSet<BlockId>,
+    /// Bytes of held blocks that are protected or pinned.
+    locked_bytes: u64,
+    valuer: Arc<Valuer>,
 }
 
 impl Index {
-    /// Builds an index of unverified blocks from (id, size) pairs in any order.
-    pub fn from_entries(mut entries: Vec<(BlockId, u32)>) -> Index {
+    /// Builds an index of unverified, never requested blocks from (id, size) pairs in
+    /// any order.
+    pub fn from_entries(mut entries: Vec<(BlockId, u32)>, valuer: Arc<Valuer>) -> Index {
         // Sorted input lets BTreeMap bulk-build full nodes: about a third less memory
         // than inserting in directory order.
         entries.sort_unstable_by_key(|e| e.0);
         entries.dedup_by_key(|e| e.0);
         let bytes = entries.iter().map(|e| u64::from(e.1)).sum();
+        let now = valuer.now();
         let map = entries
             .into_iter()
-            .map(|(id, size)| (id, new_entry(size, 0, 0)))
+            .map(|(id, size)| (id, new_entry(&valuer, size, 0.0, now, 0)))
             .collect();
         Index {
             map,
             bytes,
-            ..Index::default()
+            reserved: 0,
+            protected: HashSet::new(),
+            pinned: HashSet::new(),
+            locked_bytes: 0,
+            valuer,
         }
     }
 
@@ -95,27 +132,38 @@ impl Index {
         self.bytes + self.reserved
     }
 
-    /// The entry of `id`, marked as just used.
-    pub fn touch(&self, id: &BlockId) -> Option<&Entry> {
-        let entry = self.map.get(id)?;
-        entry.last_used.store(self.tick(), Ordering::Relaxed);
-        Some(entry)
-    }
-
-    /// The entry of `id`, without changing its recency.
-    pub fn peek(&self, id: &BlockId) -> Option<&Entry> {
+    /// The entry of `id`.
+    pub fn get(&self, id: &BlockId) -> Option<&Entry> {
         self.map.get(id)
     }
 
-    /// Adds a block whose bytes were verified with file mtime `mtime`. Returns false
-    /// (and changes nothing but recency) if it was already there.
-    pub fn insert(&mut self, id: BlockId, size: u32, mtime: u64) -> bool {
-        if self.touch(&id).is_some() {
+    /// Adds `amount` requests' worth of heat to `id`; false when it is not held.
+    pub fn add_heat(&self, id: &BlockId, amount: f32) -> bool {
+        let Some(entry) = self.map.get(id) else {
+            return false;
+        };
+        self.valuer.add_heat(&entry.heat, amount, self.valuer.now());
+        true
+    }
+
+    /// The decayed request count of `id` now, if held.
+    pub fn heat(&self, id: &BlockId) -> Option<f32> {
+        let entry = self.map.get(id)?;
+        Some(self.valuer.heat_at(&entry.heat, self.valuer.now()))
+    }
+
+    /// Adds a block whose bytes were verified with file mtime `mtime`, starting with
+    /// `heat`. Returns false (and changes nothing) if it was already there.
+    pub fn insert(&mut self, id: BlockId, size: u32, mtime: u64, heat: f32) -> bool {
+        if self.map.contains_key(&id) {
             return false;
         }
-        let tick = self.tick();
-        self.map.insert(id, new_entry(size, tick, mtime));
+        let entry = new_entry(&self.valuer, size, heat, self.valuer.now(), mtime);
+        self.map.insert(id, entry);
         self.bytes += u64::from(size);
+        if self.is_locked(&id) {
+            self.locked_bytes += u64::from(size);
+        }
         true
     }
 
@@ -123,6 +171,9 @@ impl Index {
     pub fn remove(&mut self, id: &BlockId) -> Option<u32> {
         let entry = self.map.remove(id)?;
         self.bytes -= u64::from(entry.size);
+        if self.is_locked(id) {
+            self.locked_bytes -= u64::from(entry.size);
+        }
         Some(entry.size)
     }
 
@@ -136,51 +187,132 @@ impl Index {
         self.reserved = self.reserved.saturating_sub(n);
     }
 
-    /// Marks `id` as never to be evicted.
+    /// Marks `id` as never to be evicted (an identity block).
     pub fn protect(&mut self, id: BlockId) {
-        self.protected.insert(id);
+        self.relock(id, |index| {
+            index.protected.insert(id);
+        });
     }
 
-    /// Picks blocks to evict, least recently used first (approximately), freeing at least
-    /// `need` bytes. None when that cannot be done without touching protected blocks.
-    pub fn choose_victims(&self, need: u64, seed: &mut u64) -> Option<Vec<BlockId>> {
-        let evictable: u64 = self.bytes
-            - self
-                .protected
-                .iter()
-                .filter_map(|id| self.map.get(id))
-                .map(|e| u64::from(e.size))
-                .sum::<u64>();
-        if evictable < need {
-            return None;
+    /// Lets a protected block be evicted again.
+    pub fn unprotect(&mut self, id: &BlockId) {
+        self.relock(*id, |index| {
+            index.protected.remove(id);
+        });
+    }
+
+    /// True when `id` may not be evicted whatever its value.
+    fn is_locked(&self, id: &BlockId) -> bool {
+        self.protected.contains(id) || self.pinned.contains(id)
+    }
+
+    /// Applies a change to the protected or pinned sets, keeping `locked_bytes` true.
+    fn relock(&mut self, id: BlockId, change: impl FnOnce(&mut Index)) {
+        let before = self.is_locked(&id);
+        change(self);
+        let after = self.is_locked(&id);
+        if let Some(size) = self.map.get(&id).map(|e| u64::from(e.size)) {
+            match (before, after) {
+                (false, true) => self.locked_bytes += size,
+                (true, false) => self.locked_bytes -= size,
+                _ => {}
+            }
         }
+    }
+
+    /// True when `id` is protected.
+    pub fn is_protected(&self, id: &BlockId) -> bool {
+        self.protected.contains(id)
+    }
+
+    /// Pins or unpins `id` (held or not); returns whether that changed anything.
+    pub fn set_pinned(&mut self, id: BlockId, pinned: bool) -> bool {
+        let mut changed = false;
+        self.relock(id, |index| {
+            changed = if pinned {
+                index.pinned.insert(id)
+            } else {
+                index.pinned.remove(&id)
+            };
+        });
+        changed
+    }
+
+    /// Bytes of held blocks that can never be evicted (pinned or protected).
+    pub fn locked_bytes(&self) -> u64 {
+        self.locked_bytes
+    }
+
+    /// True when `id` is pinned.
+    pub fn is_pinned(&self, id: &BlockId) -> bool {
+        self.pinned.contains(id)
+    }
+
+    /// Every pinned id, in id order.
+    pub fn pins(&self) -> Vec<BlockId> {
+        let mut pins: Vec<BlockId> = self.pinned.iter().copied().collect();
+        pins.sort_unstable();
+        pins
+    }
+
+    /// Picks blocks to evict, least valuable first (approximately), freeing at least
+    /// `need` bytes. With `worth = Some(v)` only blocks worth less than `v` may go (a
+    /// push from a peer must not displace anything more valuable than itself).
+    pub fn choose_victims(
+        &self,
+        need: u64,
+        worth: Option<f32>,
+        seed: &mut u64,
+    ) -> Result<Vec<BlockId>, NoRoom> {
+        if self.bytes - self.locked_bytes < need {
+            return Err(NoRoom::Full);
+        }
+        let now = self.valuer.now();
         let mut chosen: HashSet<BlockId> = HashSet::new();
         let mut freed = 0u64;
         while freed < need {
-            let victim = self.sample_oldest(seed, &chosen)?;
+            let (value, victim) = self
+                .sample_cheapest(seed, &chosen, now)
+                .ok_or(NoRoom::Full)?;
+            if worth.is_some_and(|w| value >= w) {
+                return Err(NoRoom::NotWorthIt);
+            }
             freed += u64::from(self.map[&victim].size);
             chosen.insert(victim);
         }
-        Some(chosen.into_iter().collect())
+        Ok(chosen.into_iter().collect())
     }
 
-    /// The least recently used of a few evictable blocks (all of them when few).
-    fn sample_oldest(&self, seed: &mut u64, skip: &HashSet<BlockId>) -> Option<BlockId> {
-        let eligible = |id: &BlockId| !self.protected.contains(id) && !skip.contains(id);
-        let by_age = |(id, e): (&BlockId, &Entry)| (e.last_used.load(Ordering::Relaxed), *id);
-        if self.map.len() <= EVICTION_SAMPLES * 4 {
-            return self
-                .map
+    fn evictable(&self, id: &BlockId, e: &Entry) -> bool {
+        !self.protected.contains(id)
+            && !self.pinned.contains(id)
+            && e.readers.load(Ordering::Acquire) == 0
+    }
+
+    /// The least valuable of a few evictable blocks (all of them when few), with its
+    /// value.
+    fn sample_cheapest(
+        &self,
+        seed: &mut u64,
+        skip: &HashSet<BlockId>,
+        now: u32,
+    ) -> Option<(f32, BlockId)> {
+        let eligible = |id: &BlockId, e: &Entry| self.evictable(id, e) && !skip.contains(id);
+        let valued = |(id, e): (&BlockId, &Entry)| (self.valuer.value(id, &e.heat, now), *id);
+        let cheaper = |a: (f32, BlockId), b: (f32, BlockId)| if b.0 < a.0 { b } else { a };
+        let scan_all = || {
+            self.map
                 .iter()
-                .filter(|(id, _)| eligible(id))
-                .map(by_age)
-                .min()
-                .map(|(_, id)| id);
+                .filter(|(id, e)| eligible(id, e))
+                .map(valued)
+                .reduce(cheaper)
+        };
+        if self.map.len() <= EVICTION_SAMPLES * 4 {
+            return scan_all();
         }
-        let mut best: Option<(u64, BlockId)> = None;
+        let mut best: Option<(f32, BlockId)> = None;
         let mut sampled = 0;
-        // Bounded: the caller checked that evictable bytes exist, and with more than 64
-        // blocks a few hundred draws find the samples (or at least one candidate).
+        // Bounded: a few hundred draws, then the full scan below.
         for _ in 0..EVICTION_SAMPLES * 16 {
             let probe = random_id(seed);
             let found = self
@@ -188,16 +320,35 @@ impl Index {
                 .range(probe..)
                 .next()
                 .or_else(|| self.map.iter().next());
-            if let Some((id, e)) = found.filter(|(id, _)| eligible(id)) {
-                let candidate = by_age((id, e));
-                best = Some(best.map_or(candidate, |b| b.min(candidate)));
+            if let Some((id, e)) = found.filter(|(id, e)| eligible(id, e)) {
+                let candidate = valued((id, e));
+                best = Some(best.map_or(candidate, |b| cheaper(b, candidate)));
                 sampled += 1;
                 if sampled == EVICTION_SAMPLES {
                     break;
                 }
             }
         }
-        best.map(|(_, id)| id)
+        // Random probes can miss the last few eligible blocks when most are taken
+        // already (a large need in a small store): then look at all of them.
+        best.or_else(scan_all)
+    }
+
+    /// The `n` held blocks with the most heat above `min_heat`, hottest first.
+    pub fn hottest(&self, n: usize, min_heat: f32) -> Vec<(BlockId, f32)> {
+        let now = self.valuer.now();
+        let mut hot: Vec<(BlockId, f32)> = self
+            .map
+            .iter()
+            .map(|(id, e)| (*id, self.valuer.heat_at(&e.heat, now)))
+            .filter(|(_, h)| *h >= min_heat)
+            .collect();
+        if hot.len() > n {
+            hot.select_nth_unstable_by(n, |a, b| b.1.total_cmp(&a.1));
+            hot.truncate(n);
+        }
+        hot.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
+        hot
     }
 
     /// Up to `max` held blocks sharing at least `min_bits` leading bits with `target`,
@@ -257,10 +408,6 @@ impl Index {
             .map(|(id, _)| *id)
             .collect()
     }
-
-    fn tick(&self) -> u64 {
-        self.clock.fetch_add(1, Ordering::Relaxed) + 1
-    }
 }
 
 /// XOR distance of two ids as a (high, low) pair of big-endian integers: orders exactly as
@@ -274,11 +421,12 @@ fn distance_key(a: &BlockId, b: &BlockId) -> (u128, u128) {
     (u128::from_be_bytes(hi), u128::from_be_bytes(lo))
 }
 
-fn new_entry(size: u32, tick: u64, mtime: u64) -> Entry {
+fn new_entry(valuer: &Valuer, size: u32, heat: f32, now: u32, mtime: u64) -> Entry {
     Entry {
         size,
-        last_used: AtomicU64::new(tick),
+        heat: valuer.new_heat(heat, now),
         verified_mtime: AtomicU64::new(mtime),
+        readers: AtomicU32::new(0),
     }
 }
 
@@ -325,7 +473,7 @@ mod tests {
     #[test]
     fn like_matches_brute_force() {
         let all = ids(20_000);
-        let index = Index::from_entries(all.iter().map(|id| (*id, 1)).collect());
+        let index = Index::from_entries(all.iter().map(|id| (*id, 1)).collect(), valuer());
         for (i, bits, max) in [
             (0, 12, 100),
             (1, 4, 100),
@@ -359,70 +507,145 @@ mod tests {
                 BlockId(b)
             })
             .collect();
-        let index = Index::from_entries(all.iter().map(|id| (*id, 7)).collect());
+        let index = Index::from_entries(all.iter().map(|id| (*id, 7)).collect(), valuer());
         let got: Vec<BlockId> = index.like(&t, 12, 100).into_iter().map(|e| e.0).collect();
         assert_eq!(got, brute_like(&all, &t, 12, 100));
     }
 
-    #[test]
-    fn eviction_prefers_least_recently_used_and_spares_protected() {
-        let all = ids(1_000);
-        let mut index = Index::default();
-        for id in &all {
-            index.insert(*id, 10, 1);
-        }
-        index.protect(all[0]);
-        // Touch everything but the first 100 again, so those are oldest.
-        for id in &all[100..] {
-            index.touch(id);
-        }
-        let mut seed = 42;
-        let mut old = 0;
-        for _ in 0..50 {
-            let v = index.choose_victims(10, &mut seed).unwrap();
-            assert_eq!(v.len(), 1);
-            assert_ne!(v[0], all[0]);
-            if all[..100].contains(&v[0]) {
-                old += 1;
-            }
-        }
-        // Picking from 16 random samples, the oldest tenth nearly always wins.
-        assert!(old >= 40, "only {old}/50 victims were among the oldest");
-        assert_eq!(index.choose_victims(10_000, &mut seed), None);
+    fn valuer() -> Arc<Valuer> {
+        Arc::new(Valuer::new(super::super::value::DEFAULT_HALF_LIFE))
+    }
+
+    fn empty() -> Index {
+        Index::from_entries(Vec::new(), valuer())
     }
 
     #[test]
-    fn small_index_evicts_exactly_in_lru_order() {
-        let all = ids(5);
-        let mut index = Index::default();
+    fn eviction_prefers_the_least_requested_and_spares_protected_and_pinned() {
+        let all = ids(1_000);
+        let mut index = empty();
         for id in &all {
-            index.insert(*id, 100, 1);
+            index.insert(*id, 10, 1, 0.0);
         }
-        index.touch(&all[0]);
+        index.protect(all[0]);
+        index.set_pinned(all[1], true);
+        // Request everything but the first 100, so those are worth least.
+        for id in &all[100..] {
+            index.add_heat(id, 1.0);
+        }
+        let mut seed = 42;
+        let mut cold = 0;
+        for _ in 0..50 {
+            let v = index.choose_victims(10, None, &mut seed).unwrap();
+            assert_eq!(v.len(), 1);
+            assert!(v[0] != all[0] && v[0] != all[1]);
+            if all[..100].contains(&v[0]) {
+                cold += 1;
+            }
+        }
+        // Picking from 16 random samples, the cold tenth nearly always wins.
+        assert!(cold >= 40, "only {cold}/50 victims were among the coldest");
+        assert_eq!(index.locked_bytes(), 20);
+        assert_eq!(
+            index
+                .choose_victims(9_980, None, &mut seed)
+                .map(|v| v.len()),
+            Ok(998)
+        );
+        assert_eq!(
+            index.choose_victims(9_981, None, &mut seed),
+            Err(NoRoom::Full)
+        );
+    }
+
+    #[test]
+    fn small_index_evicts_exactly_by_value_and_respects_worth() {
+        let all = ids(5);
+        let mut index = empty();
+        for (i, id) in all.iter().enumerate() {
+            index.insert(*id, 100, 1, i as f32);
+        }
+        index.add_heat(&all[0], 10.0);
         let mut seed = 1;
-        assert_eq!(index.choose_victims(100, &mut seed), Some(vec![all[1]]));
-        let mut two = index.choose_victims(150, &mut seed).unwrap();
+        assert_eq!(index.choose_victims(100, None, &mut seed), Ok(vec![all[1]]));
+        let mut two = index.choose_victims(150, None, &mut seed).unwrap();
         two.sort();
         let mut want = vec![all[1], all[2]];
         want.sort();
         assert_eq!(two, want);
+        // A newcomer worth 2.5 (plus nearness) may displace the blocks of heat 1 and 2,
+        // not the one of heat 3.
+        let near = index
+            .valuer
+            .nearness(&all[1])
+            .max(index.valuer.nearness(&all[2]));
+        assert!(
+            index
+                .choose_victims(200, Some(2.5 + near), &mut seed)
+                .is_ok()
+        );
+        assert_eq!(
+            index.choose_victims(300, Some(2.5), &mut seed),
+            Err(NoRoom::NotWorthIt)
+        );
     }
 
     #[test]
-    fn insert_remove_keep_byte_count() {
-        let mut index = Index::default();
+    fn a_block_being_read_is_not_evicted() {
+        let all = ids(3);
+        let mut index = empty();
+        for id in &all {
+            index.insert(*id, 100, 1, 0.0);
+        }
+        index.add_heat(&all[1], 5.0);
+        index.add_heat(&all[2], 5.0);
+        let reading = index.get(&all[0]).unwrap();
+        reading.begin_read();
+        let mut seed = 7;
+        let v = index.choose_victims(100, None, &mut seed).unwrap();
+        assert_ne!(v, vec![all[0]]);
+        index.get(&all[0]).unwrap().end_read();
+        assert_eq!(index.choose_victims(100, None, &mut seed), Ok(vec![all[0]]));
+    }
+
+    #[test]
+    fn hottest_lists_blocks_by_heat() {
+        let all = ids(10);
+        let mut index = empty();
+        for (i, id) in all.iter().enumerate() {
+            index.insert(*id, 1, 1, i as f32);
+        }
+        let hot: Vec<BlockId> = index.hottest(3, 5.0).into_iter().map(|h| h.0).collect();
+        assert_eq!(hot, vec![all[9], all[8], all[7]]);
+        assert_eq!(index.hottest(10, 8.5).len(), 1);
+    }
+
+    #[test]
+    fn insert_remove_keep_byte_counts() {
+        let mut index = empty();
         let id = BlockId::of(b"a");
-        assert!(index.insert(id, 5, 1));
-        assert!(!index.insert(id, 5, 1));
-        assert_eq!((index.len(), index.bytes()), (1, 5));
+        index.set_pinned(id, true);
+        assert!(index.insert(id, 5, 1, 0.0));
+        assert!(!index.insert(id, 5, 1, 0.0));
+        assert_eq!(
+            (index.len(), index.bytes(), index.locked_bytes()),
+            (1, 5, 5)
+        );
+        index.set_pinned(id, false);
+        assert_eq!(index.locked_bytes(), 0);
+        index.protect(id);
+        assert_eq!(index.locked_bytes(), 5);
         assert_eq!(index.remove(&id), Some(5));
-        assert_eq!((index.len(), index.bytes()), (0, 0));
+        assert_eq!(
+            (index.len(), index.bytes(), index.locked_bytes()),
+            (0, 0, 0)
+        );
     }
 
     #[test]
     fn ids_after_walks_everything_once() {
         let all = ids(250);
-        let index = Index::from_entries(all.iter().map(|id| (*id, 1)).collect());
+        let index = Index::from_entries(all.iter().map(|id| (*id, 1)).collect(), valuer());
         let mut seen = Vec::new();
         let mut cursor = None;
         loop {

@@ -17,6 +17,7 @@ mod buffers;
 mod hot;
 mod index;
 mod lock;
+mod value;
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -29,8 +30,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 pub use hot::{HOT_MAX_BLOCK, HotCache};
-pub use index::{EVICTION_SAMPLES, Entry, Index};
+pub use index::{EVICTION_SAMPLES, Entry, Index, NoRoom};
 pub use lock::{LOCK_FILE, StoreLock};
+pub use value::{DEFAULT_HALF_LIFE, NEAR_BONUS, Valuer};
 
 use crate::fsutil;
 use crate::id::{BlockId, MAX_BLOCK_SIZE};
@@ -44,6 +46,9 @@ pub const BLOCKS_DIR: &str = "blocks";
 pub const TEMP_SUFFIX: &str = ".tmp";
 /// Directory where blocks whose bytes no longer match their id are moved.
 pub const QUARANTINE_DIR: &str = "quarantine";
+
+/// File listing pinned ids, one hex id per line; rewritten whole on each change.
+pub const PINS_FILE: &str = "pins";
 
 /// Default size of the hot cache of small blocks.
 pub const DEFAULT_HOT_CACHE: u64 = 64 << 20;
@@ -84,6 +89,12 @@ pub enum StoreError {
     /// A block over 1 MiB.
     #[error("a block is at most {MAX_BLOCK_SIZE} bytes, got {0}")]
     TooLarge(usize),
+    /// Room could only be made by evicting blocks worth more than the newcomer.
+    #[error("declined: every block that could make room is worth more")]
+    Declined,
+    /// The block may not be deleted (the node's identity block, a peer's).
+    #[error("block {0} is protected")]
+    Protected(BlockId),
 }
 
 /// What a `put` did.
@@ -115,6 +126,8 @@ pub struct StoreStats {
     pub bytes: u64,
     /// The quota.
     pub quota: u64,
+    /// Bytes of held blocks that are pinned or protected (never evicted).
+    pub pinned_bytes: u64,
     /// Blocks evicted to make room since start.
     pub evictions: u64,
     /// Blocks quarantined since start.
@@ -143,6 +156,35 @@ pub struct StoreLimits {
     pub quota: u64,
     /// Most bytes of small blocks kept in memory (0: no hot cache).
     pub hot_cache: u64,
+    /// Half-life of a request's weight in a block's value.
+    pub half_life: std::time::Duration,
+}
+
+/// How a `put_with` may make room.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Admission {
+    /// Heat (request count) the new block starts with.
+    pub heat: f32,
+    /// When true, only blocks worth less than the newcomer may be evicted for it
+    /// (pushes and pulls); when false, any unpinned block may (a client's PUT).
+    pub must_be_worth_it: bool,
+}
+
+impl Admission {
+    /// A client's upload: counts as one request, evicts whatever is least valuable.
+    pub const UPLOAD: Admission = Admission {
+        heat: 1.0,
+        must_be_worth_it: false,
+    };
+}
+
+/// What a `put_with` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Put {
+    /// Stored or already there.
+    pub outcome: PutOutcome,
+    /// Blocks evicted to make room.
+    pub evicted: Vec<BlockId>,
 }
 
 impl StoreLimits {
@@ -151,6 +193,7 @@ impl StoreLimits {
         StoreLimits {
             quota,
             hot_cache: DEFAULT_HOT_CACHE,
+            half_life: DEFAULT_HALF_LIFE,
         }
     }
 }
@@ -160,6 +203,9 @@ pub struct Store {
     root: PathBuf,
     quota: u64,
     index: RwLock<Index>,
+    valuer: Arc<Valuer>,
+    /// Serialises rewrites of the pins file.
+    pins_file: Mutex<()>,
     hot: HotCache,
     buffers: Arc<BufferPool>,
     rng: Mutex<u64>,
@@ -181,10 +227,13 @@ impl Store {
         }
         let mut seed = [0u8; 8];
         fsutil::random_bytes(&mut seed).map_err(io_err("random seed".into()))?;
+        let valuer = Arc::new(Valuer::new(limits.half_life));
         let store = Store {
             root: root.to_owned(),
             quota: limits.quota,
-            index: RwLock::new(Index::default()),
+            index: RwLock::new(Index::from_entries(Vec::new(), valuer.clone())),
+            valuer: valuer.clone(),
+            pins_file: Mutex::new(()),
             hot: HotCache::new(limits.hot_cache),
             buffers: Arc::new(BufferPool::default()),
             rng: Mutex::new(u64::from_le_bytes(seed)),
@@ -194,7 +243,11 @@ impl Store {
             _lock: lock,
         };
         let entries = store.scan()?;
-        *store.write_index() = Index::from_entries(entries);
+        let mut index = Index::from_entries(entries, valuer);
+        for id in store.read_pins()? {
+            index.set_pinned(id, true);
+        }
+        *store.write_index() = index;
         Ok(store)
     }
 
@@ -203,26 +256,39 @@ impl Store {
         &self.root
     }
 
-    /// The size of `id` if held (and marks it used).
+    /// The size of `id` if held.
     pub fn contains(&self, id: &BlockId) -> Option<u32> {
-        self.read_index().touch(id).map(Entry::size)
+        self.read_index().get(id).map(Entry::size)
     }
 
-    /// The size of `id` if held, without marking it used.
+    /// The size of `id` if held (the same as `contains`).
     pub fn size(&self, id: &BlockId) -> Option<u32> {
-        self.read_index().peek(id).map(Entry::size)
+        self.contains(id)
     }
 
     /// The bytes of `id`, guaranteed to hash to `id`. Small blocks come from the hot
     /// cache when they are in it.
     pub fn read(&self, id: &BlockId) -> Result<ReadOutcome, StoreError> {
-        let Some((size, verified)) = self
-            .read_index()
-            .touch(id)
-            .map(|e| (e.size(), e.verified_mtime()))
-        else {
+        let Some((size, verified)) = self.begin_read(id) else {
             return Ok(ReadOutcome::Absent);
         };
+        let outcome = self.read_held(id, size, verified);
+        if let Some(e) = self.read_index().get(id) {
+            e.end_read();
+        }
+        outcome
+    }
+
+    /// Size and verified mtime of `id`, marked as being read (so not evicted until
+    /// `end_read`).
+    fn begin_read(&self, id: &BlockId) -> Option<(u32, u64)> {
+        let index = self.read_index();
+        let e = index.get(id)?;
+        e.begin_read();
+        Some((e.size(), e.verified_mtime()))
+    }
+
+    fn read_held(&self, id: &BlockId, size: u32, verified: u64) -> Result<ReadOutcome, StoreError> {
         if let Some(bytes) = self.hot.get(id) {
             return Ok(ReadOutcome::Found(bytes));
         }
@@ -247,7 +313,7 @@ impl Store {
             if BlockId::of(&bytes) != *id {
                 return Ok(self.quarantine(id, "bytes do not hash to the id"));
             }
-            if let Some(e) = self.read_index().peek(id) {
+            if let Some(e) = self.read_index().get(id) {
                 e.mark_verified(mtime);
             }
         }
@@ -259,27 +325,50 @@ impl Store {
         Ok(ReadOutcome::Found(bytes))
     }
 
-    /// Stores `bytes` as block `id` durably, evicting least recently used blocks when the
-    /// quota requires it. The caller guarantees `sha256(bytes) == id`.
+    /// Stores `bytes` as block `id` durably as a client upload (see
+    /// `Admission::UPLOAD`).
     pub fn put(&self, id: &BlockId, bytes: &[u8]) -> Result<PutOutcome, StoreError> {
+        self.put_with(id, bytes, Admission::UPLOAD)
+            .map(|p| p.outcome)
+    }
+
+    /// Stores `bytes` as block `id` durably, evicting the least valuable unpinned blocks
+    /// when the quota requires it and `admission` allows it. The caller guarantees
+    /// `sha256(bytes) == id`.
+    pub fn put_with(
+        &self,
+        id: &BlockId,
+        bytes: &[u8],
+        admission: Admission,
+    ) -> Result<Put, StoreError> {
         if bytes.len() > MAX_BLOCK_SIZE {
             return Err(StoreError::TooLarge(bytes.len()));
         }
         debug_assert_eq!(BlockId::of(bytes), *id);
         let len = bytes.len() as u64;
+        let held = |evicted| Put {
+            outcome: PutOutcome::AlreadyHeld,
+            evicted,
+        };
         let victims = {
             let mut index = self.write_index();
-            if index.touch(id).is_some() {
-                return Ok(PutOutcome::AlreadyHeld);
+            if index.get(id).is_some() {
+                return Ok(held(Vec::new()));
             }
             let over = (index.committed() + len).saturating_sub(self.quota);
             let victims = if over > 0 {
+                let worth = admission
+                    .must_be_worth_it
+                    .then(|| admission.heat + self.valuer.nearness(id));
                 let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
                 index
-                    .choose_victims(over, &mut rng)
-                    .ok_or(StoreError::Full {
-                        need: over,
-                        quota: self.quota,
+                    .choose_victims(over, worth, &mut rng)
+                    .map_err(|e| match e {
+                        NoRoom::Full => StoreError::Full {
+                            need: over,
+                            quota: self.quota,
+                        },
+                        NoRoom::NotWorthIt => StoreError::Declined,
                     })?
             } else {
                 Vec::new()
@@ -296,11 +385,94 @@ impl Store {
         let mut index = self.write_index();
         index.release(len);
         let mtime = written?;
-        Ok(if index.insert(*id, len as u32, mtime) {
-            PutOutcome::Stored
+        if index.insert(*id, len as u32, mtime, admission.heat) {
+            Ok(Put {
+                outcome: PutOutcome::Stored,
+                evicted: victims,
+            })
         } else {
-            PutOutcome::AlreadyHeld
-        })
+            Ok(held(victims))
+        }
+    }
+
+    /// Counts one request for `id` in its value; false when it is not held.
+    pub fn record_request(&self, id: &BlockId) -> bool {
+        self.read_index().add_heat(id, 1.0)
+    }
+
+    /// Adds `amount` requests' worth of heat to `id` (a peer's hint).
+    pub fn add_heat(&self, id: &BlockId, amount: f32) -> bool {
+        self.read_index().add_heat(id, amount)
+    }
+
+    /// The decayed request count of `id`, if held.
+    pub fn heat(&self, id: &BlockId) -> Option<f32> {
+        self.read_index().heat(id)
+    }
+
+    /// How values are computed (the node sets its id here; the mesh narrows the near
+    /// region as it learns peers).
+    pub fn valuer(&self) -> &Valuer {
+        &self.valuer
+    }
+
+    /// Up to `n` held blocks with heat at least `min_heat`, hottest first.
+    pub fn hottest(&self, n: usize, min_heat: f32) -> Vec<(BlockId, f32)> {
+        self.read_index().hottest(n, min_heat)
+    }
+
+    /// Up to `n` held blocks nearest `target` (XOR), nearest first, with sizes.
+    pub fn nearest(&self, target: &BlockId, n: usize) -> Vec<(BlockId, u32)> {
+        self.read_index().like(target, 0, n)
+    }
+
+    /// Pins (`true`) or unpins `id`, held or not, and records the pins durably.
+    /// Returns whether that changed anything.
+    pub fn set_pinned(&self, id: BlockId, pinned: bool) -> Result<bool, StoreError> {
+        let _file = self
+            .pins_file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (changed, pins) = {
+            let mut index = self.write_index();
+            let changed = index.set_pinned(id, pinned);
+            (changed, index.pins())
+        };
+        if changed && let Err(e) = self.write_pins(&pins) {
+            // Keep memory and disk in step: undo the change that could not be saved.
+            self.write_index().set_pinned(id, !pinned);
+            return Err(e);
+        }
+        Ok(changed)
+    }
+
+    /// True when `id` is pinned.
+    pub fn is_pinned(&self, id: &BlockId) -> bool {
+        self.read_index().is_pinned(id)
+    }
+
+    /// Every pinned id.
+    pub fn pins(&self) -> Vec<BlockId> {
+        self.read_index().pins()
+    }
+
+    /// Removes block `id` from this store (unpinning it first). Returns false when it
+    /// was not held. Protected blocks (identity blocks) are refused.
+    pub fn delete(&self, id: &BlockId) -> Result<bool, StoreError> {
+        if self.read_index().is_protected(id) {
+            return Err(StoreError::Protected(*id));
+        }
+        self.set_pinned(*id, false)?;
+        if self.write_index().remove(id).is_none() {
+            return Ok(false);
+        }
+        self.hot.remove(id);
+        let path = self.block_path(id);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+            Err(e) => Err(io_err(format!("delete {}", path.display()))(e)),
+        }
     }
 
     /// Up to `max` held ids sharing at least `min_bits` leading bits with `target`,
@@ -309,9 +481,14 @@ impl Store {
         self.read_index().like(target, min_bits, max)
     }
 
-    /// Marks a held block as never to be evicted (the node's identity block).
+    /// Marks a block as never to be evicted nor deleted (identity blocks).
     pub fn protect(&self, id: BlockId) {
         self.write_index().protect(id);
+    }
+
+    /// Undoes `protect` (a peer that was dropped).
+    pub fn unprotect(&self, id: &BlockId) {
+        self.write_index().unprotect(id);
     }
 
     /// Re-hashes up to `max_blocks` blocks after `cursor`, quarantining any that no
@@ -326,7 +503,7 @@ impl Store {
         };
         let mut buf = self.buffers.take();
         for id in ids {
-            let Some(size) = self.read_index().peek(&id).map(Entry::size) else {
+            let Some(size) = self.read_index().get(&id).map(Entry::size) else {
                 continue;
             };
             match read_file(&self.block_path(&id), size, std::mem::take(&mut buf)) {
@@ -335,7 +512,7 @@ impl Store {
                     if BlockId::of(&bytes) != id {
                         self.quarantine(&id, "scrub: bytes do not hash to the id");
                         step.quarantined += 1;
-                    } else if let Some(e) = self.read_index().peek(&id) {
+                    } else if let Some(e) = self.read_index().get(&id) {
                         e.mark_verified(mtime);
                     }
                     buf = bytes;
@@ -360,10 +537,48 @@ impl Store {
             blocks: index.len() as u64,
             bytes: index.bytes(),
             quota: self.quota,
+            pinned_bytes: index.locked_bytes(),
             evictions: self.evictions.load(Ordering::Relaxed),
             quarantined: self.quarantined.load(Ordering::Relaxed),
             hot_cache_bytes: self.hot.bytes(),
         }
+    }
+
+    /// The pinned ids recorded in `PINS_FILE` (none when it does not exist). Lines that
+    /// are not ids are skipped with a warning.
+    fn read_pins(&self) -> Result<Vec<BlockId>, StoreError> {
+        let path = self.root.join(PINS_FILE);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(format!("read {}", path.display()))(e)),
+        };
+        let mut pins = Vec::new();
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            match line.parse() {
+                Ok(id) => pins.push(id),
+                Err(_) => tracing::warn!(line, file = %path.display(), "not a pinned id; skipped"),
+            }
+        }
+        Ok(pins)
+    }
+
+    /// Replaces `PINS_FILE` crash-safely (temp, fsync, rename, fsync the directory).
+    fn write_pins(&self, pins: &[BlockId]) -> Result<(), StoreError> {
+        let path = self.root.join(PINS_FILE);
+        let temp = TempFile::new(self.root.join(format!(".{PINS_FILE}{TEMP_SUFFIX}")));
+        let context = || format!("write {}", path.display());
+        let mut text = String::with_capacity(pins.len() * 65);
+        for id in pins {
+            text.push_str(&id.to_string());
+            text.push('\n');
+        }
+        let mut file = File::create(&temp.path).map_err(io_err(context()))?;
+        file.write_all(text.as_bytes()).map_err(io_err(context()))?;
+        file.sync_data().map_err(io_err(context()))?;
+        fs::rename(&temp.path, &path).map_err(io_err(context()))?;
+        temp.disarm();
+        fsutil::sync_dir(&self.root).map_err(io_err(context()))
     }
 
     /// Where block `id` lives: `blocks/ab/cd/<hex>`. The only place ids become paths.
@@ -727,7 +942,7 @@ mod tests {
     }
 
     #[test]
-    fn quota_evicts_lru_then_refuses() {
+    fn quota_evicts_the_least_requested_then_refuses() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), StoreLimits::quota(3000)).unwrap();
         let (a, ab) = block(1000, 1);
@@ -738,10 +953,10 @@ mod tests {
             store.put(id, bytes).unwrap();
         }
         store.protect(a);
-        // c is read first (so it is in the hot cache), then b: c is least recently used
-        // among the evictable, and it goes, from disk and from memory.
+        // c is read (so it is in the hot cache) but only b is requested: c is worth
+        // least among the evictable, and it goes, from disk and from memory.
         store.read(&c).unwrap();
-        store.read(&b).unwrap();
+        store.record_request(&b);
         store.put(&d, &db).unwrap();
         assert_eq!(store.read(&c).unwrap(), ReadOutcome::Absent);
         assert!(!store.block_path(&c).exists());

@@ -7,5 +7,6 @@ mod client_cli;
 mod content;
 mod hardening;
 mod like;
+mod mesh;
 mod store;
 mod support;

@@ -11,7 +11,6 @@ use libernet::client::{Client, NodeKey, Reply, unix_now, verify_reply};
 use libernet::config::Config;
 use libernet::http::{ServerOptions, serve};
 use libernet::id::BlockId;
-use libernet::mesh::Standalone;
 use libernet::node::{Node, NodeError};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -66,11 +65,8 @@ impl TestNode {
     pub async fn start_with(setup: Setup) -> Result<TestNode, NodeError> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let node = Arc::new(Node::open(
-            &setup.config,
-            url.clone(),
-            Box::new(Standalone),
-        )?);
+        let node = Arc::new(Node::open(&setup.config, url.clone())?);
+        node.start();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(listener, node.clone(), setup.options, async {
             let _ = stopped.await;
@@ -131,6 +127,42 @@ impl TestNode {
         let client = self.client.clone();
         let path = path.to_owned();
         tokio::spawn(async move { client.send(Method::GET, &path, &[], Bytes::new()).await })
+    }
+
+    /// The admin token from the store.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.dir.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// A request with the admin token.
+    pub async fn admin(&self, method: Method, path: &str) -> Reply {
+        let auth = format!("Bearer {}", self.admin_token());
+        self.send(method, path, &[("authorization", &auth)], Bytes::new())
+            .await
+    }
+
+    /// The value of a metric line `name value` (0 when absent).
+    pub fn metric(&self, name: &str) -> u64 {
+        let text = self.node.render_metrics();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// True when the node holds `id` now (a HEAD that does not wait).
+    pub async fn holds(&self, id: &BlockId) -> bool {
+        let reply = self
+            .send(
+                Method::HEAD,
+                &format!("/sha256/{id}?wait=0"),
+                &[],
+                Bytes::new(),
+            )
+            .await;
+        reply.status == hyper::StatusCode::OK
     }
 
     /// Waits (up to 10 s) until exactly `n` requests are waiting for blocks.

@@ -1,12 +1,16 @@
 //! Waiting for blocks to arrive. A GET for an absent block subscribes to its id; any
-//! path that stores the block (a PUT now, peers later) calls `arrived`, which wakes every
-//! waiter of that id at once. Waiters of one id share one slot, so one lookup; the total
-//! number of waiters is capped so slow clients cannot grow memory without bound.
+//! path that delivers the block (a client's PUT, a peer's push, a lookup's answer) calls
+//! `arrived` with its bytes, which wakes every waiter of that id at once and hands them
+//! the bytes (so they are served even if the store could not keep them). Waiters of one
+//! id share one slot, so one lookup; a lookup that exhausted its peers calls `gave_up`,
+//! which answers them all at once. The total number of waiters is capped so slow clients
+//! cannot grow memory without bound.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::id::BlockId;
@@ -16,8 +20,19 @@ use crate::id::BlockId;
 #[error("too many requests are waiting for blocks ({0}); try again later")]
 pub struct TooManyWaiters(pub usize);
 
+/// What a slot's waiters are told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing yet (or, from `wait`, the timeout passed).
+    Pending,
+    /// The block, and how many hops away it was found (0: delivered here).
+    Arrived(Bytes, u32),
+    /// The lookup asked every peer it could; none had it.
+    GaveUp,
+}
+
 struct Slot {
-    tx: watch::Sender<bool>,
+    tx: watch::Sender<Outcome>,
     generation: u64,
     asked: Vec<String>,
 }
@@ -58,7 +73,7 @@ impl Arrivals {
         let slot = slots.by_id.entry(id).or_insert_with(|| {
             first = true;
             Slot {
-                tx: watch::Sender::new(false),
+                tx: watch::Sender::new(Outcome::Pending),
                 generation: next_generation,
                 asked: Vec::new(),
             }
@@ -72,10 +87,17 @@ impl Arrivals {
         })
     }
 
-    /// Wakes everyone waiting for `id`.
-    pub fn arrived(&self, id: &BlockId) {
+    /// Wakes everyone waiting for `id` with its bytes, found `hops` away.
+    pub fn arrived(&self, id: &BlockId, bytes: &Bytes, hops: u32) {
         if let Some(slot) = self.lock().by_id.remove(id) {
-            slot.tx.send_replace(true);
+            slot.tx.send_replace(Outcome::Arrived(bytes.clone(), hops));
+        }
+    }
+
+    /// Tells everyone waiting for `id` that the lookup found nothing.
+    pub fn gave_up(&self, id: &BlockId) {
+        if let Some(slot) = self.lock().by_id.remove(id) {
+            slot.tx.send_replace(Outcome::GaveUp);
         }
     }
 
@@ -98,7 +120,7 @@ impl Arrivals {
 pub struct Waiter<'a> {
     arrivals: &'a Arrivals,
     id: BlockId,
-    rx: watch::Receiver<bool>,
+    rx: watch::Receiver<Outcome>,
     generation: u64,
     first: bool,
 }
@@ -123,10 +145,14 @@ impl Waiter<'_> {
             .unwrap_or_default()
     }
 
-    /// Waits until the block arrives (true) or `timeout` passes (false).
-    pub async fn wait(&mut self, timeout: Duration) -> bool {
-        let arrived = tokio::time::timeout(timeout, self.rx.wait_for(|arrived| *arrived)).await;
-        matches!(arrived, Ok(Ok(_)))
+    /// Waits until the block arrives, the lookup gives up, or `timeout` passes
+    /// (`Outcome::Pending`).
+    pub async fn wait(&mut self, timeout: Duration) -> Outcome {
+        let settled = self.rx.wait_for(|o| *o != Outcome::Pending);
+        match tokio::time::timeout(timeout, settled).await {
+            Ok(Ok(outcome)) => outcome.clone(),
+            _ => Outcome::Pending,
+        }
     }
 
     fn own_slot<'s>(&self, slots: &'s mut Slots) -> Option<&'s mut Slot> {
@@ -164,9 +190,16 @@ mod tests {
         let mut b = arrivals.subscribe(id).unwrap();
         assert!(a.is_first() && !b.is_first());
         assert_eq!(arrivals.ids(), 1);
-        arrivals.arrived(&id);
-        assert!(a.wait(Duration::from_secs(5)).await);
-        assert!(b.wait(Duration::from_secs(5)).await);
+        let bytes = Bytes::from_static(b"x");
+        arrivals.arrived(&id, &bytes, 2);
+        assert_eq!(
+            a.wait(Duration::from_secs(5)).await,
+            Outcome::Arrived(bytes.clone(), 2)
+        );
+        assert_eq!(
+            b.wait(Duration::from_secs(5)).await,
+            Outcome::Arrived(bytes, 2)
+        );
         drop((a, b));
         assert_eq!((arrivals.waiting(), arrivals.ids()), (0, 0));
     }
@@ -177,10 +210,21 @@ mod tests {
         let id = BlockId::of(b"y");
         let mut a = arrivals.subscribe(id).unwrap();
         a.record_asked(vec!["http://peer".into()]);
-        assert!(!a.wait(Duration::from_millis(10)).await);
+        assert_eq!(a.wait(Duration::from_millis(10)).await, Outcome::Pending);
         assert_eq!(a.asked(), vec!["http://peer".to_owned()]);
         drop(a);
         assert_eq!((arrivals.waiting(), arrivals.ids()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn giving_up_answers_every_waiter_at_once() {
+        let arrivals = Arrivals::new(10);
+        let id = BlockId::of(b"w");
+        let mut a = arrivals.subscribe(id).unwrap();
+        arrivals.gave_up(&id);
+        assert_eq!(a.wait(Duration::from_secs(60)).await, Outcome::GaveUp);
+        // The next request starts afresh.
+        assert!(arrivals.subscribe(id).unwrap().is_first());
     }
 
     #[test]
@@ -199,7 +243,7 @@ mod tests {
         let arrivals = Arrivals::new(10);
         let id = BlockId::of(b"z");
         let old = arrivals.subscribe(id).unwrap();
-        arrivals.arrived(&id);
+        arrivals.gave_up(&id);
         let new = arrivals.subscribe(id).unwrap();
         assert!(new.is_first());
         drop(old);

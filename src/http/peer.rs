@@ -1,0 +1,261 @@
+//! Who is calling, and the routes for peers and the operator. A request carrying a
+//! `Signature-Input` is checked as a node's (DESIGN 4); only a verified peer's hop and
+//! request-id headers and push offers are honoured, and only a verified peer may
+//! announce itself. Everything else is an ordinary client. Admin routes need the bearer
+//! token. Translation only: the checks and actions are `node`'s.
+
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap};
+use hyper::http::request::Parts;
+use hyper::{Method, StatusCode};
+
+use super::error::ApiError;
+use super::handler::{Handler, Reply, content_length, read_body};
+use crate::id::BlockId;
+use crate::identity::{RequestTarget, SignatureFields, parse_digest_header};
+use crate::mesh::{HOPS_HEADER, MAX_HOPS, Origin, REQUEST_HEADER};
+use crate::node::{NodeError, Upload};
+
+/// Who sent a request.
+#[derive(Debug)]
+pub(super) enum Caller {
+    /// No signature: an ordinary client.
+    Client,
+    /// A node whose signature verified.
+    Peer(BlockId),
+    /// A signature that did not verify (logged; the request is served as a client's,
+    /// except for peer-only routes, which refuse it with this error).
+    Refused(NodeError),
+}
+
+impl Caller {
+    /// The peer, if verified.
+    pub(super) fn peer(&self) -> Option<BlockId> {
+        match self {
+            Caller::Peer(id) => Some(*id),
+            _ => None,
+        }
+    }
+}
+
+impl Handler {
+    /// Checks the request's signature, if it has one.
+    pub(super) fn caller(&self, parts: &Parts) -> Caller {
+        let h = &parts.headers;
+        let (Some(input), Some(signature)) = (text(h, "signature-input"), text(h, "signature"))
+        else {
+            return Caller::Client;
+        };
+        let authority = text(h, header::HOST.as_str())
+            .map(str::to_owned)
+            .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+            .unwrap_or_default();
+        let has_body =
+            h.contains_key(header::CONTENT_LENGTH) || h.contains_key(header::TRANSFER_ENCODING);
+        let digest = text(h, "content-digest");
+        if has_body && digest.is_none() && parts.method == Method::PUT {
+            return Caller::Refused(NodeError::PeerAuth(
+                "a signed request with a body must carry Content-Digest".into(),
+            ));
+        }
+        let fields = SignatureFields {
+            input: input.to_owned(),
+            signature: signature.to_owned(),
+        };
+        let target = RequestTarget {
+            method: parts.method.as_str(),
+            authority: &authority,
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            content_digest: digest,
+        };
+        match self.node.verify_peer(&fields, &target) {
+            Ok(id) => Caller::Peer(id),
+            Err(e) => {
+                tracing::warn!(error = %e, path = %parts.uri.path(), "signed request refused as a peer's");
+                Caller::Refused(e)
+            }
+        }
+    }
+
+    /// Where a block request comes from: a client of this node, or a peer forwarding
+    /// with its hop budget and request id (a request id seen before means a loop: then
+    /// no further hops).
+    pub(super) fn origin(&self, caller: &Caller, parts: &Parts) -> Origin {
+        let mut origin = Origin::client();
+        // A HEAD asks whether a block is there (the CLI before an upload, a peer before
+        // a push); only GETs count toward a block's popularity.
+        origin.counted = parts.method != Method::HEAD;
+        let Some(peer) = caller.peer() else {
+            return origin;
+        };
+        let h = &parts.headers;
+        origin.from = Some(peer);
+        origin.hops = text(h, HOPS_HEADER)
+            .and_then(|v| v.parse::<u32>().ok())
+            .map_or(0, |n| n.min(MAX_HOPS));
+        if let Some(id) = text(h, REQUEST_HEADER).and_then(|v| u64::from_str_radix(v, 16).ok()) {
+            origin.request = id;
+            let mesh = self.node.mesh();
+            mesh.counters()
+                .forwarded_in
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if !mesh.first_sight(id) {
+                mesh.counters()
+                    .loops
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                origin.hops = 0;
+            }
+        }
+        origin
+    }
+
+    /// Refuses the request unless it carries `Authorization: Bearer <admin token>`.
+    pub(super) fn require_admin(&self, parts: &Parts) -> Result<(), ApiError> {
+        let token = text(&parts.headers, header::AUTHORIZATION.as_str())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match token {
+            Some(t) if self.node.is_admin(t) => Ok(()),
+            _ => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this needs Authorization: Bearer <token from the store's admin.token>",
+            )),
+        }
+    }
+
+    /// `PUT /peers`: only from a verified node.
+    pub(super) async fn announce(
+        &self,
+        caller: Caller,
+        parts: &Parts,
+        body: Incoming,
+    ) -> Result<Reply, ApiError> {
+        let from = match caller {
+            Caller::Peer(id) => id,
+            Caller::Refused(e) => return Err(e.into()),
+            Caller::Client => {
+                return Err(NodeError::PeerAuth(
+                    "an announcement must be signed by its node".into(),
+                )
+                .into());
+            }
+        };
+        let len = content_length(&parts.headers)?;
+        let upload = read_body(body, len).await?;
+        check_body_digest(&parts.headers, &upload)?;
+        let view = self.node.announce(from, upload.bytes())?;
+        json_reply(StatusCode::OK, &view)
+    }
+
+    /// `GET /peers`.
+    pub(super) fn peers(&self) -> Result<Reply, ApiError> {
+        json_reply(StatusCode::OK, &self.node.peers())
+    }
+
+    /// `GET /stats?after=<id>&limit=N` or `?top=N` (admin).
+    pub(super) fn stats(&self, parts: &Parts) -> Result<Reply, ApiError> {
+        self.require_admin(parts)?;
+        let params = query_params(parts.uri.query());
+        let bad = |what: &str| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", what.to_owned());
+        let number = |v: &str| {
+            v.parse::<usize>()
+                .map_err(|_| bad("limit and top are numbers"))
+        };
+        let mut after = None;
+        let mut limit = 100;
+        let mut top = None;
+        for (k, v) in params {
+            match k {
+                "after" => after = Some(v.parse::<BlockId>().map_err(|_| bad("after is an id"))?),
+                "limit" => limit = number(v)?,
+                "top" => top = Some(number(v)?),
+                _ => return Err(bad("known parameters: after, limit, top")),
+            }
+        }
+        let page = match top {
+            Some(n) => self.node.stats_top(n),
+            None => self.node.stats_page(after, limit),
+        };
+        json_reply(StatusCode::OK, &page)
+    }
+
+    /// `GET /pins` (admin).
+    pub(super) fn pins(&self, parts: &Parts) -> Result<Reply, ApiError> {
+        self.require_admin(parts)?;
+        let pins: Vec<String> = self.node.pins().iter().map(BlockId::to_string).collect();
+        json_reply(StatusCode::OK, &serde_json::json!({ "pins": pins }))
+    }
+
+    /// `PUT /pins/{id}` and `DELETE /pins/{id}` (admin).
+    pub(super) async fn pin(
+        &self,
+        id: BlockId,
+        pin: bool,
+        parts: &Parts,
+    ) -> Result<Reply, ApiError> {
+        self.require_admin(parts)?;
+        let outcome = if pin {
+            self.node.pin(id).await?
+        } else {
+            self.node.unpin(id).await?
+        };
+        let status = if pin && !outcome.local {
+            StatusCode::ACCEPTED
+        } else {
+            StatusCode::OK
+        };
+        json_reply(status, &outcome)
+    }
+
+    /// `DELETE /sha256/{id}` (admin).
+    pub(super) async fn delete_block(&self, id: BlockId, parts: &Parts) -> Result<Reply, ApiError> {
+        self.require_admin(parts)?;
+        if self.node.delete(id).await? {
+            json_reply(
+                StatusCode::OK,
+                &serde_json::json!({ "id": id.to_string(), "deleted": true }),
+            )
+        } else {
+            Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_held",
+                format!("block {id} is not held here"),
+            ))
+        }
+    }
+}
+
+/// For a signed request with a body: the body must match its `Content-Digest`.
+pub(super) fn check_body_digest(headers: &HeaderMap, upload: &Upload) -> Result<(), ApiError> {
+    let Some(value) = text(headers, "content-digest") else {
+        return Ok(());
+    };
+    match parse_digest_header(value) {
+        Some(d) if d == upload.sha256().0 => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_digest",
+            "the body does not match Content-Digest",
+        )),
+    }
+}
+
+fn json_reply(status: StatusCode, value: &impl serde::Serialize) -> Result<Reply, ApiError> {
+    let body = serde_json::to_vec(value)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    Ok(Reply::json(status, body))
+}
+
+fn text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn query_params(query: Option<&str>) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+}

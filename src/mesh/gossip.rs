@@ -1,0 +1,393 @@
+//! Joining and gossip (DESIGN 6): a node contacts each seed (`GET /node`, checked),
+//! pushes its identity block there, and announces itself with a signed `PUT /peers`
+//! listing the peers it knows; the answer lists the receiver's peers, which become
+//! candidates to contact in turn. Each gossip round announces to a few random peers and
+//! to quiet ones, contacts candidates, and drops peers that have failed for a grace
+//! period. With gossip off (interval 0) a node talks to its seeds only.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
+
+use super::link::{Call, LinkError};
+use super::peers::MAX_PEERS;
+use super::{Health, Mesh, MeshError, REPLICAS};
+use crate::client::{Client, ClientError};
+use crate::id::BlockId;
+
+/// Peers announced to each round, chosen at random.
+pub const GOSSIP_FANOUT: usize = 3;
+
+/// A peer not heard from for this many rounds gets an announcement too.
+pub const QUIET_ROUNDS: u32 = 3;
+
+/// Gossiped URLs contacted per round.
+pub const CONNECTS_PER_ROUND: usize = 8;
+
+/// Peers listed in one announcement.
+pub const MAX_ANNOUNCED: usize = 64;
+
+/// A failing peer is dropped after this many rounds without a successful exchange.
+pub const GRACE_ROUNDS: u32 = 10;
+
+/// ... but never sooner than this.
+pub const MIN_GRACE: Duration = Duration::from_secs(30);
+
+/// Pause between attempts to reach seeds when gossip is off.
+pub const SEED_RETRY: Duration = Duration::from_secs(5);
+
+/// Time allowed for one gossip exchange.
+const GOSSIP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The body of `PUT /peers`: who is announcing, where it is, whom it knows.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Announce {
+    /// The announcing node's id (must be the signature's `keyid`).
+    pub id: String,
+    /// Its base URL.
+    pub url: String,
+    /// Peers it knows.
+    #[serde(default)]
+    pub peers: Vec<PeerRef>,
+}
+
+/// A peer named in an announcement.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PeerRef {
+    /// Node id.
+    pub id: String,
+    /// Base URL.
+    pub url: String,
+}
+
+/// One row of `GET /peers`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PeerView {
+    /// Node id.
+    pub id: String,
+    /// Base URL.
+    pub url: String,
+    /// Unix seconds of the last successful exchange.
+    pub last_seen: u64,
+    /// `ok`, `failing` or `backoff`.
+    pub health: String,
+    /// Average latency of requests to it, ms.
+    pub latency_ms: Option<f64>,
+    /// Consecutive failures.
+    pub failures: u32,
+    /// Body bytes received from it.
+    pub bytes_in: u64,
+    /// Body bytes sent to it.
+    pub bytes_out: u64,
+}
+
+/// `GET /peers` (and the answer to `PUT /peers`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PeersView {
+    /// This node's id.
+    pub id: String,
+    /// This node's URL.
+    pub url: String,
+    /// Its peers, nearest to its id first.
+    pub peers: Vec<PeerView>,
+}
+
+/// Joins the seeds, then gossips every round, until the mesh is dropped.
+pub(super) async fn run(mesh: Weak<Mesh>) {
+    loop {
+        let Some(m) = mesh.upgrade() else { return };
+        m.join_seeds().await;
+        let interval = m.settings.gossip_interval;
+        if !interval.is_zero() {
+            m.gossip_round(interval).await;
+        }
+        let grace = (interval * GRACE_ROUNDS).max(MIN_GRACE);
+        m.expire_peers(grace);
+        let bits = m.peers().near_bits(REPLICAS);
+        m.store.valuer().set_near_bits(bits);
+        drop(m);
+        let pause = if interval.is_zero() {
+            SEED_RETRY
+        } else {
+            interval
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+impl Mesh {
+    /// Contacts the seeds not known as peers yet.
+    async fn join_seeds(self: &Arc<Self>) {
+        let missing: Vec<String> = {
+            let peers = self.peers();
+            self.settings
+                .seeds
+                .iter()
+                .filter(|s| !peers.has_url(s))
+                .cloned()
+                .collect()
+        };
+        for seed in missing {
+            if let Err(e) = self.connect(&seed).await {
+                tracing::debug!(seed, error = %e, "seed not reached");
+            }
+        }
+    }
+
+    /// Announces to a few peers and the quiet ones, and contacts gossiped URLs.
+    async fn gossip_round(self: &Arc<Self>, interval: Duration) {
+        let now = Instant::now();
+        let targets: Vec<BlockId> = {
+            let peers = self.peers();
+            let mut all: Vec<&super::peers::Peer> = peers.all().filter(|p| p.usable(now)).collect();
+            all.sort_unstable_by_key(|p| p.id);
+            let mut chosen: Vec<BlockId> = all
+                .iter()
+                .filter(|p| now.saturating_duration_since(p.last_seen) >= interval * QUIET_ROUNDS)
+                .map(|p| p.id)
+                .take(MAX_ANNOUNCED)
+                .collect();
+            for _ in 0..GOSSIP_FANOUT.min(all.len()) {
+                let pick = all[(self.random() % all.len() as u64) as usize].id;
+                if !chosen.contains(&pick) {
+                    chosen.push(pick);
+                }
+            }
+            chosen
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        for peer in targets {
+            let this = self.clone();
+            tasks.spawn(async move { this.announce_to(&peer).await });
+        }
+        let candidates = self.peers_mut().take_candidates(CONNECTS_PER_ROUND);
+        for url in candidates {
+            let this = self.clone();
+            tasks.spawn(async move { this.connect(&url).await.map(|_| ()) });
+        }
+        while let Some(done) = tasks.join_next().await {
+            if let Ok(Err(e)) = done {
+                tracing::debug!(error = %e, "gossip exchange failed");
+            }
+        }
+    }
+
+    /// Checks the node at `url` (`GET /node`), adds it as a peer, pushes this node's
+    /// identity block to it and announces. Returns its id.
+    pub async fn connect(self: &Arc<Self>, url: &str) -> Result<BlockId, MeshError> {
+        let url = url.trim_end_matches('/');
+        if url == self.url {
+            return Err(MeshError::BadPeer("that is this node's own URL".into()));
+        }
+        let client = Client::new(url);
+        let (node, info) = client
+            .node_key()
+            .await
+            .map_err(|e| MeshError::from((url.to_owned(), e)))?;
+        if node.id == self.me() {
+            return Err(MeshError::BadPeer(format!("{url} is this node")));
+        }
+        // Keep its identity block too: it is how requests it signs are checked later.
+        let block = Bytes::from(info.identity_block.into_bytes());
+        let admission = crate::store::Admission::UPLOAD;
+        self.keep(node.id, block, admission).await;
+        self.add_peer(node, url);
+        let mut put = Call::new(
+            Method::PUT,
+            format!("/sha256/{}", self.me()),
+            GOSSIP_TIMEOUT,
+        );
+        put.body = Bytes::copy_from_slice(self.identity.block());
+        put.digest = Some(self.me().0);
+        self.call(&node.id, put)
+            .await
+            .map_err(|source| MeshError::Peer {
+                url: url.to_owned(),
+                source,
+            })?;
+        self.announce_to(&node.id).await?;
+        Ok(node.id)
+    }
+
+    /// Sends a signed `PUT /peers` to `peer` and learns from its answer.
+    async fn announce_to(self: &Arc<Self>, peer: &BlockId) -> Result<(), MeshError> {
+        let url = self
+            .peers()
+            .get(peer)
+            .map(|p| p.url.clone())
+            .unwrap_or_default();
+        let announce = Announce {
+            id: self.me().to_string(),
+            url: self.url.clone(),
+            peers: self
+                .peers()
+                .nearest(peer, MAX_ANNOUNCED, &[*peer], Instant::now())
+                .into_iter()
+                .map(|p| PeerRef {
+                    id: p.id.to_string(),
+                    url: p.url.clone(),
+                })
+                .collect(),
+        };
+        let mut call = Call::new(Method::PUT, "/peers".to_owned(), GOSSIP_TIMEOUT);
+        call.body = Bytes::from(serde_json::to_vec(&announce).unwrap_or_default());
+        call.headers = vec![("content-type", "application/json".to_owned())];
+        self.counters.gossip_sent.fetch_add(1, Ordering::Relaxed);
+        let peer_err = |source| MeshError::Peer {
+            url: url.clone(),
+            source,
+        };
+        let reply = self.call(peer, call).await.map_err(peer_err)?;
+        if reply.status != StatusCode::OK {
+            return Err(peer_err(LinkError::Client(ClientError::Status {
+                method: "PUT",
+                path: "/peers".into(),
+                status: reply.status,
+                message: String::from_utf8_lossy(&reply.body)
+                    .chars()
+                    .take(200)
+                    .collect(),
+            })));
+        }
+        if let Ok(view) = serde_json::from_slice::<PeersView>(&reply.body) {
+            self.learn(view.peers.iter().map(|p| (p.id.as_str(), p.url.as_str())));
+        }
+        Ok(())
+    }
+
+    /// Takes note of peers named by another node: unknown ones (and known ones that
+    /// are failing and now named at another URL) become candidates to contact, when
+    /// gossip is on.
+    fn learn<'a>(&self, named: impl Iterator<Item = (&'a str, &'a str)>) {
+        if self.settings.gossip_interval.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let mut peers = self.peers_mut();
+        for (id, url) in named {
+            let (Ok(id), true) = (id.parse::<BlockId>(), valid_url(url)) else {
+                continue;
+            };
+            if id == self.me() {
+                continue;
+            }
+            let wanted = match peers.get(&id) {
+                None => peers.len() < MAX_PEERS,
+                Some(p) => p.url != url && p.health(now) != Health::Ok,
+            };
+            if wanted {
+                peers.add_candidate(url);
+            }
+        }
+    }
+
+    /// Handles `PUT /peers` from `from`, whose signature the node verified: adds it at
+    /// the URL it gives, learns the peers it names, and returns this node's peers.
+    pub fn accept_announce(
+        &self,
+        from: BlockId,
+        announce: &Announce,
+    ) -> Result<PeersView, MeshError> {
+        self.counters
+            .gossip_received
+            .fetch_add(1, Ordering::Relaxed);
+        if announce.id != from.to_string() {
+            return Err(MeshError::BadPeer(
+                "the announcement's id is not the signer's".into(),
+            ));
+        }
+        if !valid_url(&announce.url) {
+            return Err(MeshError::BadPeer(format!(
+                "url {:?} is not like http://HOST:PORT",
+                announce.url
+            )));
+        }
+        if announce.peers.len() > MAX_ANNOUNCED {
+            return Err(MeshError::BadPeer(format!(
+                "at most {MAX_ANNOUNCED} peers per announcement"
+            )));
+        }
+        let key = self.peer_key(&from).ok_or_else(|| {
+            MeshError::BadPeer("unknown key: push the identity block first".into())
+        })?;
+        self.add_peer(crate::client::NodeKey { id: from, key }, &announce.url);
+        self.learn(
+            announce
+                .peers
+                .iter()
+                .map(|p| (p.id.as_str(), p.url.as_str())),
+        );
+        Ok(self.peers_view())
+    }
+
+    /// This node's peers, nearest its id first.
+    pub fn peers_view(&self) -> PeersView {
+        let now = Instant::now();
+        let wall = crate::client::unix_now();
+        let me = self.me();
+        let peers = self.peers();
+        let mut rows: Vec<&super::peers::Peer> = peers.all().collect();
+        rows.sort_unstable_by_key(|p| p.id.distance(&me));
+        PeersView {
+            id: me.to_string(),
+            url: self.url.clone(),
+            peers: rows
+                .into_iter()
+                .map(|p| PeerView {
+                    id: p.id.to_string(),
+                    url: p.url.clone(),
+                    last_seen: wall
+                        .saturating_sub(now.saturating_duration_since(p.last_seen).as_secs()),
+                    health: match p.health(now) {
+                        Health::Ok => "ok",
+                        Health::Failing => "failing",
+                        Health::Backoff => "backoff",
+                    }
+                    .to_owned(),
+                    latency_ms: p.latency_ms.map(|l| (l * 1000.0).round() / 1000.0),
+                    failures: p.failures,
+                    bytes_in: p.bytes_in,
+                    bytes_out: p.bytes_out,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A base URL a peer may announce: `http://` or `https://`, a host, no path, no spaces.
+fn valid_url(url: &str) -> bool {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    !rest.is_empty()
+        && url.len() <= 256
+        && !rest.contains('/')
+        && rest.chars().all(|c| c.is_ascii_graphic())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announced_urls_must_be_plain_bases() {
+        assert!(valid_url("http://127.0.0.1:8042"));
+        assert!(valid_url("https://node.example"));
+        for bad in [
+            "ftp://x",
+            "http://",
+            "http://a/b",
+            "http://a b",
+            "127.0.0.1:1",
+        ] {
+            assert!(!valid_url(bad), "{bad}");
+        }
+    }
+}

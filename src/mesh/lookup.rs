@@ -1,0 +1,224 @@
+//! Lookups of missing blocks (DESIGN 6): ask the peers nearest the id (XOR) first, a
+//! few at a time, widening to the next nearest when one fails, never more than
+//! `LOOKUP_MAX_PEERS`; each ask forwards the request with one hop less and the same
+//! request id. A found block is verified, stored if it is worth a place (pull-through)
+//! and handed to every waiter; a lookup that runs out of peers tells the waiters so.
+//! Also LIKE queries, merged from the nearest peers' answers.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
+use tokio::task::JoinSet;
+
+use super::link::Call;
+use super::{
+    Event, FORWARD_WAIT_SHARE, HOPS_HEADER, LIKE_PEERS, LIKE_TIMEOUT, LOOKUP_MAX_PEERS,
+    LOOKUP_PARALLEL, Mesh, Origin, REQUEST_HEADER,
+};
+use crate::client::unix_now;
+use crate::id::BlockId;
+use crate::store::{Admission, StoreError};
+
+/// Time allowed beyond a forwarded wait for the answer to travel back.
+const ANSWER_SLACK: Duration = Duration::from_millis(250);
+
+impl Mesh {
+    /// Starts looking for `id` among peers (unless `origin` allows no more hops) and
+    /// returns the URLs of the peers asked first. Returns at once; the lookup runs in
+    /// the background for at most `budget`.
+    pub fn want(self: &Arc<Self>, id: BlockId, origin: Origin, budget: Duration) -> Vec<String> {
+        if origin.hops == 0 || budget.is_zero() {
+            return Vec::new();
+        }
+        let exclude: Vec<BlockId> = origin.from.into_iter().collect();
+        let candidates: Vec<(BlockId, String)> = self
+            .peers()
+            .nearest(&id, LOOKUP_MAX_PEERS, &exclude, Instant::now())
+            .into_iter()
+            .map(|p| (p.id, p.url.clone()))
+            .collect();
+        if candidates.is_empty() {
+            return Vec::new();
+        }
+        self.first_sight(origin.request);
+        self.counters.lookups.fetch_add(1, Ordering::Relaxed);
+        let asked = candidates
+            .iter()
+            .take(LOOKUP_PARALLEL)
+            .map(|(_, url)| url.clone())
+            .collect();
+        let deadline = Instant::now() + budget;
+        tokio::spawn(self.clone().lookup(id, origin, candidates, deadline));
+        asked
+    }
+
+    async fn lookup(
+        self: Arc<Self>,
+        id: BlockId,
+        origin: Origin,
+        candidates: Vec<(BlockId, String)>,
+        deadline: Instant,
+    ) {
+        let mut pending = candidates.into_iter().map(|(peer, _)| peer);
+        let mut asks = JoinSet::new();
+        for peer in pending.by_ref().take(LOOKUP_PARALLEL) {
+            asks.spawn(self.clone().ask(peer, id, origin, deadline));
+        }
+        while let Some(done) = asks.join_next().await {
+            if let Ok(Some((bytes, hops))) = done {
+                asks.abort_all();
+                self.found(id, bytes, hops).await;
+                return;
+            }
+            if Instant::now() < deadline
+                && let Some(peer) = pending.next()
+            {
+                asks.spawn(self.clone().ask(peer, id, origin, deadline));
+            }
+        }
+        self.counters.lookups_failed.fetch_add(1, Ordering::Relaxed);
+        self.arrivals.gave_up(&id);
+    }
+
+    /// Asks one peer for `id`; the block and the hops it took, if that peer found it.
+    async fn ask(
+        self: Arc<Self>,
+        peer: BlockId,
+        id: BlockId,
+        origin: Origin,
+        deadline: Instant,
+    ) -> Option<(Bytes, u32)> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return None;
+        }
+        self.counters.asks.fetch_add(1, Ordering::Relaxed);
+        let hops = origin.hops - 1;
+        let wait = if hops == 0 {
+            Duration::ZERO
+        } else {
+            remaining.mul_f64(FORWARD_WAIT_SHARE)
+        };
+        let mut call = Call::new(
+            Method::GET,
+            format!("/sha256/{id}?wait={:.3}", wait.as_secs_f64()),
+            remaining + ANSWER_SLACK,
+        );
+        call.headers = vec![
+            (HOPS_HEADER, hops.to_string()),
+            (REQUEST_HEADER, format!("{:016x}", origin.request)),
+        ];
+        let reply = match self.call(&peer, call).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                tracing::debug!(%peer, %id, error = %e, "lookup ask failed");
+                return None;
+            }
+        };
+        if reply.status != StatusCode::OK || BlockId::of(&reply.body) != id {
+            return None;
+        }
+        let further: u32 = reply
+            .header(HOPS_HEADER)
+            .and_then(|h| h.parse().ok())
+            .unwrap_or(0);
+        Some((reply.body, further.saturating_add(1)))
+    }
+
+    /// A lookup found `id` `hops` away: count it, keep it if it is worth a place here,
+    /// and hand it to the waiters.
+    async fn found(&self, id: BlockId, bytes: Bytes, hops: u32) {
+        let c = &self.counters;
+        c.lookups_found.fetch_add(1, Ordering::Relaxed);
+        c.downloads.fetch_add(1, Ordering::Relaxed);
+        c.lookup_hops.fetch_add(u64::from(hops), Ordering::Relaxed);
+        let bucket = (hops.clamp(1, 4) - 1) as usize;
+        c.hops_histogram[bucket].fetch_add(1, Ordering::Relaxed);
+        self.stats.record(&id, Event::Download, unix_now());
+        if !self.stats.is_deleted(&id) {
+            // The request that asked for it counts as one.
+            let admission = Admission {
+                heat: 1.0,
+                must_be_worth_it: true,
+            };
+            self.keep(id, bytes.clone(), admission).await;
+        }
+        self.arrivals.arrived(&id, &bytes, hops);
+    }
+
+    /// Stores a block from a peer if `admission` allows; records evictions. Returns
+    /// whether it is held now.
+    pub(super) async fn keep(&self, id: BlockId, bytes: Bytes, admission: Admission) -> bool {
+        let store = self.store.clone();
+        let put = tokio::task::spawn_blocking(move || store.put_with(&id, &bytes, admission)).await;
+        match put {
+            Ok(Ok(put)) => {
+                let now = unix_now();
+                for victim in &put.evicted {
+                    self.stats.record(victim, Event::Purge, now);
+                }
+                true
+            }
+            Ok(Err(StoreError::Declined | StoreError::Full { .. })) => false,
+            Ok(Err(e)) => {
+                tracing::warn!(%id, error = %e, "could not store a block from a peer");
+                false
+            }
+            Err(e) => {
+                tracing::error!(%id, error = %e, "store task failed");
+                false
+            }
+        }
+    }
+
+    /// Held blocks near `id` according to the `LIKE_PEERS` nearest peers (each answers
+    /// from its own store only), merged; unless `origin` allows no hops.
+    pub async fn like_from_peers(
+        self: &Arc<Self>,
+        id: BlockId,
+        origin: Origin,
+    ) -> Vec<(BlockId, u32)> {
+        if origin.hops == 0 {
+            return Vec::new();
+        }
+        let exclude: Vec<BlockId> = origin.from.into_iter().collect();
+        let peers: Vec<BlockId> = self
+            .peers()
+            .nearest(&id, LIKE_PEERS, &exclude, Instant::now())
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
+        let mut asks = JoinSet::new();
+        for peer in peers {
+            let this = self.clone();
+            asks.spawn(async move {
+                let mut call = Call::new(Method::GET, format!("/sha256/like/{id}"), LIKE_TIMEOUT);
+                call.headers = vec![
+                    (HOPS_HEADER, "0".to_owned()),
+                    (REQUEST_HEADER, format!("{:016x}", origin.request)),
+                ];
+                let reply = this.call(&peer, call).await.ok()?;
+                (reply.status == StatusCode::OK).then_some(reply.body)
+            });
+        }
+        let mut found = Vec::new();
+        while let Some(done) = asks.join_next().await {
+            let Ok(Some(body)) = done else { continue };
+            let Ok(map) =
+                serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body)
+            else {
+                continue;
+            };
+            for (key, size) in map {
+                let hex = key.strip_prefix("/sha256/").unwrap_or(&key);
+                if let (Ok(found_id), Some(size)) = (hex.parse::<BlockId>(), size.as_u64()) {
+                    found.push((found_id, u32::try_from(size).unwrap_or(u32::MAX)));
+                }
+            }
+        }
+        found
+    }
+}

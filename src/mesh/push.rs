@@ -1,0 +1,142 @@
+//! Pushes (DESIGN 6). Each round a node offers every peer the local blocks nearest that
+//! peer's id that the peer should hold (it is among the `REPLICAS` known nodes nearest
+//! the block) and is not known to hold, about `PUSH_PER_PEER` of them; and offers each of
+//! its hottest blocks to one more peer that lacks it, so a block's replica count grows
+//! while it stays popular. An offer is a `HEAD ?wait=0` and, when the peer lacks the
+//! block, a signed `PUT` with the `libernet-push` header: the peer keeps it only if it has
+//! room or can evict something worth less (else 507).
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use hyper::{Method, StatusCode};
+
+use super::link::Call;
+use super::{Event, Mesh, PUSH_HEADER, REPLICAS};
+use crate::client::unix_now;
+use crate::id::BlockId;
+use crate::store::ReadOutcome;
+
+/// Blocks offered to each peer per round, nearest its id first.
+pub const PUSH_PER_PEER: usize = 10;
+
+/// Local blocks looked at per peer to find those offers.
+pub const PUSH_SCAN: usize = 64;
+
+/// Hottest local blocks offered to one more peer each round.
+pub const HOT_PER_ROUND: usize = 16;
+
+/// Heat (decayed requests) a block needs to count as hot.
+pub const HOT_MIN_HEAT: f32 = 2.0;
+
+/// How long "peer holds block" (or declined it) is believed without asking again.
+pub const KNOWN_TTL: Duration = Duration::from_secs(600);
+
+/// Blocks remembered per peer as held by it.
+pub const KNOWN_PER_PEER: usize = 4096;
+
+/// Time allowed for one offer's HEAD or PUT.
+const OFFER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs push rounds until the mesh is dropped.
+pub(super) async fn run(mesh: Weak<Mesh>) {
+    loop {
+        let Some(interval) = mesh.upgrade().map(|m| m.settings.push_interval) else {
+            return;
+        };
+        tokio::time::sleep(interval).await;
+        let Some(m) = mesh.upgrade() else { return };
+        m.push_round().await;
+    }
+}
+
+impl Mesh {
+    /// One push round: homes first, then popular blocks.
+    pub async fn push_round(self: &Arc<Self>) {
+        let now = Instant::now();
+        let peers: Vec<BlockId> = self
+            .peers()
+            .all()
+            .filter(|p| p.usable(now))
+            .map(|p| p.id)
+            .collect();
+        let mut offers: Vec<(BlockId, BlockId, f32)> = Vec::new();
+        for peer in &peers {
+            let nearest = self.store.nearest(peer, PUSH_SCAN);
+            let table = self.peers();
+            offers.extend(
+                nearest
+                    .into_iter()
+                    .map(|(block, _)| block)
+                    .filter(|block| block != peer && !self.known_held(peer, block))
+                    .filter(|block| table.is_home(block, peer, REPLICAS))
+                    .take(PUSH_PER_PEER)
+                    .map(|block| (*peer, block, self.store.heat(&block).unwrap_or(0.0))),
+            );
+        }
+        for (block, heat) in self.store.hottest(HOT_PER_ROUND, HOT_MIN_HEAT) {
+            let table = self.peers();
+            let target = table
+                .nearest(&block, peers.len(), &[], now)
+                .into_iter()
+                .map(|p| p.id)
+                .find(|p| {
+                    !self.known_held(p, &block) && !offers.iter().any(|o| o.0 == *p && o.1 == block)
+                });
+            if let Some(peer) = target {
+                offers.push((peer, block, heat));
+            }
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (peer, block, heat) in offers {
+            let this = self.clone();
+            tasks.spawn(async move { this.offer(peer, block, heat).await });
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// Offers `block` to `peer`: sends it if the peer lacks it.
+    async fn offer(self: Arc<Self>, peer: BlockId, block: BlockId, heat: f32) {
+        let head = Call::new(
+            Method::HEAD,
+            format!("/sha256/{block}?wait=0"),
+            OFFER_TIMEOUT,
+        );
+        match self.call(&peer, head).await {
+            Ok(r) if r.status == StatusCode::OK => {
+                self.mark_known(&peer, &block);
+                return;
+            }
+            Ok(r)
+                if r.status == StatusCode::NOT_FOUND || r.status == StatusCode::GATEWAY_TIMEOUT => {
+            }
+            _ => return,
+        }
+        let store = self.store.clone();
+        let read = tokio::task::spawn_blocking(move || store.read(&block)).await;
+        let Ok(Ok(ReadOutcome::Found(bytes))) = read else {
+            return;
+        };
+        let mut put = Call::new(Method::PUT, format!("/sha256/{block}"), OFFER_TIMEOUT);
+        put.body = bytes;
+        put.digest = Some(block.0);
+        put.headers = vec![(PUSH_HEADER, format!("{heat:.3}"))];
+        match self.call(&peer, put).await {
+            Ok(r) if r.status == StatusCode::CREATED => {
+                self.counters.pushes_sent.fetch_add(1, Ordering::Relaxed);
+                self.stats.record(&block, Event::PushOut, unix_now());
+                self.mark_known(&peer, &block);
+            }
+            Ok(r) if r.status == StatusCode::OK => self.mark_known(&peer, &block),
+            Ok(r) => {
+                self.counters
+                    .pushes_declined
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, %block, status = %r.status, "push declined");
+                self.mark_known(&peer, &block);
+            }
+            Err(e) => tracing::debug!(%peer, %block, error = %e, "push failed"),
+        }
+    }
+}

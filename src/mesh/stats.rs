@@ -1,0 +1,246 @@
+//! Per-block statistics (DESIGN 6): first and last request, requests, downloads (fetched
+//! from peers), pushes in and out, purges (evictions), deletion. Kept for blocks
+//! something happened to, held or not, in 16 shards so concurrent requests rarely meet
+//! on a lock, and bounded: when a shard is full the entries that changed longest ago
+//! are dropped. Whether a block is held or pinned is the store's to say, not this.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use crate::id::BlockId;
+
+/// Most blocks tracked (about 100 bytes each).
+pub const MAX_TRACKED: usize = 1 << 20;
+
+const SHARDS: usize = 16;
+
+/// What happened to one block. Times are unix seconds, 0 for never.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BlockStat {
+    /// First request seen since start.
+    pub first_request: u64,
+    /// Latest request.
+    pub last_request: u64,
+    /// Requests (GET or HEAD, from clients and peers).
+    pub requests: u64,
+    /// Times it was fetched from a peer for a request here.
+    pub downloads: u32,
+    /// Times a peer pushed it here and it was kept.
+    pub pushes_in: u32,
+    /// Times this node pushed it to a peer that kept it.
+    pub pushes_out: u32,
+    /// Times it was evicted here.
+    pub purges: u32,
+    /// Deleted here by the operator (and not uploaded again since).
+    pub deleted: bool,
+    #[serde(skip)]
+    touched: u64,
+}
+
+/// Which event to record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A request for the block.
+    Request,
+    /// Fetched from a peer.
+    Download,
+    /// Kept after a peer pushed it.
+    PushIn,
+    /// A peer kept it after this node pushed it.
+    PushOut,
+    /// Evicted.
+    Purge,
+    /// Deleted by the operator.
+    Delete,
+    /// Uploaded by a client (clears `deleted`).
+    Upload,
+}
+
+/// The statistics of every tracked block.
+pub struct Stats {
+    shards: Vec<Mutex<HashMap<BlockId, BlockStat>>>,
+}
+
+impl Default for Stats {
+    fn default() -> Stats {
+        Stats {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+}
+
+impl Stats {
+    /// Records `event` for `id` at unix time `now`.
+    pub fn record(&self, id: &BlockId, event: Event, now: u64) {
+        if event == Event::Upload && !self.is_deleted(id) {
+            return; // uploads are not tracked unless they undo a deletion
+        }
+        let mut shard = self.shard(id);
+        if !shard.contains_key(id) && shard.len() >= MAX_TRACKED / SHARDS {
+            prune(&mut shard);
+        }
+        let s = shard.entry(*id).or_default();
+        s.touched = now;
+        match event {
+            Event::Request => {
+                if s.first_request == 0 {
+                    s.first_request = now;
+                }
+                s.last_request = now;
+                s.requests += 1;
+            }
+            Event::Download => s.downloads += 1,
+            Event::PushIn => s.pushes_in += 1,
+            Event::PushOut => s.pushes_out += 1,
+            Event::Purge => s.purges += 1,
+            Event::Delete => s.deleted = true,
+            Event::Upload => s.deleted = false,
+        }
+    }
+
+    /// The statistics of `id`, if tracked.
+    pub fn get(&self, id: &BlockId) -> Option<BlockStat> {
+        self.shard(id).get(id).copied()
+    }
+
+    /// True when the operator deleted `id` here (so peers' pushes of it are refused).
+    pub fn is_deleted(&self, id: &BlockId) -> bool {
+        self.shard(id).get(id).is_some_and(|s| s.deleted)
+    }
+
+    /// Number of tracked blocks.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+
+    /// True when nothing is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Up to `limit` tracked blocks with ids after `after`, in id order, and the cursor
+    /// for the next page (None at the end).
+    pub fn page(
+        &self,
+        after: Option<BlockId>,
+        limit: usize,
+    ) -> (Vec<(BlockId, BlockStat)>, Option<BlockId>) {
+        let mut all: Vec<(BlockId, BlockStat)> = Vec::new();
+        for shard in &self.shards {
+            all.extend(
+                lock(shard)
+                    .iter()
+                    .filter(|(id, _)| after.is_none_or(|a| **id > a))
+                    .map(|(id, s)| (*id, *s)),
+            );
+        }
+        let more = all.len() > limit;
+        if more {
+            all.select_nth_unstable_by_key(limit, |e| e.0);
+            all.truncate(limit);
+        }
+        all.sort_unstable_by_key(|e| e.0);
+        let next = if more { all.last().map(|e| e.0) } else { None };
+        (all, next)
+    }
+
+    /// The `n` most requested tracked blocks, most first.
+    pub fn top(&self, n: usize) -> Vec<(BlockId, BlockStat)> {
+        let mut all: Vec<(BlockId, BlockStat)> = Vec::new();
+        for shard in &self.shards {
+            all.extend(lock(shard).iter().map(|(id, s)| (*id, *s)));
+        }
+        let key = |e: &(BlockId, BlockStat)| (std::cmp::Reverse(e.1.requests), e.0);
+        if all.len() > n {
+            all.select_nth_unstable_by_key(n, key);
+            all.truncate(n);
+        }
+        all.sort_unstable_by_key(key);
+        all
+    }
+
+    fn shard(&self, id: &BlockId) -> MutexGuard<'_, HashMap<BlockId, BlockStat>> {
+        lock(&self.shards[id.0[0] as usize % SHARDS])
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Drops the quarter of a full shard that changed longest ago (deleted marks last: they
+/// guard against re-pushes).
+fn prune(shard: &mut HashMap<BlockId, BlockStat>) {
+    let mut ages: Vec<(bool, u64, BlockId)> = shard
+        .iter()
+        .map(|(id, s)| (s.deleted, s.touched, *id))
+        .collect();
+    let drop = (ages.len() / 4).max(1);
+    ages.select_nth_unstable(drop - 1);
+    for (_, _, id) in &ages[..drop] {
+        shard.remove(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_add_up_and_pages_walk_everything() {
+        let stats = Stats::default();
+        let ids: Vec<BlockId> = (0..100u32).map(|i| BlockId::of(&i.to_le_bytes())).collect();
+        for (i, id) in ids.iter().enumerate() {
+            for t in 0..=i as u64 % 3 {
+                stats.record(id, Event::Request, 10 + t);
+            }
+        }
+        stats.record(&ids[0], Event::Download, 20);
+        stats.record(&ids[0], Event::Purge, 21);
+        let s = stats.get(&ids[2]).unwrap();
+        assert_eq!((s.first_request, s.last_request, s.requests), (10, 12, 3));
+        let s = stats.get(&ids[0]).unwrap();
+        assert_eq!((s.downloads, s.purges, s.requests), (1, 1, 1));
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let (page, next) = stats.page(cursor, 30);
+            seen.extend(page.into_iter().map(|e| e.0));
+            match next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        let mut want = ids.clone();
+        want.sort();
+        assert_eq!(seen, want);
+        assert!(stats.top(5).iter().all(|e| e.1.requests == 3));
+    }
+
+    #[test]
+    fn delete_marks_until_an_upload() {
+        let stats = Stats::default();
+        let id = BlockId::of(b"d");
+        stats.record(&id, Event::Upload, 1);
+        assert!(stats.get(&id).is_none(), "plain uploads are not tracked");
+        stats.record(&id, Event::Delete, 2);
+        assert!(stats.is_deleted(&id));
+        stats.record(&id, Event::Upload, 3);
+        assert!(!stats.is_deleted(&id));
+    }
+
+    #[test]
+    fn a_full_shard_drops_its_oldest_entries() {
+        let mut shard = HashMap::new();
+        for i in 0..8u64 {
+            let s = BlockStat {
+                touched: i,
+                ..BlockStat::default()
+            };
+            shard.insert(BlockId::of(&i.to_le_bytes()), s);
+        }
+        prune(&mut shard);
+        assert_eq!(shard.len(), 6);
+        assert!(shard.values().all(|s| s.touched >= 2));
+    }
+}
