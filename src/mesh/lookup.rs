@@ -1,6 +1,6 @@
-//! Lookups of missing blocks (DESIGN 6): ask the peers nearest the id (XOR) first, a
-//! few at a time, widening to the next nearest when one fails, never more than
-//! `LOOKUP_MAX_PEERS`; each ask forwards the request with one hop less and the same
+//! Lookups of missing blocks (DESIGN 6): ask the peer nearest the id (XOR) first, then
+//! the next nearest when one fails or is slow (at most `LOOKUP_PARALLEL` at once, never
+//! more than `LOOKUP_MAX_PEERS` in all); each ask forwards the request with one hop less and the same
 //! request id. A found block is verified, stored if it is worth a place (pull-through)
 //! and handed to every waiter; a lookup that runs out of peers tells the waiters so.
 //! Also LIKE queries, merged from the nearest peers' answers.
@@ -22,12 +22,17 @@ use crate::client::unix_now;
 use crate::id::BlockId;
 use crate::store::{Admission, StoreError};
 
+/// A lookup asks one peer; when it has not answered after this long, one more is
+/// asked alongside (up to `LOOKUP_PARALLEL`). Asking several at once from the start
+/// would make each of them fetch the block too, over links that may be slow.
+const HEDGE_AFTER: Duration = Duration::from_millis(750);
+
 /// Time allowed beyond a forwarded wait for the answer to travel back.
 const ANSWER_SLACK: Duration = Duration::from_millis(250);
 
 impl Mesh {
     /// Starts looking for `id` among peers (unless `origin` allows no more hops) and
-    /// returns the URLs of the peers asked first. Returns at once; the lookup runs in
+    /// returns the URL of the peer asked first. Returns at once; the lookup runs in
     /// the background for at most `budget`.
     pub fn want(self: &Arc<Self>, id: BlockId, origin: Origin, budget: Duration) -> Vec<String> {
         if origin.hops == 0 || budget.is_zero() {
@@ -47,7 +52,7 @@ impl Mesh {
         self.counters.lookups.fetch_add(1, Ordering::Relaxed);
         let asked = candidates
             .iter()
-            .take(LOOKUP_PARALLEL)
+            .take(1)
             .map(|(_, url)| url.clone())
             .collect();
         let deadline = Instant::now() + budget;
@@ -64,19 +69,36 @@ impl Mesh {
     ) {
         let mut pending = candidates.into_iter().map(|(peer, _)| peer);
         let mut asks = JoinSet::new();
-        for peer in pending.by_ref().take(LOOKUP_PARALLEL) {
+        if let Some(peer) = pending.next() {
             asks.spawn(self.clone().ask(peer, id, origin, deadline));
         }
-        while let Some(done) = asks.join_next().await {
-            if let Ok(Some((bytes, hops))) = done {
-                asks.abort_all();
-                self.found(id, bytes, hops).await;
-                return;
-            }
-            if Instant::now() < deadline
-                && let Some(peer) = pending.next()
-            {
-                asks.spawn(self.clone().ask(peer, id, origin, deadline));
+        loop {
+            let hedge = tokio::time::sleep(HEDGE_AFTER);
+            let more = asks.len() < LOOKUP_PARALLEL;
+            tokio::select! {
+                done = asks.join_next() => {
+                    let Some(done) = done else { break };
+                    if let Ok(Some((bytes, hops))) = done {
+                        asks.abort_all();
+                        self.found(id, bytes, hops).await;
+                        return;
+                    }
+                    // A failure widens the lookup to the next nearest peer at once.
+                    if Instant::now() < deadline
+                        && let Some(peer) = pending.next()
+                    {
+                        asks.spawn(self.clone().ask(peer, id, origin, deadline));
+                    }
+                }
+                () = hedge, if more => {
+                    // No answer yet: ask one more peer alongside.
+                    match pending.next() {
+                        Some(peer) if Instant::now() < deadline => {
+                            asks.spawn(self.clone().ask(peer, id, origin, deadline));
+                        }
+                        _ => {}
+                    }
+                }
             }
         }
         self.counters.lookups_failed.fetch_add(1, Ordering::Relaxed);

@@ -20,9 +20,9 @@ use crate::codec::{self, Key, Locator, Mode, Recipe};
 use crate::id::BlockId;
 
 /// Blocks of a file fetched and decrypted ahead of the one being sent: enough to keep
-/// both cores busy and the mesh's round trips overlapped, while a reader holds at most
-/// this many MiB.
-pub const PREFETCH_BLOCKS: usize = 4;
+/// the cores busy and to fetch missing blocks from up to this many peers at once
+/// (swarming), while a reader holds at most this many MiB.
+pub const PREFETCH_BLOCKS: usize = 8;
 
 /// Decrypted blocks queued between the reader task and the connection.
 const STREAM_QUEUE: usize = 2;
