@@ -263,11 +263,11 @@ impl Handler {
             ByteRange::Whole => {
                 let mut reply = Reply::block(StatusCode::OK, &id, bytes);
                 reply.digest = Some(id.0);
-                if origin.from.is_some() {
-                    reply
-                        .headers
-                        .insert(HOPS_HEADER, HeaderValue::from(fetched.hops));
-                }
+                // How far away the block was found (0: held here): peers add it up
+                // along a chain of forwards; clients and benchmarks may read it.
+                reply
+                    .headers
+                    .insert(HOPS_HEADER, HeaderValue::from(fetched.hops));
                 Ok(reply)
             }
             ByteRange::Part { start, end } => {
