@@ -1,5 +1,6 @@
 //! Integration tests: real nodes on 127.0.0.1:0, real files, the real CLI binary.
 
+mod admin;
 mod blocks;
 mod browser;
 mod cli;
