@@ -94,19 +94,33 @@ pub struct Origin {
 impl Origin {
     /// A request from a client of this node: the full hop budget and a fresh id.
     pub fn client() -> Origin {
-        let mut bytes = [0u8; 8];
-        // The id only needs to differ between requests; a failed read still gives
-        // distinct ids through the clock.
-        if crate::fsutil::random_bytes(&mut bytes).is_err() {
-            bytes = (Instant::now().elapsed().as_nanos() as u64 ^ unix_now()).to_le_bytes();
-        }
         Origin {
             from: None,
             hops: MAX_HOPS,
-            request: u64::from_le_bytes(bytes),
+            request: next_request_id(),
             counted: true,
         }
     }
+}
+
+/// A request id unique to this process (a counter) and, with its random start, very
+/// likely across the mesh. No system call per request.
+fn next_request_id() -> u64 {
+    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let start = *START.get_or_init(|| {
+        let mut bytes = [0u8; 8];
+        // Without OS randomness, the clock still separates processes.
+        if crate::fsutil::random_bytes(&mut bytes).is_err() {
+            bytes = unix_now().to_le_bytes();
+        }
+        u64::from_le_bytes(bytes)
+    });
+    // An odd multiplier makes successive ids differ in every bit position.
+    start
+        ^ COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 /// Settings of the mesh, from the node's config.
