@@ -398,7 +398,13 @@ impl Node {
         })?;
         if waiter.is_first() {
             Metrics::add(&self.metrics.lookups, 1);
-            waiter.record_asked(self.mesh.want(id, origin, wait));
+            let asked = self.mesh.want(id, origin, wait);
+            if asked.is_empty() && origin.from.is_some() {
+                // A peer's forwarded request that this node cannot pass on: answer now
+                // so the peer widens its lookup (a client would wait for an upload).
+                return Err(not_found(Vec::new()));
+            }
+            waiter.record_asked(asked);
         }
         // An arrival between the first look and the subscription is seen here.
         if let Some(found) = look(self).await? {
