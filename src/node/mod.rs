@@ -604,6 +604,10 @@ impl Node {
                 return;
             };
             Metrics::add(&self.metrics.scrubbed_bytes, step.bytes);
+            for id in &step.quarantined {
+                // A good copy may live on a peer (DESIGN 7).
+                self.mesh.want(*id, Origin::client(), QUARANTINE_REFETCH);
+            }
             cursor = step.next;
             let cost = step.bytes + step.blocks * SCRUB_BLOCK_COST;
             let budget = Duration::from_secs_f64(cost as f64 / bytes_per_sec as f64);

@@ -137,7 +137,7 @@ pub struct StoreStats {
 }
 
 /// One step of a background scrub.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScrubStep {
     /// Where to continue; None when the walk reached the end.
     pub next: Option<BlockId>,
@@ -146,7 +146,7 @@ pub struct ScrubStep {
     /// Bytes read and hashed.
     pub bytes: u64,
     /// Blocks found corrupt and quarantined.
-    pub quarantined: u64,
+    pub quarantined: Vec<BlockId>,
 }
 
 /// Size limits of a store.
@@ -499,7 +499,7 @@ impl Store {
             next: ids.last().copied(),
             blocks: ids.len() as u64,
             bytes: 0,
-            quarantined: 0,
+            quarantined: Vec::new(),
         };
         let mut buf = self.buffers.take();
         for id in ids {
@@ -511,7 +511,7 @@ impl Store {
                     step.bytes += bytes.len() as u64;
                     if BlockId::of(&bytes) != id {
                         self.quarantine(&id, "scrub: bytes do not hash to the id");
-                        step.quarantined += 1;
+                        step.quarantined.push(id);
                     } else if let Some(e) = self.read_index().get(&id) {
                         e.mark_verified(mtime);
                     }
@@ -520,7 +520,7 @@ impl Store {
                 }
                 Ok(None) => {
                     self.quarantine(&id, "scrub: size differs from the index");
-                    step.quarantined += 1;
+                    step.quarantined.push(id);
                 }
                 // Evicted meanwhile, or an I/O error the next read will report.
                 Err(e) => tracing::debug!(%id, error = %e, "scrub skipped a block"),
@@ -996,7 +996,7 @@ mod tests {
         f.set_modified(meta.modified().unwrap()).unwrap();
         drop(f);
         let step = store.scrub(None, 100);
-        assert_eq!(step.quarantined, 1);
+        assert_eq!(step.quarantined.len(), 1);
         assert_eq!(store.read(&b).unwrap(), ReadOutcome::Absent);
         assert_eq!(store.stats().quarantined, 2);
         assert_eq!(

@@ -447,3 +447,30 @@ async fn like_answers_merge_results_from_peers() {
         "{v}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_corrupt_block_is_quarantined_and_fetched_again_from_a_peer() {
+    let a = start(MeshSetup::quiet(&[])).await;
+    let b = start(MeshSetup::quiet(&[&a])).await;
+    eventually(10, "b knows a", || async { knows(&b, &[&a]).await }).await;
+    let block = bytes(200_000, 9);
+    let id = BlockId::of(&block);
+    a.put(&block).await;
+    b.put(&block).await;
+    let hex = id.to_string();
+    let file = b
+        .dir
+        .join("blocks")
+        .join(&hex[..2])
+        .join(&hex[2..4])
+        .join(&hex);
+    std::fs::write(&file, vec![0u8; block.len()]).unwrap();
+    let reply = b.get(&id.path()).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, block, "served from a's good copy");
+    assert_eq!(std::fs::read(&file).unwrap(), block, "and stored again");
+    assert_eq!(
+        std::fs::read_dir(b.dir.join("quarantine")).unwrap().count(),
+        1
+    );
+}
