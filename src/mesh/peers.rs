@@ -240,21 +240,35 @@ impl PeerTable {
 
     /// True when fewer than `replicas` known nodes (peers and this node) are nearer to
     /// `block` than `peer` is: `peer` is one of the block's homes.
+    /// Failing peers do not count: their blocks move on to the next nearest nodes
+    /// without waiting for the peers to be dropped.
     pub fn is_home(&self, block: &BlockId, peer: &BlockId, replicas: usize) -> bool {
+        if self.peers.get(peer).is_some_and(|p| p.failures > 0) {
+            return false;
+        }
         let d = peer.distance(block);
         let nearer = std::iter::once(&self.me)
-            .chain(self.peers.keys())
+            .chain(self.healthy())
             .filter(|other| *other != peer && other.distance(block) < d)
             .take(replicas)
             .count();
         nearer < replicas
     }
 
+    /// Ids of peers whose last exchange succeeded.
+    fn healthy(&self) -> impl Iterator<Item = &BlockId> {
+        self.peers
+            .values()
+            .filter(|p| p.failures == 0)
+            .map(|p| &p.id)
+    }
+
     /// Width in bits of this node's own region: blocks sharing more leading bits with
     /// it than its `replicas`-th nearest peer does are ones it is a home for (no other
-    /// peer is nearer). 0 (everything) with fewer peers than that.
+    /// peer is nearer). 0 (everything) with fewer peers than that. Failing peers do
+    /// not count.
     pub fn near_bits(&self, replicas: usize) -> u32 {
-        let mut scores: Vec<u32> = self.peers.keys().map(|p| p.match_score(&self.me)).collect();
+        let mut scores: Vec<u32> = self.healthy().map(|p| p.match_score(&self.me)).collect();
         if replicas == 0 || scores.len() < replicas {
             return 0;
         }
@@ -354,6 +368,11 @@ mod tests {
         assert_eq!(t.near_bits(1), 2);
         assert_eq!(t.near_bits(2), 1);
         assert_eq!(t.near_bits(4), 0);
+        // A failing peer is not a home: the next nearest node takes its place.
+        t.record_failure(&id(0x40), now);
+        assert!(!t.is_home(&block, &id(0x40), 1));
+        assert!(t.is_home(&block, &id(0x00), 1));
+        assert_eq!(t.near_bits(1), 1);
     }
 
     #[test]

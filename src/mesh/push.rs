@@ -21,8 +21,11 @@ use crate::store::ReadOutcome;
 /// Blocks offered to each peer per round, nearest its id first.
 pub const PUSH_PER_PEER: usize = 10;
 
-/// Local blocks looked at per peer to find those offers.
-pub const PUSH_SCAN: usize = 64;
+/// Local blocks looked at per peer to find those offers, nearest its id first. Wide
+/// enough to reach past the blocks the peer already holds (a window of 64 left blocks
+/// without all their homes for good: see docs/mesh.md); walking it costs about as much
+/// as a LIKE of that many ids.
+pub const PUSH_SCAN: usize = 1024;
 
 /// Hottest local blocks offered to one more peer each round.
 pub const HOT_PER_ROUND: usize = 16;
