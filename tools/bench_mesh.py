@@ -50,6 +50,7 @@ from xml.sax.saxutils import escape
 sys.dont_write_bytecode = True  # no __pycache__ next to the sibling modules
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_report import Verdict  # noqa: E402
 from mesh import (  # noqa: E402
     Mesh, MeshError, Node, NodeSettings, close_connections, netns_unavailable,
 )
@@ -264,14 +265,6 @@ def render_table(headers: list[str], rows: list[list[str]]) -> str:
                       *(fmt(r) for r in rows)])
 
 
-@dataclass
-class Verdict:
-    name: str
-    measured: str
-    passed: bool
-
-    def line(self) -> str:
-        return f"{'PASS' if self.passed else 'MISS'}  {self.name}: {self.measured}"
 
 
 def metric_sum(mesh: Mesh, nodes: list[Node], names: list[str]) -> dict[str, float]:
