@@ -72,10 +72,10 @@ impl Default for Stats {
 impl Stats {
     /// Records `event` for `id` at unix time `now`.
     pub fn record(&self, id: &BlockId, event: Event, now: u64) {
-        if event == Event::Upload && !self.is_deleted(id) {
+        let mut shard = self.shard(id);
+        if event == Event::Upload && !shard.get(id).is_some_and(|s| s.deleted) {
             return; // uploads are not tracked unless they undo a deletion
         }
-        let mut shard = self.shard(id);
         if !shard.contains_key(id) && shard.len() >= MAX_TRACKED / SHARDS {
             prune(&mut shard);
         }

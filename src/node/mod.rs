@@ -421,8 +421,8 @@ impl Node {
     }
 
     async fn read_local(&self, id: BlockId) -> Result<Option<Bytes>, NodeError> {
-        // `size` only chooses where to read; `read` does the lookup that counts.
-        let outcome = match self.store.size(&id) {
+        // The size only chooses where to read; `read` looks the block up again.
+        let outcome = match self.store.contains(&id) {
             None => return Ok(None),
             Some(size) if size <= INLINE_READ_MAX => self.store.read(&id)?,
             Some(_) => {

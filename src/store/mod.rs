@@ -261,11 +261,6 @@ impl Store {
         self.read_index().get(id).map(Entry::size)
     }
 
-    /// The size of `id` if held (the same as `contains`).
-    pub fn size(&self, id: &BlockId) -> Option<u32> {
-        self.contains(id)
-    }
-
     /// The bytes of `id`, guaranteed to hash to `id`. Small blocks come from the hot
     /// cache when they are in it.
     pub fn read(&self, id: &BlockId) -> Result<ReadOutcome, StoreError> {
