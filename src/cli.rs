@@ -11,8 +11,10 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
+use crate::backup::{self, Credentials, Session};
 use crate::client::{ClientError, Remote};
 use crate::codec::CodecError;
+use crate::config::BackupEnv;
 use crate::config::{Config, ServeArgs};
 use crate::http::{self, ServerOptions};
 use crate::mesh::PeersView;
@@ -79,12 +81,73 @@ enum Command {
     Bundle(BundleCommand),
     /// Show the node's identity and store figures (signature checked).
     Node,
+    /// Back up directories into the mesh; list, restore and verify them from any node.
+    ///
+    /// The backup set is named by LIBERNET_USER and LIBERNET_PASSPHRASE (prompted
+    /// when unset, never an argument). Blocks are pinned on the node when its admin
+    /// token is at hand: LIBERNET_TOKEN, --token-file, or the default store's token for
+    /// a node on this machine.
+    Backup(BackupArgs),
     /// List the node's peers: id, URL, health, latency, last seen (signature checked).
     Peers {
         /// Print the node's JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Options of `libernet backup`.
+#[derive(Debug, Args)]
+struct BackupArgs {
+    /// This machine's name in the backup set [default: the host name].
+    #[arg(long, global = true, env = "LIBERNET_MACHINE")]
+    machine: Option<String>,
+    /// Print one JSON object on standard output instead of text (for scripts and cron).
+    #[arg(long, global = true)]
+    json: bool,
+    /// File holding the node's admin token (to pin what a run sends).
+    #[arg(long, global = true, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: BackupCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum BackupCommand {
+    /// Add directories to this machine's backup (creates the set on first use).
+    Add {
+        /// Directories (they must exist).
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+    },
+    /// Stop backing up directories (earlier runs keep them).
+    Remove {
+        /// Directories, as listed by `backup list`.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+    },
+    /// Show the set's machines, directories and latest runs.
+    List,
+    /// Back up this machine's directories now.
+    Run,
+    /// Restore directories (all by default) of the latest run, or of the newest at or
+    /// before --at. All or nothing: with blocks missing, nothing is written.
+    Restore {
+        /// Directories (or paths inside them) to restore.
+        dirs: Vec<PathBuf>,
+        /// Restore under DEST (absent or empty) at their full paths, instead of back in
+        /// place (where each directory must be absent or empty).
+        #[arg(long, value_name = "DEST")]
+        to: Option<PathBuf>,
+        /// A time: 2026-11-21 (the end of that day), "2026-11-21 14:30", RFC 3339, or
+        /// @UNIX_SECONDS. Local time unless an offset is given.
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+    },
+    /// Fetch and check every block of the latest run; report what is missing.
+    Verify,
+    /// List every run of every machine of the set.
+    History,
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,6 +208,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             .is_some_and(ClientError::is_not_found_or_unverified)
             || cause.downcast_ref::<CodecError>() == Some(&CodecError::WrongKey)
             || cause.downcast_ref::<Mismatch>().is_some()
+            || cause.is::<backup::Incomplete>()
+            || cause.is::<backup::NoIndex>()
     });
     if not_found {
         EXIT_NOT_FOUND
@@ -222,6 +287,9 @@ async fn client_command(command: Command, args: &ClientArgs) -> anyhow::Result<(
             for (near, size) in found {
                 writeln!(out, "/sha256/{near} {size} {}", near.match_score(&id))?;
             }
+        }
+        Command::Backup(backup_args) => {
+            backup_command(backup_args, args).await?;
         }
         Command::Node => {
             let remote = connect(args.server.clone()).await?;
@@ -321,6 +389,335 @@ fn print_put(report: &PutReport, quiet: bool, started: Instant) {
     );
 }
 
+/// Runs a `libernet backup` command and prints its outcome (text, or `--json`).
+async fn backup_command(args: BackupArgs, client: &ClientArgs) -> anyhow::Result<()> {
+    let env = BackupEnv::load();
+    let (creds, prompted) = credentials(&env, args.machine.clone())?;
+    let mut remote = Remote::connect(&client.server)
+        .await
+        .with_context(|| format!("cannot reach the node at {}", client.server))?;
+    if let Some(token) = admin_token(&env, args.token_file.as_deref(), &client.server)? {
+        remote = remote.with_token(&token);
+    }
+    let session = Session::new(remote, creds);
+    let progress = !client.quiet && !args.json;
+    let out = |value: &dyn erased::Json, text: String| -> anyhow::Result<()> {
+        if args.json {
+            println!("{}", value.json()?);
+        } else if !client.quiet && !text.is_empty() {
+            eprintln!("{text}");
+        }
+        Ok(())
+    };
+    match args.command {
+        BackupCommand::Add { dirs } => {
+            let found = session.find().await?;
+            if found.is_none() && prompted {
+                confirm_new_set(&session)?;
+            }
+            let change = backup::add(&session, &dirs, found).await?;
+            let verb = if change.created {
+                "created the backup set; "
+            } else {
+                ""
+            };
+            out(
+                &change,
+                format!("libernet: {verb}backing up {}", change.dirs.join(", ")),
+            )?;
+        }
+        BackupCommand::Remove { dirs } => {
+            let change = backup::remove(&session, &dirs).await?;
+            out(
+                &change,
+                format!("libernet: stopped backing up {}", change.changed.join(", ")),
+            )?;
+        }
+        BackupCommand::List => {
+            let listing = backup::list(&session).await?;
+            if args.json {
+                out(&listing, String::new())?;
+            } else {
+                print!("{}", listing_text(&listing));
+            }
+        }
+        BackupCommand::Run => {
+            let report = backup::run(&session, progress).await?;
+            for path in &report.ignored {
+                if !client.quiet && !args.json {
+                    eprintln!("libernet: skipped {path} (not a file, directory or link)");
+                }
+            }
+            out(&report, run_summary(&report))?;
+        }
+        BackupCommand::Restore { dirs, to, at } => {
+            let at = at.as_deref().map(parse_at).transpose()?;
+            let report = backup::restore(&session, &dirs, to.as_deref(), at, progress).await?;
+            let places: Vec<String> = report
+                .restored
+                .iter()
+                .map(|(what, dest)| format!("{what} into {}", dest.display()))
+                .collect();
+            out(
+                &report,
+                format!(
+                    "libernet: restored {} files ({} bytes) of the run of {}: {}",
+                    report.files,
+                    report.bytes,
+                    local_time(report.run_started),
+                    places.join("; ")
+                ),
+            )?;
+        }
+        BackupCommand::Verify => {
+            let report = backup::verify(&session, progress).await?;
+            if report.ok() {
+                out(
+                    &report,
+                    format!(
+                        "libernet: the run of {} is whole: {} blocks ({} bytes of files) retrieved and checked",
+                        local_time(report.run_started),
+                        report.blocks,
+                        report.bytes
+                    ),
+                )?;
+            } else {
+                if args.json {
+                    out(&report, String::new())?;
+                }
+                return Err(backup::Incomplete(format!(
+                    "the run of {} is damaged: {} blocks missing and {} corrupt, in {} files: {}",
+                    local_time(report.run_started),
+                    report.missing.len(),
+                    report.corrupt.len(),
+                    report.files.len(),
+                    report
+                        .files
+                        .iter()
+                        .take(20)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+                .into());
+            }
+        }
+        BackupCommand::History => {
+            let runs = backup::history(&session).await?;
+            if args.json {
+                out(&runs, String::new())?;
+            } else {
+                print!("{}", history_text(&runs));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Serialising the reports behind one `&dyn`.
+mod erased {
+    /// A value printed as JSON.
+    pub trait Json {
+        fn json(&self) -> serde_json::Result<String>;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn json(&self) -> serde_json::Result<String> {
+            serde_json::to_string(self)
+        }
+    }
+}
+
+/// User, passphrase and machine, from the environment or prompts; and whether the
+/// passphrase was typed (then a new set asks for it twice).
+fn credentials(env: &BackupEnv, machine: Option<String>) -> anyhow::Result<(Credentials, bool)> {
+    use std::io::IsTerminal;
+    let interactive = std::io::stdin().is_terminal();
+    let user = match &env.user {
+        Some(u) => u.clone(),
+        None if interactive => {
+            eprint!("libernet backup user: ");
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim().to_owned()
+        }
+        None => bail!("set LIBERNET_USER (or run on a terminal to be asked)"),
+    };
+    if user.is_empty() {
+        bail!("the user name is empty");
+    }
+    let (passphrase, prompted) = match &env.passphrase {
+        Some(p) => (p.clone(), false),
+        None if interactive => (rpassword::prompt_password("passphrase: ")?, true),
+        None => bail!(
+            "set LIBERNET_PASSPHRASE (or run on a terminal to be asked); it is never taken as an argument"
+        ),
+    };
+    if passphrase.is_empty() {
+        bail!("the passphrase is empty");
+    }
+    let machine = machine
+        .filter(|m| !m.is_empty())
+        .or_else(|| env.hostname.clone())
+        .context("no host name: give --machine NAME")?;
+    Ok((
+        Credentials {
+            user,
+            passphrase,
+            machine,
+        },
+        prompted,
+    ))
+}
+
+fn confirm_new_set(session: &Session) -> anyhow::Result<()> {
+    eprintln!(
+        "libernet: no backup of user {:?} opens with this passphrase; creating a new backup set",
+        session.creds().user
+    );
+    let again = rpassword::prompt_password("passphrase again: ")?;
+    if again != session.creds().passphrase {
+        bail!("the passphrases differ; nothing was created");
+    }
+    Ok(())
+}
+
+/// The admin token for `server`: LIBERNET_TOKEN, the --token-file, or the default
+/// store's token when the node is on this machine (never sent elsewhere).
+fn admin_token(
+    env: &BackupEnv,
+    file: Option<&std::path::Path>,
+    server: &str,
+) -> anyhow::Result<Option<String>> {
+    if let Some(token) = &env.token {
+        return Ok(Some(token.clone()));
+    }
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?;
+        return Ok(Some(text.trim().to_owned()));
+    }
+    let local = ["http://127.", "http://localhost:", "http://[::1]:"]
+        .iter()
+        .any(|p| server.starts_with(p));
+    Ok(local
+        .then(|| std::fs::read_to_string(&env.default_token_file).ok())
+        .flatten()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty()))
+}
+
+/// Unix seconds of an `--at` value.
+fn parse_at(text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    let ts = if let Some(secs) = text.strip_prefix('@') {
+        let secs: i64 = secs.parse().context("@ takes Unix seconds")?;
+        jiff::Timestamp::from_second(secs)?
+    } else if let Ok(ts) = text.parse::<jiff::Timestamp>() {
+        ts
+    } else if let Ok(dt) = text.parse::<jiff::civil::DateTime>() {
+        dt.to_zoned(jiff::tz::TimeZone::system())?.timestamp()
+    } else if let Ok(date) = text.parse::<jiff::civil::Date>() {
+        date.at(23, 59, 59, 0)
+            .to_zoned(jiff::tz::TimeZone::system())?
+            .timestamp()
+    } else {
+        bail!("--at {text:?}: give 2026-11-21, \"2026-11-21 14:30\", an RFC 3339 time or @SECONDS");
+    };
+    u64::try_from(ts.as_second()).context("--at is before 1970")
+}
+
+/// Unix seconds as local time.
+fn local_time(unix: u64) -> String {
+    jiff::Timestamp::from_second(unix as i64)
+        .map(|t| {
+            t.to_zoned(jiff::tz::TimeZone::system())
+                .strftime("%Y-%m-%d %H:%M:%S %Z")
+                .to_string()
+        })
+        .unwrap_or_else(|_| format!("@{unix}"))
+}
+
+fn run_summary(r: &backup::RunReport) -> String {
+    let pins = match &r.pins {
+        Some(p) if p.absent > 0 => format!(
+            "; {} blocks pinned ({} released), {} of them not on the node",
+            p.pinned, p.released, p.absent
+        ),
+        Some(p) => format!("; {} blocks pinned ({} released)", p.pinned, p.released),
+        None => "; not pinned (no admin token for this node)".to_owned(),
+    };
+    format!(
+        "libernet: backed up {} files ({} bytes), {} unchanged; read {} files ({} bytes): {} blocks sent ({} bytes), {} already there; {:.1} s, {:.1} MB/s{pins}",
+        r.files,
+        r.bytes,
+        r.reused,
+        r.read_files,
+        r.read_bytes,
+        r.sent,
+        r.sent_bytes,
+        r.skipped,
+        r.seconds,
+        r.bytes as f64 / r.seconds.max(1e-3) / 1e6,
+    )
+}
+
+fn listing_text(l: &backup::Listing) -> String {
+    use std::fmt::Write;
+    let mut out = format!(
+        "backup set of {} (index written {})\n",
+        l.user,
+        local_time(l.written)
+    );
+    for m in &l.machines {
+        let this = if m.name == l.machine {
+            " (this machine)"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "{}{this}", m.name);
+        for d in &m.dirs {
+            let _ = writeln!(out, "  {d}");
+        }
+        match &m.last_run {
+            Some(r) => {
+                let _ = writeln!(
+                    out,
+                    "  last run {}: {} files, {} bytes",
+                    local_time(r.started),
+                    r.files,
+                    r.bytes
+                );
+            }
+            None => {
+                let _ = writeln!(out, "  no run yet");
+            }
+        }
+    }
+    out
+}
+
+fn history_text(runs: &[backup::HistoryEntry]) -> String {
+    use std::fmt::Write;
+    let mut out = format!(
+        "{:<25}  {:<16}  {:>8}  {:>14}  {:>7}  {:>7}\n",
+        "STARTED", "MACHINE", "FILES", "BYTES", "SENT", "REUSED"
+    );
+    for e in runs {
+        let _ = writeln!(
+            out,
+            "{:<25}  {:<16}  {:>8}  {:>14}  {:>7}  {:>7}",
+            local_time(e.run.started),
+            e.machine,
+            e.run.files,
+            e.run.bytes,
+            e.run.sent,
+            e.run.reused
+        );
+    }
+    let _ = writeln!(out, "{} runs", runs.len());
+    out
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -342,8 +739,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let scrub = tokio::spawn(node.clone().scrub_forever(config.scrub_rate));
     node.start();
     let options = ServerOptions::new(config.max_connections, config.wait);
-    http::serve(listener, node, options, shutdown_signal()).await?;
+    http::serve(listener, node.clone(), options, shutdown_signal()).await?;
     scrub.abort();
+    if let Err(e) = node.flush_pins().await {
+        tracing::error!(error = %e, "cannot save the pins");
+    }
     tracing::info!("stopped");
     Ok(())
 }

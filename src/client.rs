@@ -182,6 +182,8 @@ pub struct Remote {
     client: Client,
     node: NodeKey,
     info: NodeInfo,
+    /// The node's admin token, for pins (`with_token`).
+    token: Option<std::sync::Arc<str>>,
 }
 
 /// What a PUT did.
@@ -198,7 +200,23 @@ impl Remote {
     pub async fn connect(base: &str) -> Result<Remote, ClientError> {
         let client = Client::new(base);
         let (node, info) = client.node_key().await?;
-        Ok(Remote { client, node, info })
+        Ok(Remote {
+            client,
+            node,
+            info,
+            token: None,
+        })
+    }
+
+    /// This remote, sending `token` as the admin bearer token on admin calls.
+    pub fn with_token(mut self, token: &str) -> Remote {
+        self.token = Some(token.trim().into());
+        self
+    }
+
+    /// True when admin calls carry a token.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
     }
 
     /// The node's `/node` answer.
@@ -304,6 +322,103 @@ impl Remote {
         }
         serde_json::from_slice(&reply.body)
             .map_err(|e| status_error("GET", "/peers".into(), &reply).with_message(e.to_string()))
+    }
+}
+
+/// Admin calls (pins), which need `with_token`.
+impl Remote {
+    fn bearer(&self) -> Result<String, ClientError> {
+        self.token
+            .as_deref()
+            .map(|t| format!("Bearer {t}"))
+            .ok_or_else(|| ClientError::Request("no admin token for this node".into()))
+    }
+
+    /// Pins `id` for `holder` if the node holds it: true when it does (and it is pinned
+    /// now), false when it does not (nothing pinned).
+    pub async fn pin_if_held(&self, id: &BlockId, holder: &str) -> Result<bool, ClientError> {
+        let path = format!("/pins/{id}?holder={holder}&held=1");
+        let auth = self.bearer()?;
+        let headers = [("authorization", auth.as_str())];
+        let reply = self
+            .request(Method::PUT, &path, &headers, Bytes::new())
+            .await?;
+        match reply.status {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(status_error("PUT", path, &reply)),
+        }
+    }
+
+    /// Stores `block` under `id`, pinned for `holder` from before it is stored.
+    pub async fn put_block_pinned(
+        &self,
+        id: &BlockId,
+        block: Bytes,
+        holder: &str,
+    ) -> Result<Sent, ClientError> {
+        let path = format!("/sha256/{id}");
+        let auth = self.bearer()?;
+        let headers = [
+            ("authorization", auth.as_str()),
+            (crate::node::PIN_HEADER, holder),
+        ];
+        let reply = self.request(Method::PUT, &path, &headers, block).await?;
+        match reply.status {
+            StatusCode::CREATED => Ok(Sent::Stored),
+            StatusCode::OK => Ok(Sent::AlreadyThere),
+            _ => Err(status_error("PUT", path, &reply)),
+        }
+    }
+
+    /// The ids `holder` pins on the node.
+    pub async fn pins_of(&self, holder: &str) -> Result<Vec<BlockId>, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Pins {
+            pins: Vec<BlockId>,
+        }
+        let path = format!("/pins?holder={holder}");
+        let auth = self.bearer()?;
+        let headers = [("authorization", auth.as_str())];
+        let reply = self
+            .request(Method::GET, &path, &headers, Bytes::new())
+            .await?;
+        if reply.status != StatusCode::OK {
+            return Err(status_error("GET", path, &reply));
+        }
+        serde_json::from_slice::<Pins>(&reply.body)
+            .map(|p| p.pins)
+            .map_err(|e| status_error("GET", path, &reply).with_message(e.to_string()))
+    }
+
+    /// Pins `pin` and unpins `unpin` for `holder` in one request (at most
+    /// `node::MAX_REPIN` ids in all). Returns the pinned ids the node does not hold.
+    pub async fn repin(
+        &self,
+        holder: &str,
+        pin: &[BlockId],
+        unpin: &[BlockId],
+    ) -> Result<Vec<BlockId>, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Repinned {
+            absent: Vec<BlockId>,
+        }
+        let body = serde_json::to_vec(&serde_json::json!({
+            "holder": holder, "pin": pin, "unpin": unpin,
+        }))
+        .map_err(|e| ClientError::Request(e.to_string()))?;
+        let auth = self.bearer()?;
+        let headers = [
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+        ];
+        let reply = self.request(Method::POST, "/pins", &headers, body).await?;
+        if reply.status != StatusCode::OK {
+            return Err(status_error("POST", "/pins".into(), &reply));
+        }
+        serde_json::from_slice::<Repinned>(&reply.body)
+            .map(|r| r.absent)
+            .map_err(|e| status_error("POST", "/pins".into(), &reply).with_message(e.to_string()))
     }
 }
 

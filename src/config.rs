@@ -335,6 +335,43 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 }
 
 /// `$XDG_DATA_HOME/libernet`, else `~/.libernet`, else `./.libernet`.
+/// What `libernet backup` takes from the environment: never passphrases or tokens on
+/// the command line, where `ps` would show them.
+#[derive(Debug, Clone, Default)]
+pub struct BackupEnv {
+    /// `LIBERNET_USER`.
+    pub user: Option<String>,
+    /// `LIBERNET_PASSPHRASE`.
+    pub passphrase: Option<String>,
+    /// `LIBERNET_TOKEN`: the node's admin token, to pin what a backup sends.
+    pub token: Option<String>,
+    /// The admin token file of the default store, used for a node on this machine when
+    /// `LIBERNET_TOKEN` is not set.
+    pub default_token_file: PathBuf,
+    /// The host name: the default machine name.
+    pub hostname: Option<String>,
+}
+
+impl BackupEnv {
+    /// Reads the environment (empty values count as unset).
+    pub fn load() -> BackupEnv {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .or_else(|| var("HOSTNAME"));
+        BackupEnv {
+            user: var("LIBERNET_USER"),
+            passphrase: var("LIBERNET_PASSPHRASE"),
+            token: var("LIBERNET_TOKEN"),
+            default_token_file: default_store().join(crate::node::ADMIN_TOKEN_FILE),
+            hostname,
+        }
+    }
+}
+
 fn default_store() -> PathBuf {
     if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(xdg).join("libernet");

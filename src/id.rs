@@ -31,6 +31,21 @@ pub enum IdError {
     NotHex,
 }
 
+/// Ids travel in JSON as 64 lowercase hex digits.
+impl serde::Serialize for BlockId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_string())
+    }
+}
+
+/// Any case is accepted, as in URLs; anything but 64 hex digits is refused.
+impl<'de> serde::Deserialize<'de> for BlockId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<BlockId, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl BlockId {
     /// The id of `bytes`: their SHA-256.
     pub fn of(bytes: &[u8]) -> BlockId {

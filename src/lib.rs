@@ -16,8 +16,10 @@
 //!   server-side module that touches hyper.
 //! - [`client`]: an HTTP client that verifies response signatures and digests.
 //! - [`transfer`]: the client's use cases: put files and trees, get them back.
+//! - [`backup`]: backup sets: runs, the passphrase-found index, restore, verify.
 //! - [`cli`]: the command line.
 
+pub mod backup;
 pub mod bundle;
 pub mod cli;
 pub mod client;

@@ -99,7 +99,7 @@ pub fn split_url(url: &str, default_server: &str) -> anyhow::Result<(String, Str
     bail!("not a libernet URL: {url:?} (expected http://HOST/sha256/... or /sha256/...)")
 }
 
-fn progress_bar(total: u64, options: Options, verb: &str) -> ProgressBar {
+pub(crate) fn progress_bar(total: u64, options: Options, verb: &str) -> ProgressBar {
     if !options.progress || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
@@ -112,44 +112,93 @@ fn progress_bar(total: u64, options: Options, verb: &str) -> ProgressBar {
     bar
 }
 
-/// Sends encoded blocks, counting what was sent and what the node already had.
+/// Sends encoded blocks, counting what was sent and what the node already had; each
+/// id at most once.
 #[derive(Clone)]
-struct Uploader {
+pub struct Uploader {
     remote: Remote,
-    sent: Arc<AtomicU64>,
-    skipped: Arc<AtomicU64>,
+    /// Pin every block for this holder (the remote carries the admin token).
+    holder: Option<Arc<str>>,
+    /// Ask the node before sending any block, however small: a resumed backup must not
+    /// send again what arrived before it was interrupted.
+    check_all: bool,
+    /// Blocks sent.
+    pub sent: Arc<AtomicU64>,
+    /// Their bytes.
+    pub sent_bytes: Arc<AtomicU64>,
+    /// Blocks the node already held, or sent before by this uploader.
+    pub skipped: Arc<AtomicU64>,
+    seen: Arc<std::sync::Mutex<std::collections::HashSet<crate::id::BlockId>>>,
 }
 
 impl Uploader {
-    fn new(remote: &Remote) -> Uploader {
+    /// An uploader that asks before sending blocks of `CHECK_BEFORE_PUT` bytes or more.
+    pub fn new(remote: &Remote) -> Uploader {
         Uploader {
             remote: remote.clone(),
+            holder: None,
+            check_all: false,
             sent: Arc::default(),
+            sent_bytes: Arc::default(),
             skipped: Arc::default(),
+            seen: Arc::default(),
         }
     }
 
-    async fn send(&self, encoded: Encoded) -> anyhow::Result<Locator> {
+    /// An uploader that checks every block first, and pins each for `holder` when given.
+    pub fn pinning(remote: &Remote, holder: Option<&str>) -> Uploader {
+        Uploader {
+            holder: holder.map(Into::into),
+            check_all: true,
+            ..Uploader::new(remote)
+        }
+    }
+
+    /// Makes sure the node holds `encoded` (pinned, for a pinning uploader).
+    pub async fn send(&self, encoded: Encoded) -> anyhow::Result<Locator> {
         let locator = encoded.locator;
         let id = locator.id;
-        if encoded.block.len() >= CHECK_BEFORE_PUT && self.remote.has_block(&id).await? {
+        let first = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id);
+        if !first {
             self.skipped.fetch_add(1, Ordering::Relaxed);
             return Ok(locator);
         }
-        match self
-            .remote
-            .put_block(&id, Bytes::from(encoded.block))
-            .await?
-        {
-            Sent::Stored => self.sent.fetch_add(1, Ordering::Relaxed),
-            Sent::AlreadyThere => self.skipped.fetch_add(1, Ordering::Relaxed),
+        let there = match &self.holder {
+            Some(holder) => self.remote.pin_if_held(&id, holder).await?,
+            None if self.check_all || encoded.block.len() >= CHECK_BEFORE_PUT => {
+                self.remote.has_block(&id).await?
+            }
+            None => false,
         };
+        if there {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            return Ok(locator);
+        }
+        let len = encoded.block.len() as u64;
+        let block = Bytes::from(encoded.block);
+        let sent = match &self.holder {
+            Some(holder) => self.remote.put_block_pinned(&id, block, holder).await?,
+            None => self.remote.put_block(&id, block).await?,
+        };
+        match sent {
+            Sent::Stored => {
+                self.sent.fetch_add(1, Ordering::Relaxed);
+                self.sent_bytes.fetch_add(len, Ordering::Relaxed);
+            }
+            Sent::AlreadyThere => {
+                self.skipped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         Ok(locator)
     }
 }
 
 /// Runs blocking work (file I/O, encoding) off the async workers.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {
     tokio::task::spawn_blocking(f)
@@ -163,7 +212,7 @@ fn chunk_count(size: u64) -> u64 {
 }
 
 /// Reads `len` bytes at `offset` of `path` and encodes them.
-fn read_and_encode(path: &Path, offset: u64, len: usize) -> anyhow::Result<Encoded> {
+pub(crate) fn read_and_encode(path: &Path, offset: u64, len: usize) -> anyhow::Result<Encoded> {
     let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
     let mut buf = vec![0u8; len];
     file.read_exact_at(&mut buf, offset)
@@ -182,48 +231,12 @@ pub async fn put_path(remote: &Remote, path: &Path, options: Options) -> anyhow:
     let total: u64 = scan.files.iter().map(|f| f.entry.size).sum();
     let bar = progress_bar(total, options, "put");
     let uploader = Uploader::new(remote);
-    let permits = Arc::new(Semaphore::new(UPLOAD_CONCURRENCY));
-    let mut tasks = JoinSet::new();
-    let mut chunks: Vec<Vec<Option<Chunk>>> = scan
-        .files
-        .iter()
-        .map(|f| vec![None; chunk_count(f.entry.size) as usize])
-        .collect();
-    let record = |chunks: &mut Vec<Vec<Option<Chunk>>>, done: (usize, usize, Chunk)| {
-        let (file, index, chunk) = done;
-        bar.inc(chunk.size);
-        chunks[file][index] = Some(chunk);
-    };
-    for (file_index, file) in scan.files.iter().enumerate() {
-        for index in 0..chunk_count(file.entry.size) {
-            let permit = permits.clone().acquire_owned().await?;
-            while let Some(done) = tasks.try_join_next() {
-                record(&mut chunks, done??);
-            }
-            let offset = index * MAX_CONTENT as u64;
-            let len = (file.entry.size - offset).min(MAX_CONTENT as u64) as usize;
-            let source = file.source.clone();
-            let uploader = uploader.clone();
-            tasks.spawn(async move {
-                let _permit = permit;
-                let encoded = blocking(move || read_and_encode(&source, offset, len)).await?;
-                let locator = uploader.send(encoded).await?;
-                let chunk = Chunk {
-                    size: len as u64,
-                    url: locator.to_string(),
-                };
-                Ok::<_, anyhow::Error>((file_index, index as usize, chunk))
-            });
-        }
-    }
-    while let Some(done) = tasks.join_next().await {
-        record(&mut chunks, done??);
-    }
+    let chunks = upload_files(&uploader, &scan.files, |chunk| bar.inc(chunk.size)).await?;
     bar.finish_and_clear();
     let mut files = scan.links.clone();
     for (file, file_chunks) in scan.files.iter().zip(chunks) {
         let mut entry = file.entry.clone();
-        entry.contents = file_chunks.into_iter().flatten().collect();
+        entry.contents = file_chunks;
         files.insert(file.path.clone(), entry);
     }
     let directories = scan.directories.clone();
@@ -242,6 +255,55 @@ pub async fn put_path(remote: &Remote, path: &Path, options: Options) -> anyhow:
     })
 }
 
+/// Reads, encodes and uploads the files' blocks, `UPLOAD_CONCURRENCY` at once; returns
+/// each file's chunks in order. `done` sees each chunk as it completes.
+pub(crate) async fn upload_files(
+    uploader: &Uploader,
+    files: &[bundle::ScannedFile],
+    mut done: impl FnMut(&Chunk),
+) -> anyhow::Result<Vec<Vec<Chunk>>> {
+    let permits = Arc::new(Semaphore::new(UPLOAD_CONCURRENCY));
+    let mut tasks = JoinSet::new();
+    let mut chunks: Vec<Vec<Option<Chunk>>> = files
+        .iter()
+        .map(|f| vec![None; chunk_count(f.entry.size) as usize])
+        .collect();
+    let mut record = |chunks: &mut Vec<Vec<Option<Chunk>>>,
+                      (file, index, chunk): (usize, usize, Chunk)| {
+        done(&chunk);
+        chunks[file][index] = Some(chunk);
+    };
+    for (file_index, file) in files.iter().enumerate() {
+        for index in 0..chunk_count(file.entry.size) {
+            let permit = permits.clone().acquire_owned().await?;
+            while let Some(finished) = tasks.try_join_next() {
+                record(&mut chunks, finished??);
+            }
+            let offset = index * MAX_CONTENT as u64;
+            let len = (file.entry.size - offset).min(MAX_CONTENT as u64) as usize;
+            let source = file.source.clone();
+            let uploader = uploader.clone();
+            tasks.spawn(async move {
+                let _permit = permit;
+                let encoded = blocking(move || read_and_encode(&source, offset, len)).await?;
+                let locator = uploader.send(encoded).await?;
+                let chunk = Chunk {
+                    size: len as u64,
+                    url: locator.to_string(),
+                };
+                Ok::<_, anyhow::Error>((file_index, index as usize, chunk))
+            });
+        }
+    }
+    while let Some(finished) = tasks.join_next().await {
+        record(&mut chunks, finished??);
+    }
+    Ok(chunks
+        .into_iter()
+        .map(|c| c.into_iter().flatten().collect())
+        .collect())
+}
+
 /// Packs and uploads a bundle's manifest blocks, sub-bundles first so the root's URL
 /// only works once everything it names is there.
 async fn put_manifest(
@@ -249,11 +311,23 @@ async fn put_manifest(
     files: std::collections::BTreeMap<String, FileEntry>,
     directories: std::collections::BTreeMap<String, Option<String>>,
 ) -> anyhow::Result<Locator> {
+    put_manifest_blocks(uploader, files, directories)
+        .await
+        .map(|(root, _)| root)
+}
+
+/// `put_manifest`, also returning the ids of every manifest block (root first).
+pub(crate) async fn put_manifest_blocks(
+    uploader: &Uploader,
+    files: std::collections::BTreeMap<String, FileEntry>,
+    directories: std::collections::BTreeMap<String, Option<String>>,
+) -> anyhow::Result<(Locator, Vec<crate::id::BlockId>)> {
     let packed = blocking(move || Ok(bundle::pack(files, directories, MAX_CONTENT)?)).await?;
+    let mut ids = vec![packed.root.locator.id];
     for sub in packed.subs {
-        uploader.send(sub).await?;
+        ids.push(uploader.send(sub).await?.id);
     }
-    uploader.send(packed.root).await
+    Ok((uploader.send(packed.root).await?, ids))
 }
 
 /// Puts standard input as a one-file bundle whose file is called `name`.
@@ -405,7 +479,7 @@ pub async fn resolve(remote: &Remote, path: &str) -> anyhow::Result<Target> {
 }
 
 /// Fetches and decrypts one chunk, checking its size against the manifest.
-async fn fetch_chunk(remote: Remote, chunk: Chunk) -> anyhow::Result<Vec<u8>> {
+pub(crate) async fn fetch_chunk(remote: Remote, chunk: Chunk) -> anyhow::Result<Vec<u8>> {
     let locator = bundle::parse_chunk_url(&chunk.url)
         .ok_or_else(|| Mismatch(format!("bad chunk url {}", chunk.url)))?;
     let data = fetch(&remote, locator).await?;

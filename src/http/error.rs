@@ -123,6 +123,9 @@ impl From<NodeError> for ApiError {
                 tracing::warn!(error = %e, "peer request refused");
                 ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string())
             }
+            NodeError::BadRequest(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string())
+            }
             NodeError::BadAnnounce(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "bad_announcement", e.to_string())
             }

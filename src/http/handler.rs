@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::body::{Body, FileBody};
 use super::error::ApiError;
-use super::peer::{Caller, check_body_digest};
+use super::peer::{Caller, check_body_digest, holder_of};
 use super::range::{self, ByteRange};
 use super::route::Route;
 use super::sign::{Covered, ResponseSigner};
@@ -23,7 +23,7 @@ use crate::config::parse_wait;
 use crate::id::{BlockId, MAX_BLOCK_SIZE};
 use crate::identity::digest_header;
 use crate::mesh::{HOPS_HEADER, Origin, PUSH_HEADER};
-use crate::node::{Node, UploadHasher};
+use crate::node::{Node, PIN_HEADER, UploadHasher};
 use crate::store::PutOutcome;
 
 /// Longest time a PUT body may take to arrive (1 MiB at 35 KB/s).
@@ -204,6 +204,7 @@ impl Handler {
             Route::Announce => self.announce(caller, parts, body).await,
             Route::Stats => self.stats(parts),
             Route::Pins => self.pins(parts),
+            Route::Repin => self.repin(parts, body).await,
             Route::Pin { id } => self.pin(id, true, parts).await,
             Route::Unpin { id } => self.pin(id, false, parts).await,
             Route::DeleteBlock { id } => self.delete_block(id, parts).await,
@@ -297,12 +298,19 @@ impl Handler {
             .get(PUSH_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<f32>().ok());
-        let outcome = match (caller.peer(), push) {
-            (Some(from), Some(hint)) => {
+        let pin = match parts.headers.get(PIN_HEADER) {
+            Some(value) => {
+                self.require_admin(parts)?;
+                Some(holder_of(value.to_str().unwrap_or(""))?)
+            }
+            None => None,
+        };
+        let outcome = match (caller.peer(), push, pin) {
+            (Some(from), Some(hint), None) => {
                 check_body_digest(&parts.headers, &upload)?;
                 self.node.accept_push(id, upload, hint, from).await?
             }
-            _ => self.node.put_block(id, upload).await?,
+            (_, _, pin) => self.node.put_block_pinned(id, upload, pin).await?,
         };
         let status = match outcome {
             PutOutcome::Stored => StatusCode::CREATED,

@@ -14,7 +14,8 @@ use super::handler::{Handler, Reply, content_length, read_body};
 use crate::id::BlockId;
 use crate::identity::{RequestTarget, SignatureFields, parse_digest_header};
 use crate::mesh::{HOPS_HEADER, MAX_HOPS, Origin, REQUEST_HEADER};
-use crate::node::{NodeError, Upload};
+use crate::node::{NodeError, Repin, Upload};
+use crate::store::{BadHolder, Holder};
 
 /// Who sent a request.
 #[derive(Debug)]
@@ -181,14 +182,38 @@ impl Handler {
         json_reply(StatusCode::OK, &page)
     }
 
-    /// `GET /pins` (admin).
+    /// `GET /pins` (admin): `{"pins": [id, ...], "holders": {id: [holder, ...]}}`, or
+    /// with `?holder=H` only that holder's ids.
     pub(super) fn pins(&self, parts: &Parts) -> Result<Reply, ApiError> {
         self.require_admin(parts)?;
-        let pins: Vec<String> = self.node.pins().iter().map(BlockId::to_string).collect();
-        json_reply(StatusCode::OK, &serde_json::json!({ "pins": pins }))
+        let mut holder = None;
+        for (k, v) in query_params(parts.uri.query()) {
+            match k {
+                "holder" => holder = Some(holder_of(v)?),
+                _ => return Err(bad_query("known parameter: holder")),
+            }
+        }
+        let pins = self.node.pins(holder.as_ref());
+        let ids: Vec<String> = pins.iter().map(|(id, _)| id.to_string()).collect();
+        if holder.is_some() {
+            return json_reply(StatusCode::OK, &serde_json::json!({ "pins": ids }));
+        }
+        let holders: serde_json::Map<String, serde_json::Value> = pins
+            .iter()
+            .map(|(id, h)| {
+                let names: Vec<&str> = h.iter().map(Holder::as_str).collect();
+                (id.to_string(), serde_json::json!(names))
+            })
+            .collect();
+        json_reply(
+            StatusCode::OK,
+            &serde_json::json!({ "pins": ids, "holders": holders }),
+        )
     }
 
-    /// `PUT /pins/{id}` and `DELETE /pins/{id}` (admin).
+    /// `PUT /pins/{id}[?holder=H][&held=1]` and `DELETE /pins/{id}[?holder=H]`
+    /// (admin). The holder defaults to `admin`; `DELETE ...?holder=*` takes back every
+    /// holder's pin. `held=1` pins only a block held here, else answers 404.
     pub(super) async fn pin(
         &self,
         id: BlockId,
@@ -196,17 +221,48 @@ impl Handler {
         parts: &Parts,
     ) -> Result<Reply, ApiError> {
         self.require_admin(parts)?;
-        let outcome = if pin {
-            self.node.pin(id).await?
-        } else {
-            self.node.unpin(id).await?
+        let mut holder = Some(Holder::admin());
+        let mut held = false;
+        for (k, v) in query_params(parts.uri.query()) {
+            match (k, v) {
+                ("holder", "*") if !pin => holder = None,
+                ("holder", v) => holder = Some(holder_of(v)?),
+                ("held", "1") if pin => held = true,
+                _ => return Err(bad_query("known parameters: holder, and held=1 on PUT")),
+            }
+        }
+        let outcome = match (pin, holder) {
+            (true, Some(holder)) => self.node.pin(id, holder, held).await?,
+            (true, None) => unreachable!("holder=* is refused on PUT"),
+            (false, holder) => self.node.unpin(id, holder).await?,
         };
-        let status = if pin && !outcome.local {
-            StatusCode::ACCEPTED
-        } else {
-            StatusCode::OK
+        let status = match (pin, outcome.local, held) {
+            (true, false, true) => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_held",
+                    format!("block {id} is not held here; nothing pinned"),
+                ));
+            }
+            (true, false, false) => StatusCode::ACCEPTED,
+            _ => StatusCode::OK,
         };
         json_reply(status, &outcome)
+    }
+
+    /// `POST /pins` (admin): `{"holder": H, "pin": [ids], "unpin": [ids]}`.
+    pub(super) async fn repin(&self, parts: &Parts, body: Incoming) -> Result<Reply, ApiError> {
+        self.require_admin(parts)?;
+        let len = content_length(&parts.headers)?;
+        let upload = read_body(body, len).await?;
+        let change: Repin = serde_json::from_slice(upload.bytes()).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                format!("expected {{\"holder\", \"pin\": [ids], \"unpin\": [ids]}}: {e}"),
+            )
+        })?;
+        json_reply(StatusCode::OK, &self.node.repin(change).await?)
     }
 
     /// `DELETE /sha256/{id}` (admin).
@@ -240,6 +296,16 @@ pub(super) fn check_body_digest(headers: &HeaderMap, upload: &Upload) -> Result<
             "the body does not match Content-Digest",
         )),
     }
+}
+
+/// A pin holder from a query value or header.
+pub(super) fn holder_of(text: &str) -> Result<Holder, ApiError> {
+    text.parse()
+        .map_err(|e: BadHolder| ApiError::new(StatusCode::BAD_REQUEST, "bad_holder", e.to_string()))
+}
+
+fn bad_query(what: &str) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_query", what.to_owned())
 }
 
 fn json_reply(status: StatusCode, value: &impl serde::Serialize) -> Result<Reply, ApiError> {

@@ -45,8 +45,10 @@ pub enum Route<'a> {
     Announce,
     /// `GET /stats` (admin).
     Stats,
-    /// `GET /pins` (admin).
+    /// `GET /pins[?holder=H]` (admin).
     Pins,
+    /// `POST /pins`: pin and unpin many ids for one holder (admin).
+    Repin,
     /// `PUT /pins/{id}` (admin).
     Pin {
         /// The block.
@@ -88,6 +90,7 @@ const READ_ONLY: &str = "GET, HEAD";
 const READ_WRITE: &str = "GET, HEAD, PUT, DELETE";
 const PEERS: &str = "GET, HEAD, PUT";
 const PIN: &str = "PUT, DELETE";
+const PINS: &str = "GET, HEAD, POST";
 
 impl<'a> Route<'a> {
     /// Parses a request's method and (raw, undecoded) path.
@@ -105,7 +108,13 @@ impl<'a> Route<'a> {
             "/node" => return only_read(Route::Node),
             "/metrics" => return only_read(Route::Metrics),
             "/stats" => return only_read(Route::Stats),
-            "/pins" => return only_read(Route::Pins),
+            "/pins" => {
+                return match *method {
+                    Method::GET | Method::HEAD => Ok(Route::Pins),
+                    Method::POST => Ok(Route::Repin),
+                    _ => Err(RouteError::MethodNotAllowed { allow: PINS }),
+                };
+            }
             "/peers" => {
                 return match *method {
                     Method::GET | Method::HEAD => Ok(Route::Peers),
@@ -158,6 +167,7 @@ impl<'a> Route<'a> {
             Route::Announce => "announce",
             Route::Stats => "stats",
             Route::Pins => "pins",
+            Route::Repin => "repin",
             Route::Pin { .. } => "pin",
             Route::Unpin { .. } => "unpin",
             Route::DeleteBlock { .. } => "delete_block",
@@ -225,6 +235,7 @@ mod tests {
             ),
             (&get, "/stats".into(), Ok(Route::Stats)),
             (&get, "/pins".into(), Ok(Route::Pins)),
+            (&Method::POST, "/pins".into(), Ok(Route::Repin)),
             (&put, format!("/pins/{ID}"), Ok(Route::Pin { id })),
             (&del, format!("/pins/{ID}"), Ok(Route::Unpin { id })),
             (

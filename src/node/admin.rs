@@ -9,7 +9,44 @@ use crate::id::BlockId;
 use crate::identity::{RequestTarget, SignatureFields, signature_keyid, verify_request};
 use crate::mesh::{Announce, BlockStat, Event, Origin, PeersView};
 
+use crate::store::{Durability, Holder};
+
 use super::{Node, NodeError, blocking};
+
+/// Header of a `PUT /sha256/{id}` (with the admin token) that pins the block for the
+/// holder it names, from before it is stored.
+pub const PIN_HEADER: &str = "libernet-pin";
+
+/// Longest time a pin made with an upload waits to reach the pins file.
+pub const PIN_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Most ids one `POST /pins` may pin and unpin: about 1 MB of JSON, under the 1 MiB body cap.
+pub const MAX_REPIN: usize = 15_000;
+
+/// A batch of pin changes for one holder (`POST /pins`).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Repin {
+    /// Whose pins change.
+    pub holder: Holder,
+    /// Ids to pin.
+    #[serde(default)]
+    pub pin: Vec<BlockId>,
+    /// Ids to unpin.
+    #[serde(default)]
+    pub unpin: Vec<BlockId>,
+}
+
+/// What a `Repin` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Repinned {
+    /// Pins added (ids the holder did not pin before).
+    pub pinned: usize,
+    /// Pins removed.
+    pub unpinned: usize,
+    /// Ids now pinned that are not held here (not fetched).
+    pub absent: Vec<String>,
+}
 
 /// Time a pin of an absent block gives the mesh to find it.
 pub const PIN_FETCH_BUDGET: Duration = Duration::from_secs(30);
@@ -102,10 +139,26 @@ impl Node {
         self.mesh.peers_view()
     }
 
-    /// Pins `id`; an absent block is looked for in the mesh and kept when it arrives.
-    pub async fn pin(&self, id: BlockId) -> Result<PinOutcome, NodeError> {
+    /// Pins `id` for `holder`; an absent block is looked for in the mesh and kept when
+    /// it arrives. With `only_if_held`, an absent block is neither pinned nor fetched
+    /// (`local: false` says so): a client about to upload it asks this way.
+    pub async fn pin(
+        &self,
+        id: BlockId,
+        holder: Holder,
+        only_if_held: bool,
+    ) -> Result<PinOutcome, NodeError> {
         let store = self.store.clone();
-        let changed = blocking(move || store.set_pinned(id, true)).await??;
+        if only_if_held {
+            let changed =
+                blocking(move || store.pin_if_held(id, &holder, Durability::Soon)).await??;
+            return Ok(PinOutcome {
+                pinned: changed.is_some(),
+                changed: changed.unwrap_or(false),
+                local: changed.is_some(),
+            });
+        }
+        let changed = blocking(move || store.pin(id, &holder, Durability::Now)).await??;
         let local = self.store.contains(&id).is_some();
         if !local {
             self.mesh.want(id, Origin::client(), PIN_FETCH_BUDGET);
@@ -117,20 +170,68 @@ impl Node {
         })
     }
 
-    /// Unpins `id`.
-    pub async fn unpin(&self, id: BlockId) -> Result<PinOutcome, NodeError> {
+    /// Takes back `holder`'s pin of `id` (every holder's with `None`).
+    pub async fn unpin(
+        &self,
+        id: BlockId,
+        holder: Option<Holder>,
+    ) -> Result<PinOutcome, NodeError> {
         let store = self.store.clone();
-        let changed = blocking(move || store.set_pinned(id, false)).await??;
+        let changed =
+            blocking(move || store.unpin(&id, holder.as_ref(), Durability::Now)).await??;
         Ok(PinOutcome {
-            pinned: false,
+            pinned: self.store.is_pinned(&id),
             changed,
             local: self.store.contains(&id).is_some(),
         })
     }
 
-    /// Pinned ids.
-    pub fn pins(&self) -> Vec<BlockId> {
-        self.store.pins()
+    /// `POST /pins`: pins `change.pin` and unpins `change.unpin` for one holder, saved
+    /// once. Absent blocks are pinned but not fetched (there may be thousands); the
+    /// answer lists them.
+    pub async fn repin(&self, change: Repin) -> Result<Repinned, NodeError> {
+        if change.pin.len() + change.unpin.len() > MAX_REPIN {
+            return Err(NodeError::BadRequest(format!(
+                "at most {MAX_REPIN} ids in one change"
+            )));
+        }
+        let store = self.store.clone();
+        let (holder, pin, unpin) = (change.holder, change.pin, change.unpin);
+        let (absent, pin) = blocking(move || {
+            let (pinned, unpinned) = store.repin(&holder, &pin, &unpin)?;
+            let absent: Vec<String> = pin
+                .iter()
+                .filter(|id| store.contains(id).is_none())
+                .map(BlockId::to_string)
+                .collect();
+            Ok::<_, crate::store::StoreError>((absent, (pinned, unpinned)))
+        })
+        .await??;
+        Ok(Repinned {
+            pinned: pin.0,
+            unpinned: pin.1,
+            absent,
+        })
+    }
+
+    /// Every pin with its holders, or only `holder`'s ids.
+    pub fn pins(&self, holder: Option<&Holder>) -> Vec<(BlockId, Vec<Holder>)> {
+        match holder {
+            Some(h) => self
+                .store
+                .pins_of(h)
+                .into_iter()
+                .map(|id| (id, vec![h.clone()]))
+                .collect(),
+            None => self.store.pins(),
+        }
+    }
+
+    /// Writes pins made since the last flush to the store's pins file.
+    pub async fn flush_pins(&self) -> Result<(), NodeError> {
+        let store = self.store.clone();
+        blocking(move || store.flush_pins()).await??;
+        Ok(())
     }
 
     /// Deletes `id` here (and unpins it); peers' pushes of it are refused afterwards,

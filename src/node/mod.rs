@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
-pub use admin::{PinOutcome, StatRow, StatsPage};
+pub use admin::{
+    MAX_REPIN, PIN_FLUSH_INTERVAL, PIN_HEADER, PinOutcome, Repin, Repinned, StatRow, StatsPage,
+};
 pub use content::{FileStream, Opened, PREFETCH_BLOCKS, StreamGuard};
 pub use metrics::{Gauges, Metrics};
 
@@ -26,7 +28,8 @@ use crate::id::{BlockId, MAX_BLOCK_SIZE};
 use crate::identity::{Identity, IdentityError};
 use crate::mesh::{Event, Mesh, MeshSettings, Origin, Outcome, TooManyWaiters};
 use crate::store::{
-    Admission, PutOutcome, ReadOutcome, Store, StoreError, StoreLimits, StoreStats,
+    Admission, Durability, Holder, PutOutcome, ReadOutcome, Store, StoreError, StoreLimits,
+    StoreStats,
 };
 
 /// File in the store holding the admin bearer token (0600), created at first start.
@@ -107,6 +110,9 @@ pub enum NodeError {
     /// A signed request whose signature does not check out.
     #[error("peer signature refused: {0}")]
     PeerAuth(String),
+    /// A malformed request the HTTP layer could not tell (too many ids, say).
+    #[error("{0}")]
+    BadRequest(String),
     /// A malformed or unacceptable announcement.
     #[error("bad announcement: {0}")]
     BadAnnounce(String),
@@ -292,6 +298,19 @@ impl Node {
     /// tokio runtime.
     pub fn start(&self) {
         self.mesh.start();
+        // Saves pins made with uploads; ends with the store (which saves them on drop).
+        let store = Arc::downgrade(&self.store);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(admin::PIN_FLUSH_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(store) = store.upgrade() else { return };
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.flush_pins()).await {
+                    tracing::error!(error = %e, "cannot save the pins");
+                }
+            }
+        });
     }
 
     /// The node's identity.
@@ -446,8 +465,37 @@ impl Node {
     /// durable.
     #[tracing::instrument(level = "debug", skip(self, upload))]
     pub async fn put_block(&self, id: BlockId, upload: Upload) -> Result<PutOutcome, NodeError> {
+        self.put_block_pinned(id, upload, None).await
+    }
+
+    /// `put_block`, pinned for `holder` (when given) from before the block is stored,
+    /// so eviction can never take it between the two. A pin that this upload added is
+    /// taken back if the block is refused.
+    pub async fn put_block_pinned(
+        &self,
+        id: BlockId,
+        upload: Upload,
+        holder: Option<Holder>,
+    ) -> Result<PutOutcome, NodeError> {
         let block = self.check_upload(id, upload)?;
-        let outcome = self.store_block(id, block, Admission::UPLOAD).await?;
+        let mut added = None;
+        if let Some(holder) = holder {
+            let store = self.store.clone();
+            let h = holder.clone();
+            if blocking(move || store.pin(id, &h, Durability::Soon)).await?? {
+                added = Some(holder);
+            }
+        }
+        let outcome = match self.store_block(id, block, Admission::UPLOAD).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                if let Some(holder) = added {
+                    let store = self.store.clone();
+                    blocking(move || store.unpin(&id, Some(&holder), Durability::Soon)).await??;
+                }
+                return Err(e);
+            }
+        };
         self.mesh
             .stats()
             .record(&id, Event::Upload, crate::client::unix_now());

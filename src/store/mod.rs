@@ -17,6 +17,7 @@ mod buffers;
 mod hot;
 mod index;
 mod lock;
+mod pins;
 mod value;
 
 use std::fs::{self, File};
@@ -32,6 +33,7 @@ use bytes::Bytes;
 pub use hot::{HOT_MAX_BLOCK, HotCache};
 pub use index::{EVICTION_SAMPLES, Entry, Index, NoRoom};
 pub use lock::{LOCK_FILE, StoreLock};
+pub use pins::{ADMIN_HOLDER, BadHolder, Holder, MAX_HOLDER_LEN, PinBook};
 pub use value::{DEFAULT_HALF_LIFE, NEAR_BONUS, Valuer};
 
 use crate::fsutil;
@@ -47,7 +49,7 @@ pub const TEMP_SUFFIX: &str = ".tmp";
 /// Directory where blocks whose bytes no longer match their id are moved.
 pub const QUARANTINE_DIR: &str = "quarantine";
 
-/// File listing pinned ids, one hex id per line; rewritten whole on each change.
+/// File listing pins, one `<id> <holder>` line each; rewritten whole (see `pins`).
 pub const PINS_FILE: &str = "pins";
 
 /// Default size of the hot cache of small blocks.
@@ -104,6 +106,17 @@ pub enum PutOutcome {
     Stored,
     /// The block was already held.
     AlreadyHeld,
+}
+
+/// When a pin change must reach the pins file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Before the call returns.
+    Now,
+    /// At the next `flush_pins` (the node flushes every few seconds and at shutdown):
+    /// for pins made with each uploaded block, where a rewrite per block would cost more
+    /// than the upload. A crash may forget such a pin, never a block.
+    Soon,
 }
 
 /// What a `read` found.
@@ -204,8 +217,9 @@ pub struct Store {
     quota: u64,
     index: RwLock<Index>,
     valuer: Arc<Valuer>,
-    /// Serialises rewrites of the pins file.
-    pins_file: Mutex<()>,
+    /// Who pins what; its lock also serialises rewrites of the pins file, and is taken
+    /// before the index's.
+    pins: Mutex<PinBook>,
     hot: HotCache,
     buffers: Arc<BufferPool>,
     rng: Mutex<u64>,
@@ -233,7 +247,7 @@ impl Store {
             quota: limits.quota,
             index: RwLock::new(Index::from_entries(Vec::new(), valuer.clone())),
             valuer: valuer.clone(),
-            pins_file: Mutex::new(()),
+            pins: Mutex::new(PinBook::default()),
             hot: HotCache::new(limits.hot_cache),
             buffers: Arc::new(BufferPool::default()),
             rng: Mutex::new(u64::from_le_bytes(seed)),
@@ -244,10 +258,12 @@ impl Store {
         };
         let entries = store.scan()?;
         let mut index = Index::from_entries(entries, valuer);
-        for id in store.read_pins()? {
+        let book = store.read_pins()?;
+        for id in book.ids() {
             index.set_pinned(id, true);
         }
         *store.write_index() = index;
+        *store.lock_pins() = book;
         Ok(store)
     }
 
@@ -421,24 +437,117 @@ impl Store {
         self.read_index().like(target, 0, n)
     }
 
-    /// Pins (`true`) or unpins `id`, held or not, and records the pins durably.
-    /// Returns whether that changed anything.
-    pub fn set_pinned(&self, id: BlockId, pinned: bool) -> Result<bool, StoreError> {
-        let _file = self
-            .pins_file
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let (changed, pins) = {
-            let mut index = self.write_index();
-            let changed = index.set_pinned(id, pinned);
-            (changed, index.pins())
-        };
-        if changed && let Err(e) = self.write_pins(&pins) {
-            // Keep memory and disk in step: undo the change that could not be saved.
-            self.write_index().set_pinned(id, !pinned);
-            return Err(e);
+    fn lock_pins(&self) -> std::sync::MutexGuard<'_, PinBook> {
+        self.pins.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Pins `id` (held or not) for `holder`. Returns whether the holder is new. With
+    /// `Durability::Soon` the pin protects the block at once but reaches the pins file
+    /// at the next `flush_pins`.
+    pub fn pin(
+        &self,
+        id: BlockId,
+        holder: &Holder,
+        durability: Durability,
+    ) -> Result<bool, StoreError> {
+        let mut book = self.lock_pins();
+        let (new, was_unpinned) = book.add(id, holder);
+        if was_unpinned {
+            self.write_index().set_pinned(id, true);
         }
-        Ok(changed)
+        self.save_pins(&mut book, durability)?;
+        Ok(new)
+    }
+
+    /// Pins `id` for `holder` only if it is held, atomically with respect to eviction.
+    /// `None` when it is not held (nothing pinned); else whether the holder is new.
+    pub fn pin_if_held(
+        &self,
+        id: BlockId,
+        holder: &Holder,
+        durability: Durability,
+    ) -> Result<Option<bool>, StoreError> {
+        let mut book = self.lock_pins();
+        {
+            let mut index = self.write_index();
+            if index.get(&id).is_none() {
+                return Ok(None);
+            }
+            let (new, was_unpinned) = book.add(id, holder);
+            if was_unpinned {
+                index.set_pinned(id, true);
+            }
+            if !new {
+                return Ok(Some(false));
+            }
+        }
+        self.save_pins(&mut book, durability)?;
+        Ok(Some(true))
+    }
+
+    /// Removes `holder`'s pin of `id` (every holder's with `None`). Returns whether a pin
+    /// was removed; the block is evictable again once no holder is left.
+    pub fn unpin(
+        &self,
+        id: &BlockId,
+        holder: Option<&Holder>,
+        durability: Durability,
+    ) -> Result<bool, StoreError> {
+        let mut book = self.lock_pins();
+        let (removed, now_unpinned) = book.remove(id, holder);
+        if removed && now_unpinned {
+            self.write_index().set_pinned(*id, false);
+        }
+        self.save_pins(&mut book, durability)?;
+        Ok(removed)
+    }
+
+    /// Pins `pin` and unpins `unpin` for `holder`, then writes the pins file once.
+    /// Returns (pins added, pins removed).
+    pub fn repin(
+        &self,
+        holder: &Holder,
+        pin: &[BlockId],
+        unpin: &[BlockId],
+    ) -> Result<(usize, usize), StoreError> {
+        let mut book = self.lock_pins();
+        let (mut added, mut removed) = (0, 0);
+        {
+            let mut index = self.write_index();
+            for id in pin {
+                let (new, was_unpinned) = book.add(*id, holder);
+                added += usize::from(new);
+                if was_unpinned {
+                    index.set_pinned(*id, true);
+                }
+            }
+            for id in unpin {
+                let (gone, now_unpinned) = book.remove(id, Some(holder));
+                removed += usize::from(gone);
+                if gone && now_unpinned {
+                    index.set_pinned(*id, false);
+                }
+            }
+        }
+        self.save_pins(&mut book, Durability::Now)?;
+        Ok((added, removed))
+    }
+
+    /// Writes the pins file if pins changed since it was last written.
+    pub fn flush_pins(&self) -> Result<(), StoreError> {
+        let mut book = self.lock_pins();
+        self.save_pins(&mut book, Durability::Now)
+    }
+
+    /// With `Durability::Now`, writes the book if dirty. On failure memory stays ahead
+    /// of the file (still marked dirty), so the next flush tries again.
+    fn save_pins(&self, book: &mut PinBook, durability: Durability) -> Result<(), StoreError> {
+        if durability == Durability::Soon || !book.dirty {
+            return Ok(());
+        }
+        self.write_pins(&book.to_text())?;
+        book.dirty = false;
+        Ok(())
     }
 
     /// True when `id` is pinned.
@@ -446,9 +555,14 @@ impl Store {
         self.read_index().is_pinned(id)
     }
 
-    /// Every pinned id.
-    pub fn pins(&self) -> Vec<BlockId> {
-        self.read_index().pins()
+    /// Every pin, in id order, with its holders.
+    pub fn pins(&self) -> Vec<(BlockId, Vec<Holder>)> {
+        self.lock_pins().all()
+    }
+
+    /// The ids `holder` pins, in id order.
+    pub fn pins_of(&self, holder: &Holder) -> Vec<BlockId> {
+        self.lock_pins().held_by(holder)
     }
 
     /// Removes block `id` from this store (unpinning it first). Returns false when it
@@ -457,7 +571,7 @@ impl Store {
         if self.read_index().is_protected(id) {
             return Err(StoreError::Protected(*id));
         }
-        self.set_pinned(*id, false)?;
+        self.unpin(id, None, Durability::Now)?;
         if self.write_index().remove(id).is_none() {
             return Ok(false);
         }
@@ -539,35 +653,27 @@ impl Store {
         }
     }
 
-    /// The pinned ids recorded in `PINS_FILE` (none when it does not exist). Lines that
-    /// are not ids are skipped with a warning.
-    fn read_pins(&self) -> Result<Vec<BlockId>, StoreError> {
+    /// The pins recorded in `PINS_FILE` (none when it does not exist). Lines that are
+    /// not pins are skipped with a warning.
+    fn read_pins(&self) -> Result<PinBook, StoreError> {
         let path = self.root.join(PINS_FILE);
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(PinBook::default()),
             Err(e) => return Err(io_err(format!("read {}", path.display()))(e)),
         };
-        let mut pins = Vec::new();
-        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            match line.parse() {
-                Ok(id) => pins.push(id),
-                Err(_) => tracing::warn!(line, file = %path.display(), "not a pinned id; skipped"),
-            }
+        let (book, skipped) = PinBook::from_text(&text);
+        for line in skipped {
+            tracing::warn!(line, file = %path.display(), "not a pin; skipped");
         }
-        Ok(pins)
+        Ok(book)
     }
 
     /// Replaces `PINS_FILE` crash-safely (temp, fsync, rename, fsync the directory).
-    fn write_pins(&self, pins: &[BlockId]) -> Result<(), StoreError> {
+    fn write_pins(&self, text: &str) -> Result<(), StoreError> {
         let path = self.root.join(PINS_FILE);
         let temp = TempFile::new(self.root.join(format!(".{PINS_FILE}{TEMP_SUFFIX}")));
         let context = || format!("write {}", path.display());
-        let mut text = String::with_capacity(pins.len() * 65);
-        for id in pins {
-            text.push_str(&id.to_string());
-            text.push('\n');
-        }
         let mut file = File::create(&temp.path).map_err(io_err(context()))?;
         file.write_all(text.as_bytes()).map_err(io_err(context()))?;
         file.sync_data().map_err(io_err(context()))?;

@@ -77,7 +77,7 @@ fn at(secs: u64, micros: u64) -> SystemTime {
 
 /// Files of interesting sizes, nesting, an empty dir (also nested), links to a file, a
 /// directory and nowhere, a read-only and an executable file, fixed mtimes.
-fn make_tree(root: &Path) {
+pub(crate) fn make_tree(root: &Path) {
     let file = |rel: &str, content: &[u8], mtime: SystemTime| {
         let path = root.join(rel);
         fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -114,7 +114,7 @@ fn make_tree(root: &Path) {
 
 /// Everything a restore must reproduce, by relative path: kind, contents, link target,
 /// read-only and executable bits, mtime to the microsecond (files and links).
-fn walk(root: &Path) -> BTreeMap<String, String> {
+pub(crate) fn walk(root: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for entry in walkdir::WalkDir::new(root).follow_links(false).min_depth(1) {
         let entry = entry.unwrap();

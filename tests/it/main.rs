@@ -1,6 +1,7 @@
 //! Integration tests: real nodes on 127.0.0.1:0, real files, the real CLI binary.
 
 mod admin;
+mod backup;
 mod blocks;
 mod browser;
 mod cli;

@@ -1,0 +1,370 @@
+//! `libernet backup`: directories pushed into the mesh as one bundle per run, found
+//! again from any node with a user name and a passphrase, restored exactly.
+//!
+//! Built on `transfer` (uploads, downloads), `bundle` (scans, manifests, restores),
+//! `codec` and `client`; it keeps no local state: the index (`index`) lives in the mesh.
+//! The passphrase and the keys never leave this process; blocks are pinned on the node
+//! they are sent to when the node's admin token is at hand, and released when a later
+//! run no longer references them.
+
+pub mod index;
+mod restore;
+mod run;
+
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+use crate::client::Remote;
+use crate::codec::Key;
+use crate::transfer::Uploader;
+pub use index::{Found, Machine, Record, Run};
+pub use restore::{RestoreReport, VerifyReport, restore, verify};
+pub use run::{PinReport, RunReport, run};
+
+/// Who is backing up: the user and passphrase name the backup set; the machine names
+/// one member of it.
+#[derive(Clone)]
+pub struct Credentials {
+    /// The user name.
+    pub user: String,
+    /// The passphrase.
+    pub passphrase: String,
+    /// This machine's name (the host name unless given).
+    pub machine: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("machine", &self.machine)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Blocks a backup needs are missing in the mesh or do not verify: nothing was written
+/// (restore), or the backup is damaged (verify). Exit code 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Incomplete(pub String);
+
+/// No index opens with this user name and passphrase. Exit code 1.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no backup found for user {user:?} with this passphrase (searched {months} months back); \
+     a wrong passphrase finds nothing"
+)]
+pub struct NoIndex {
+    /// The user name.
+    pub user: String,
+    /// Months searched.
+    pub months: u32,
+}
+
+/// A backup set on one node.
+pub struct Session {
+    remote: Remote,
+    creds: Credentials,
+    /// The pin holder, when the remote carries the node's admin token.
+    holder: Option<String>,
+}
+
+impl Session {
+    /// A session; with a token on `remote`, blocks are pinned for this set's holder.
+    pub fn new(remote: Remote, creds: Credentials) -> Session {
+        let holder = remote
+            .has_token()
+            .then(|| holder_name(&creds.user, &creds.machine));
+        Session {
+            remote,
+            creds,
+            holder,
+        }
+    }
+
+    /// The node.
+    pub fn remote(&self) -> &Remote {
+        &self.remote
+    }
+
+    /// The credentials.
+    pub fn creds(&self) -> &Credentials {
+        &self.creds
+    }
+
+    fn key(&self) -> Key {
+        Key::from_passphrase(&self.creds.passphrase)
+    }
+
+    /// The newest index, if any.
+    pub async fn find(&self) -> anyhow::Result<Option<Found>> {
+        index::find(&self.remote, &self.creds.user, &self.key()).await
+    }
+
+    /// The newest index, or `NoIndex`.
+    pub async fn require(&self) -> anyhow::Result<Found> {
+        self.find().await?.ok_or_else(|| {
+            NoIndex {
+                user: self.creds.user.clone(),
+                months: index::MAX_MONTHS_BACK,
+            }
+            .into()
+        })
+    }
+
+    /// An uploader that checks every block and pins it when it can.
+    fn uploader(&self) -> Uploader {
+        Uploader::pinning(&self.remote, self.holder.as_deref())
+    }
+
+    /// Writes `record` as the new index after `previous`.
+    async fn write(
+        &self,
+        record: Record,
+        previous: Option<&Found>,
+    ) -> anyhow::Result<index::Written> {
+        let mut record = record;
+        record.user = self.creds.user.clone();
+        record.writer = self.creds.machine.clone();
+        index::write(&self.uploader(), record, previous, &self.creds.passphrase).await
+    }
+}
+
+/// The pin holder of a backup set: a hash, so the node's operator does not learn the
+/// user name.
+pub fn holder_name(user: &str, machine: &str) -> String {
+    let digest = crate::id::BlockId::of(format!("libernet-backup\n{user}\n{machine}").as_bytes());
+    format!("backup-{}", &digest.to_string()[..24])
+}
+
+/// What `add` and `remove` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    /// The machine's directories now.
+    pub dirs: Vec<String>,
+    /// Directories added or removed.
+    pub changed: Vec<String>,
+    /// Id of the new index record.
+    pub record: String,
+    /// True when this created the backup set.
+    pub created: bool,
+}
+
+/// Adds directories to this machine's backup (they must exist; none may contain or lie
+/// inside another).
+pub async fn add(
+    session: &Session,
+    dirs: &[PathBuf],
+    found: Option<Found>,
+) -> anyhow::Result<Change> {
+    let mut record = found.as_ref().map(|f| f.record.clone()).unwrap_or_default();
+    let machine = record
+        .machines
+        .entry(session.creds.machine.clone())
+        .or_default();
+    let mut changed = Vec::new();
+    for dir in dirs {
+        let path = std::fs::canonicalize(dir).with_context(|| format!("{}", dir.display()))?;
+        if !path.is_dir() {
+            bail!("{} is not a directory", dir.display());
+        }
+        let text = path
+            .to_str()
+            .with_context(|| format!("{} is not UTF-8", path.display()))?
+            .to_owned();
+        if machine.dirs.contains(&text) || changed.contains(&text) {
+            continue;
+        }
+        if let Some(other) = machine
+            .dirs
+            .iter()
+            .chain(&changed)
+            .find(|d| nested(d, &text) || nested(&text, d))
+        {
+            bail!("{text} overlaps {other}, which is already backed up");
+        }
+        changed.push(text);
+    }
+    machine.dirs.extend(changed.iter().cloned());
+    machine.dirs.sort();
+    let dirs_now = machine.dirs.clone();
+    if let (true, Some(found)) = (changed.is_empty(), &found) {
+        return Ok(Change {
+            dirs: dirs_now,
+            changed,
+            record: found.id.to_string(),
+            created: false,
+        });
+    }
+    let written = session.write(record, found.as_ref()).await?;
+    Ok(Change {
+        dirs: dirs_now,
+        changed,
+        record: written.id.to_string(),
+        created: found.is_none(),
+    })
+}
+
+/// Removes directories from this machine's backup (its earlier runs keep them).
+pub async fn remove(session: &Session, dirs: &[PathBuf]) -> anyhow::Result<Change> {
+    let found = session.require().await?;
+    let mut record = found.record.clone();
+    let Some(machine) = record.machines.get_mut(&session.creds.machine) else {
+        bail!("machine {:?} backs up nothing", session.creds.machine);
+    };
+    let mut changed = Vec::new();
+    for dir in dirs {
+        let wanted = [std::fs::canonicalize(dir).ok(), absolute(dir).ok()];
+        let Some(pos) = machine.dirs.iter().position(|d| {
+            wanted
+                .iter()
+                .flatten()
+                .any(|w| w.to_str() == Some(d.as_str()))
+        }) else {
+            bail!(
+                "{} is not backed up (see `libernet backup list`)",
+                dir.display()
+            );
+        };
+        changed.push(machine.dirs.remove(pos));
+    }
+    let dirs_now = machine.dirs.clone();
+    let written = session.write(record, Some(&found)).await?;
+    Ok(Change {
+        dirs: dirs_now,
+        changed,
+        record: written.id.to_string(),
+        created: false,
+    })
+}
+
+/// One machine in `list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MachineSummary {
+    /// Its name.
+    pub name: String,
+    /// Its directories.
+    pub dirs: Vec<String>,
+    /// Its latest run.
+    pub last_run: Option<Run>,
+}
+
+/// What `list` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listing {
+    /// The user.
+    pub user: String,
+    /// The machine asking.
+    pub machine: String,
+    /// The index record read, and when it was written.
+    pub record: String,
+    /// Unix seconds.
+    pub written: u64,
+    /// Every machine of the set.
+    pub machines: Vec<MachineSummary>,
+}
+
+/// The backup set's machines, directories and latest runs.
+pub async fn list(session: &Session) -> anyhow::Result<Listing> {
+    let found = session.require().await?;
+    Ok(Listing {
+        user: session.creds.user.clone(),
+        machine: session.creds.machine.clone(),
+        record: found.id.to_string(),
+        written: found.record.written,
+        machines: found
+            .record
+            .machines
+            .iter()
+            .map(|(name, m)| MachineSummary {
+                name: name.clone(),
+                dirs: m.dirs.clone(),
+                last_run: m.runs.last().cloned(),
+            })
+            .collect(),
+    })
+}
+
+/// One run in `history`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryEntry {
+    /// The machine.
+    pub machine: String,
+    /// The run.
+    #[serde(flatten)]
+    pub run: Run,
+}
+
+/// Every run of every machine, oldest first.
+pub async fn history(session: &Session) -> anyhow::Result<Vec<HistoryEntry>> {
+    let found = session.require().await?;
+    let mut out = Vec::new();
+    for (name, machine) in &found.record.machines {
+        for run in index::all_runs(&session.remote, machine).await? {
+            out.push(HistoryEntry {
+                machine: name.clone(),
+                run,
+            });
+        }
+    }
+    out.sort_by_key(|e| (e.run.started, e.machine.clone()));
+    Ok(out)
+}
+
+/// True when `inner` is `outer` or lies under it (as path strings).
+fn nested(outer: &str, inner: &str) -> bool {
+    outer == "/"
+        || inner == outer
+        || inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// `path` made absolute without touching the file system; `..` is refused (it would
+/// depend on links the backup may not have).
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    if path.components().any(|c| c == Component::ParentDir) {
+        bail!("{}: give the path without `..`", path.display());
+    }
+    let abs = std::path::absolute(path).with_context(|| format!("{}", path.display()))?;
+    Ok(abs.components().collect())
+}
+
+/// The bundle path of an absolute directory: without its leading `/`.
+fn bundle_path(dir: &str) -> &str {
+    dir.trim_start_matches('/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting() {
+        assert!(nested("/a", "/a/b"));
+        assert!(nested("/a", "/a"));
+        assert!(!nested("/a", "/ab"));
+        assert!(!nested("/a/b", "/a"));
+        assert!(nested("/", "/x"));
+    }
+
+    #[test]
+    fn absolute_paths_refuse_dot_dot() {
+        assert!(absolute(Path::new("/a/../b")).is_err());
+        assert_eq!(
+            absolute(Path::new("/a/./b")).unwrap(),
+            PathBuf::from("/a/b")
+        );
+        assert!(absolute(Path::new("rel")).unwrap().is_absolute());
+    }
+
+    #[test]
+    fn holders_are_stable_and_valid_pin_holders() {
+        let h = holder_name("alice", "laptop");
+        assert_eq!(h, holder_name("alice", "laptop"));
+        assert_ne!(h, holder_name("alice", "desktop"));
+        assert!(h.parse::<crate::store::Holder>().is_ok());
+    }
+}

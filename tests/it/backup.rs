@@ -1,0 +1,346 @@
+//! `libernet backup` end to end: the real CLI binary against real nodes. A tree is backed
+//! up, changed and backed up again, then both points in time are restored on a "new
+//! machine" (an empty home, another node of a 3-node mesh) and compared by a full walk;
+//! a wrong passphrase finds nothing; a run killed mid-upload resumes without sending
+//! again what arrived; missing blocks make a restore write nothing and `verify` name
+//! them; pins follow what the latest run references.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use hyper::{Method, StatusCode};
+use libernet::codec;
+use libernet::id::BlockId;
+
+use crate::client_cli::{make_tree, walk};
+use crate::support::{Setup, TestNode, bytes};
+
+const BIN: &str = env!("CARGO_BIN_EXE_libernet");
+
+/// A user of the backup tool on one "machine": a home directory, a node, credentials.
+#[derive(Clone)]
+struct User {
+    home: PathBuf,
+    server: String,
+    passphrase: String,
+    token: Option<String>,
+}
+
+impl User {
+    fn new(home: &Path, node: &TestNode, token: bool) -> User {
+        fs::create_dir_all(home).unwrap();
+        User {
+            home: home.to_owned(),
+            server: node.url.clone(),
+            passphrase: "correct horse battery staple".into(),
+            token: token.then(|| node.admin_token()),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["backup"])
+            .args(args)
+            .env_clear()
+            .env("HOME", &self.home)
+            .env("LIBERNET_SERVER", &self.server)
+            .env("LIBERNET_USER", "alice")
+            .env("LIBERNET_PASSPHRASE", &self.passphrase)
+            .env("LIBERNET_MACHINE", "laptop")
+            .env("LIBERNET_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(token) = &self.token {
+            cmd.env("LIBERNET_TOKEN", token);
+        }
+        cmd
+    }
+
+    /// Runs `libernet backup ARGS` off the runtime's workers (the nodes share them).
+    async fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = self.command(args);
+        tokio::task::spawn_blocking(move || cmd.output().expect("run the client"))
+            .await
+            .unwrap()
+    }
+
+    /// Runs and expects success; returns the `--json` object printed.
+    async fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.run(&all).await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", text(&out.stdout)))
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn num(v: &serde_json::Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no number {key} in {v}"))
+}
+
+/// Where a restore `--to DEST` puts directory `dir`: at its full path under DEST.
+fn under(dest: &Path, dir: &Path) -> PathBuf {
+    dest.join(dir.strip_prefix("/").unwrap())
+}
+
+/// The id of the one block holding `content` (as the codec makes it: convergent).
+fn block_of(content: &[u8]) -> BlockId {
+    codec::encode(content).unwrap().locator.id
+}
+
+async fn mesh_of_three() -> (TestNode, TestNode, TestNode) {
+    let quiet = |seeds: Vec<String>| {
+        move |s: &mut Setup| {
+            s.config.peers = seeds;
+            s.config.gossip_interval = Duration::ZERO;
+            s.config.push_interval = Duration::ZERO;
+        }
+    };
+    let a = TestNode::start_adjusted(quiet(Vec::new())).await;
+    let b = TestNode::start_adjusted(quiet(vec![a.url.clone()])).await;
+    let c = TestNode::start_adjusted(quiet(vec![a.url.clone(), b.url.clone()])).await;
+    (a, b, c)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn back_up_change_and_restore_both_points_on_a_new_machine() {
+    let (a, _b, c) = mesh_of_three().await;
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("home1/data");
+    make_tree(&data);
+    let laptop = User::new(&temp.path().join("home1"), &a, true);
+
+    let added = laptop.json(&["add", data.to_str().unwrap()]).await;
+    assert_eq!(added["created"], true);
+    let first = laptop.json(&["run"]).await;
+    assert!(num(&first, "sent") > 0, "{first}");
+    assert_eq!(num(&first, "reused"), 0);
+    let before = walk(&data);
+
+    // A second later (runs are told apart by their start second): change one file, add
+    // one, delete one.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    fs::write(data.join("a/b/c/deep.txt"), b"deeper text now\n").unwrap();
+    fs::write(data.join("new.txt"), b"a new file").unwrap();
+    fs::remove_file(data.join("one.txt")).unwrap();
+    let second = laptop.json(&["run"]).await;
+    let after = walk(&data);
+    assert_ne!(before, after);
+    assert_eq!(
+        num(&second, "reused"),
+        4,
+        "unchanged files are not read: {second}"
+    );
+    assert_eq!(num(&second, "read_files"), 2, "{second}");
+
+    // Pins on the node follow the latest run: what only the first referenced (its
+    // manifest, the old deep.txt, the superseded record) is released.
+    let holder = libernet::backup::holder_name("alice", "laptop");
+    let pins = a
+        .admin(Method::GET, &format!("/pins?holder={holder}"))
+        .await;
+    let pins: serde_json::Value = serde_json::from_slice(&pins.body).unwrap();
+    let pinned: Vec<&str> = pins["pins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(pinned.len() as u64, num(&second["pins"], "pinned"));
+    assert!(num(&second["pins"], "released") >= 3, "{second}");
+    let old_deep = block_of(b"deep text\n").to_string();
+    let new_deep = block_of(b"deeper text now\n").to_string();
+    assert!(!pinned.contains(&old_deep.as_str()));
+    assert!(pinned.contains(&new_deep.as_str()));
+
+    // The new machine: an empty home, node C, no token, nothing but the credentials.
+    let fresh = User::new(&temp.path().join("home2"), &c, false);
+    let listed = fresh.json(&["list"]).await;
+    assert_eq!(listed["machines"][0]["name"], "laptop");
+    assert_eq!(listed["machines"][0]["dirs"][0], data.to_str().unwrap());
+    let history = fresh.json(&["history"]).await;
+    assert_eq!(history.as_array().unwrap().len(), 2, "{history}");
+
+    let latest = temp.path().join("restored-latest");
+    fresh
+        .json(&["restore", "--to", latest.to_str().unwrap()])
+        .await;
+    assert_eq!(walk(&under(&latest, &data)), after);
+
+    let at = format!("@{}", num(&first, "started"));
+    let earlier = temp.path().join("restored-earlier");
+    fresh
+        .json(&["restore", "--to", earlier.to_str().unwrap(), "--at", &at])
+        .await;
+    assert_eq!(walk(&under(&earlier, &data)), before);
+
+    // One directory inside the backup, restored alone.
+    let part = temp.path().join("restored-part");
+    let inner = data.join("a/b");
+    fresh
+        .json(&[
+            "restore",
+            inner.to_str().unwrap(),
+            "--to",
+            part.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(
+        fs::read(under(&part, &inner).join("c/deep.txt")).unwrap(),
+        b"deeper text now\n"
+    );
+    assert!(!under(&part, &data).join("new.txt").exists());
+
+    // A destination that is not empty is refused, and left alone.
+    let busy = temp.path().join("busy");
+    fs::create_dir_all(&busy).unwrap();
+    fs::write(busy.join("keep"), b"mine").unwrap();
+    let out = fresh
+        .run(&["restore", "--to", busy.to_str().unwrap()])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(fs::read_dir(&busy).unwrap().count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_passphrase_finds_nothing_and_says_so() {
+    let node = TestNode::start().await;
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("f"), b"x").unwrap();
+    let right = User::new(&temp.path().join("home"), &node, true);
+    right.json(&["add", data.to_str().unwrap()]).await;
+    right.json(&["run"]).await;
+
+    let wrong = User {
+        passphrase: "not the passphrase".into(),
+        ..right.clone()
+    };
+    for args in [&["list"][..], &["history"], &["run"], &["verify"]] {
+        let out = wrong.run(args).await;
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        let err = text(&out.stderr);
+        assert!(err.contains("no backup found"), "{args:?}: {err}");
+    }
+    let dest = temp.path().join("dest");
+    let out = wrong
+        .run(&["restore", "--to", dest.to_str().unwrap()])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!dest.exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_run_resumes_without_sending_again_what_arrived() {
+    const FILES: u64 = 48;
+    let node = TestNode::start().await;
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    fs::create_dir_all(&data).unwrap();
+    for i in 0..FILES {
+        // Random bytes filling one block each: none compressible.
+        let size = codec::MAX_CONTENT;
+        fs::write(data.join(format!("f{i:02}.bin")), bytes(size, 1000 + i)).unwrap();
+    }
+    let user = User::new(&temp.path().join("home"), &node, true);
+    user.json(&["add", data.to_str().unwrap()]).await;
+    let baseline = node.node.store_stats().blocks;
+
+    let mut child = user.command(&["run", "--quiet"]).spawn().unwrap();
+    let started = Instant::now();
+    while node.node.store_stats().blocks < baseline + 8 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it was killed"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the run never got going"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Uploads the node had received in full still finish after the client is gone.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let arrived = node.node.store_stats().blocks - baseline;
+    assert!(
+        arrived < FILES,
+        "killed too late: {arrived} blocks were all there"
+    );
+
+    let resumed = user.json(&["run"]).await;
+    // Every file block that arrived is found, not sent; the rest and the manifest are.
+    assert_eq!(num(&resumed, "skipped"), arrived, "{resumed}");
+    assert_eq!(num(&resumed, "sent"), FILES - arrived + 1, "{resumed}");
+    let dest = temp.path().join("dest");
+    user.json(&["restore", "--to", dest.to_str().unwrap()])
+        .await;
+    assert_eq!(walk(&under(&dest, &data)), walk(&data));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_blocks_stop_a_restore_and_verify_names_them() {
+    let node = TestNode::start().await;
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    fs::create_dir_all(data.join("docs")).unwrap();
+    fs::write(data.join("docs/lost.txt"), b"this block will be deleted").unwrap();
+    fs::write(data.join("kept.txt"), b"this one stays").unwrap();
+    fs::write(data.join("big.bin"), bytes(3 << 20, 7)).unwrap();
+    let user = User::new(&temp.path().join("home"), &node, true);
+    user.json(&["add", data.to_str().unwrap()]).await;
+    user.json(&["run"]).await;
+    let whole = user.json(&["verify"]).await;
+    assert_eq!(whole["missing"].as_array().unwrap().len(), 0, "{whole}");
+    assert!(num(&whole, "blocks") >= 5, "{whole}");
+
+    let lost = block_of(b"this block will be deleted");
+    let reply = node.admin(Method::DELETE, &format!("/sha256/{lost}")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+
+    let out = user.run(&["verify"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("1 blocks missing"), "{err}");
+    assert!(err.contains("docs/lost.txt"), "{err}");
+    let report = user.run(&["verify", "--json"]).await;
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    assert_eq!(report["missing"][0], lost.to_string());
+
+    let dest = temp.path().join("dest");
+    let out = user.run(&["restore", "--to", dest.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("1 blocks missing"), "{err}");
+    assert!(err.contains("docs/lost.txt"), "{err}");
+    assert!(err.contains("nothing was written"), "{err}");
+    assert!(!dest.exists(), "a failed restore leaves no destination");
+    let leftovers: Vec<_> = fs::read_dir(temp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+}
