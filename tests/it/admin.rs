@@ -1,7 +1,8 @@
 //! Admin actions behind the bearer token: pin and unpin (a pinned block survives a full
 //! store and a restart; pinning an absent block fetches it from a peer), local delete
 //! (refused for the identity block; peers cannot push a deleted block back), `/stats`
-//! paging, and the mesh counters in `/metrics`.
+//! paging, the mesh counters in `/metrics`, and pins held by named holders (a block
+//! stays pinned until its last holder lets go; batches; pin-if-held; pin with upload).
 
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ async fn admin_routes_need_the_token() {
         (Method::PUT, format!("/pins/{id}")),
         (Method::DELETE, format!("/pins/{id}")),
         (Method::DELETE, id.path()),
+        (Method::POST, "/pins".to_owned()),
     ] {
         let reply = node.send(method.clone(), &path, &[], Bytes::new()).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{method} {path}");
@@ -171,5 +173,78 @@ async fn stats_pages_walk_every_tracked_block() {
     assert_eq!(seen, ids);
     let bad = node.admin(Method::GET, "/stats?limit=x").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn pins_have_holders_and_a_block_stays_pinned_until_the_last_lets_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::new(dir.path());
+    let node = TestNode::start_with(setup.clone()).await.unwrap();
+    let token = node.admin_token();
+    let auth = format!("Bearer {token}");
+    let block = bytes(1000, 1);
+    let id = BlockId::of(&block);
+
+    // An upload pinned for a holder; the header needs the token.
+    let pin = [("libernet-pin", "backup-one")];
+    let reply = node.send(Method::PUT, &id.path(), &pin, block.clone()).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let bad = [("authorization", auth.as_str()), ("libernet-pin", "no/slash")];
+    let reply = node.send(Method::PUT, &id.path(), &bad, block.clone()).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(!node.holds(&id).await, "a refused upload stores nothing");
+    let ok = [("authorization", auth.as_str()), ("libernet-pin", "backup-one")];
+    let reply = node.send(Method::PUT, &id.path(), &ok, block.clone()).await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+
+    // A second holder; the first letting go leaves it pinned.
+    let reply = node
+        .admin(Method::PUT, &format!("/pins/{id}?holder=backup-two&held=1"))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let pins = json(&node.admin(Method::GET, "/pins").await);
+    assert_eq!(pins["holders"][id.to_string()], serde_json::json!(["backup-one", "backup-two"]));
+    let reply = node
+        .admin(Method::DELETE, &format!("/pins/{id}?holder=backup-one"))
+        .await;
+    assert_eq!(json(&reply)["pinned"], true);
+    let mine = json(&node.admin(Method::GET, "/pins?holder=backup-one").await);
+    assert_eq!(mine["pins"], serde_json::json!([]));
+
+    // Pin-if-held of an absent block pins nothing and fetches nothing.
+    let absent = BlockId::of(b"never uploaded");
+    let reply = node
+        .admin(Method::PUT, &format!("/pins/{absent}?holder=backup-two&held=1"))
+        .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(json(&reply)["error"], "not_held");
+
+    // A batch for one holder: pins the absent one (listed as absent), unpins the other.
+    let body = serde_json::json!({
+        "holder": "backup-two", "pin": [absent.to_string()], "unpin": [id.to_string()],
+    });
+    let headers = [("authorization", auth.as_str())];
+    let reply = node
+        .send(Method::POST, "/pins", &headers, body.to_string())
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let done = json(&reply);
+    assert_eq!((done["pinned"].clone(), done["unpinned"].clone()), (1.into(), 1.into()));
+    assert_eq!(done["absent"], serde_json::json!([absent.to_string()]));
+    let reply = node
+        .send(Method::POST, "/pins", &headers, "{\"holder\": 5}")
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+
+    // The book survives a restart; `*` takes every holder's pin.
+    node.stop().await;
+    let node = TestNode::start_with(setup).await.unwrap();
+    let pins = json(&node.admin(Method::GET, "/pins").await);
+    assert_eq!(pins["pins"], serde_json::json!([absent.to_string()]));
+    let reply = node
+        .admin(Method::DELETE, &format!("/pins/{absent}?holder=*"))
+        .await;
+    assert_eq!(json(&reply)["pinned"], false);
     node.stop().await;
 }
