@@ -188,13 +188,23 @@ async fn pins_have_holders_and_a_block_stays_pinned_until_the_last_lets_go() {
 
     // An upload pinned for a holder; the header needs the token.
     let pin = [("libernet-pin", "backup-one")];
-    let reply = node.send(Method::PUT, &id.path(), &pin, block.clone()).await;
+    let reply = node
+        .send(Method::PUT, &id.path(), &pin, block.clone())
+        .await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
-    let bad = [("authorization", auth.as_str()), ("libernet-pin", "no/slash")];
-    let reply = node.send(Method::PUT, &id.path(), &bad, block.clone()).await;
+    let bad = [
+        ("authorization", auth.as_str()),
+        ("libernet-pin", "no/slash"),
+    ];
+    let reply = node
+        .send(Method::PUT, &id.path(), &bad, block.clone())
+        .await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert!(!node.holds(&id).await, "a refused upload stores nothing");
-    let ok = [("authorization", auth.as_str()), ("libernet-pin", "backup-one")];
+    let ok = [
+        ("authorization", auth.as_str()),
+        ("libernet-pin", "backup-one"),
+    ];
     let reply = node.send(Method::PUT, &id.path(), &ok, block.clone()).await;
     assert_eq!(reply.status, StatusCode::CREATED);
 
@@ -204,7 +214,10 @@ async fn pins_have_holders_and_a_block_stays_pinned_until_the_last_lets_go() {
         .await;
     assert_eq!(reply.status, StatusCode::OK);
     let pins = json(&node.admin(Method::GET, "/pins").await);
-    assert_eq!(pins["holders"][id.to_string()], serde_json::json!(["backup-one", "backup-two"]));
+    assert_eq!(
+        pins["holders"][id.to_string()],
+        serde_json::json!(["backup-one", "backup-two"])
+    );
     let reply = node
         .admin(Method::DELETE, &format!("/pins/{id}?holder=backup-one"))
         .await;
@@ -215,7 +228,10 @@ async fn pins_have_holders_and_a_block_stays_pinned_until_the_last_lets_go() {
     // Pin-if-held of an absent block pins nothing and fetches nothing.
     let absent = BlockId::of(b"never uploaded");
     let reply = node
-        .admin(Method::PUT, &format!("/pins/{absent}?holder=backup-two&held=1"))
+        .admin(
+            Method::PUT,
+            &format!("/pins/{absent}?holder=backup-two&held=1"),
+        )
         .await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     assert_eq!(json(&reply)["error"], "not_held");
@@ -230,7 +246,10 @@ async fn pins_have_holders_and_a_block_stays_pinned_until_the_last_lets_go() {
         .await;
     assert_eq!(reply.status, StatusCode::OK);
     let done = json(&reply);
-    assert_eq!((done["pinned"].clone(), done["unpinned"].clone()), (1.into(), 1.into()));
+    assert_eq!(
+        (done["pinned"].clone(), done["unpinned"].clone()),
+        (1.into(), 1.into())
+    );
     assert_eq!(done["absent"], serde_json::json!([absent.to_string()]));
     let reply = node
         .send(Method::POST, "/pins", &headers, "{\"holder\": 5}")

@@ -344,3 +344,74 @@ async fn missing_blocks_stop_a_restore_and_verify_names_them() {
         .collect();
     assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn long_histories_move_to_archives_and_read_back_whole() {
+    use libernet::backup::index::{self, MAX_INLINE_RUNS, Machine, Record, Run};
+    use libernet::client::Remote;
+    use libernet::transfer::Uploader;
+
+    let node = TestNode::start().await;
+    let remote = Remote::connect(&node.url).await.unwrap();
+    let uploader = Uploader::new(&remote);
+    let run = |n: u64| Run {
+        started: 1_000 + n,
+        finished: 1_001 + n,
+        url: format!("/sha256/{}/aes256/{}/", "a".repeat(64), "b".repeat(64)),
+        node: "c".repeat(64),
+        dirs: vec!["/x".into()],
+        files: n,
+        bytes: n,
+        reused: 0,
+        sent: 0,
+        skipped: 0,
+    };
+    let key = codec::Key::from_passphrase("p");
+    let mut previous = None;
+    // Three writes of a growing history: the second and third spill into archives, and
+    // the third's archive links to the second's.
+    for total in [
+        10,
+        MAX_INLINE_RUNS as u64 + 5,
+        2 * MAX_INLINE_RUNS as u64 + 20,
+    ] {
+        let mut record = previous
+            .as_ref()
+            .map(|f: &index::Found| f.record.clone())
+            .unwrap_or_else(|| Record {
+                user: "bob".into(),
+                writer: "m".into(),
+                ..Record::default()
+            });
+        let machine = record
+            .machines
+            .entry("m".into())
+            .or_insert_with(Machine::default);
+        let have = machine.runs.last().map_or(0, |r| r.files + 1);
+        machine.runs.extend((have..total).map(run));
+        index::write(&uploader, record, previous.as_ref(), "p")
+            .await
+            .unwrap();
+        let found = index::find(&remote, "bob", &key).await.unwrap().unwrap();
+        let machine = &found.record.machines["m"];
+        assert!(
+            machine.runs.len() <= MAX_INLINE_RUNS,
+            "{}",
+            machine.runs.len()
+        );
+        let all = index::all_runs(&remote, machine).await.unwrap();
+        let files: Vec<u64> = all.iter().map(|r| r.files).collect();
+        assert_eq!(files, (0..total).collect::<Vec<_>>());
+        previous = Some(found);
+    }
+    let found = previous.unwrap();
+    assert_eq!(
+        found.records, 3,
+        "all three records are found in this month"
+    );
+    assert_eq!(
+        found.heads.len(),
+        1,
+        "each record superseded the one before"
+    );
+}
