@@ -860,6 +860,9 @@ pub fn scan(root: &Path) -> Result<Scan, BundleError> {
     Ok(out)
 }
 
+/// Threads that sync restored files at the end of a restore.
+const FINISH_THREADS: usize = 8;
+
 /// Writes a tree to disk: files are created in a hidden staging directory (beside a new
 /// destination, inside an existing empty one) and moved into place at the end, so the
 /// destination holds either the complete tree or nothing. Block contents come from the caller
@@ -932,20 +935,9 @@ impl Restore {
         Ok(restore)
     }
 
-    /// Writes `data` at `offset` of the file at `path` (a path of the tree).
-    pub fn write(&self, path: &str, offset: u64, data: &[u8]) -> Result<(), BundleError> {
-        let at = self.staging.join(path);
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .open(&at)
-            .map_err(io_error(format!("{}", at.display())))?;
-        file.write_all_at(data, offset)
-            .map_err(io_error(format!("{}", at.display())))
-    }
-
-    /// Sets modes and times, creates the links, syncs, and moves the tree into place.
-    pub fn finish(mut self, tree: &Tree) -> Result<PathBuf, BundleError> {
-        for (path, file) in &tree.files {
+    /// Links, and regular files synced with their times and modes.
+    fn finish_files(&self, files: &[(&String, &FileEntry)]) -> Result<(), BundleError> {
+        for (path, file) in files {
             let at = self.staging.join(path);
             let context = || format!("{}", at.display());
             if let Some(target) = &file.link {
@@ -971,6 +963,36 @@ impl Restore {
             fs::set_permissions(&at, fs::Permissions::from_mode(mode))
                 .map_err(io_error(context()))?;
         }
+        Ok(())
+    }
+
+    /// Writes `data` at `offset` of the file at `path` (a path of the tree).
+    pub fn write(&self, path: &str, offset: u64, data: &[u8]) -> Result<(), BundleError> {
+        let at = self.staging.join(path);
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .open(&at)
+            .map_err(io_error(format!("{}", at.display())))?;
+        file.write_all_at(data, offset)
+            .map_err(io_error(format!("{}", at.display())))
+    }
+
+    /// Sets modes and times, creates the links, syncs, and moves the tree into place.
+    pub fn finish(mut self, tree: &Tree) -> Result<PathBuf, BundleError> {
+        // Syncing thousands of small files one after the other leaves the disk idle
+        // between them; a few threads keep several flushes in flight.
+        let files: Vec<(&String, &FileEntry)> = tree.files.iter().collect();
+        let per = files.len().div_ceil(FINISH_THREADS).max(1);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = files
+                .chunks(per)
+                .map(|part| scope.spawn(|| self.finish_files(part)))
+                .collect();
+            workers.into_iter().try_for_each(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(BundleError::Json("a restore thread panicked".into())))
+            })
+        })?;
         for (path, target) in &tree.directories {
             if let Some(target) = target {
                 let at = self.staging.join(path);

@@ -49,12 +49,11 @@ const NEAR_SUFFIX_RANDOM: usize = 8;
 /// Bytes a near-id suffix adds to a block.
 pub const NEAR_OVERHEAD: usize = 1 + NEAR_SUFFIX_RANDOM;
 
-/// zlib level for convergent blocks. Level 6 (zlib's default) makes English-like text
-/// blocks about 28% smaller than level 1 (36% against 50% of the content), but with
-/// flate2's miniz_oxide it runs at about 9 MB/s against 75 (docs/benchmarks-issue3.md).
-/// Content is written once and read many times, so the smaller block wins for now; a
-/// faster deflate backend is the better fix than a lower level.
-const ZLIB_LEVEL: u32 = 6;
+/// zlib level for convergent blocks. With flate2's zlib-rs backend, level 1 compresses
+/// English-like text at about 96 MB/s per core against 21 MB/s at level 6 (which makes
+/// text blocks about a quarter smaller). Backups and puts are CPU-bound on text, so the
+/// fast level wins (measured in docs/benchmarks.md, the backup section).
+const ZLIB_LEVEL: u32 = 1;
 
 /// Bytes of a sample compressed at the fastest level to decide whether compressing the
 /// whole content is worth trying.
