@@ -716,7 +716,8 @@ pub fn pack(
 }
 
 impl FileEntry {
-    fn empty() -> FileEntry {
+    /// An empty regular file's entry (size 0, no blocks, time 0).
+    pub fn empty() -> FileEntry {
         FileEntry {
             contents: Vec::new(),
             executable: false,

@@ -4,6 +4,7 @@
 //! keys never leave this process. Uploads and downloads run several blocks at once,
 //! with memory bounded by the number in flight.
 
+use std::collections::BTreeSet;
 use std::io::{IsTerminal, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::bundle::{self, Chunk, FileEntry, Lookup, Manifest, Restore, Tree};
-use crate::client::{Remote, Sent};
+use crate::client::{ClientError, Remote, Sent};
+use crate::codec::CodecError;
 use crate::codec::{self, Encoded, Locator, MAX_CONTENT};
 use crate::id::BlockId;
 
@@ -568,27 +570,123 @@ pub async fn save_file(
     result
 }
 
-/// Restores a tree into `dest` (absent or empty): all of it, or nothing.
+/// Restores a tree into `dest` (absent or empty): all of it, or nothing. When blocks
+/// are missing or corrupt, `Incomplete` names them and their files.
 pub async fn restore(
     remote: &Remote,
     tree: Tree,
     dest: &Path,
     options: Options,
 ) -> anyhow::Result<u64> {
-    let tree = Arc::new(tree);
     let restore = {
         let (tree, dest) = (tree.clone(), dest.to_owned());
         Arc::new(blocking(move || Ok(Restore::begin(&tree, &dest)?)).await?)
     };
     let bar = progress_bar(tree.total_size(), options, "get");
+    let mut problems = Problems::default();
+    fetch_tree(remote, &tree, Some(restore.clone()), &bar, &mut problems).await?;
+    bar.finish_and_clear();
+    if !problems.is_empty() {
+        return Err(Incomplete(format!("{}; nothing was written", problems.describe())).into());
+    }
+    let restore = Arc::try_unwrap(restore).map_err(|_| anyhow!("restore still in use"))?;
+    let total = tree.total_size();
+    blocking(move || Ok(restore.finish(&tree)?)).await?;
+    Ok(total)
+}
+
+/// Blocks a tree needs are missing in the mesh or do not verify: nothing was written
+/// (a restore), or the tree is damaged (a check). Exit code 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Incomplete(pub String);
+
+/// Files named in a report of missing blocks; the rest are counted.
+const MAX_NAMED_FILES: usize = 20;
+
+/// Blocks that failed while fetching a tree.
+#[derive(Debug, Default)]
+pub struct Problems {
+    /// Blocks no node could give.
+    pub missing: BTreeSet<BlockId>,
+    /// Blocks that came back but did not decrypt, verify or match their size.
+    pub corrupt: BTreeSet<BlockId>,
+    /// Files those blocks belong to.
+    pub files: BTreeSet<String>,
+    /// Blocks fetched and checked.
+    pub blocks: u64,
+    /// Their bytes of content.
+    pub bytes: u64,
+}
+
+impl Problems {
+    /// True when every block was fetched and checked.
+    pub fn is_empty(&self) -> bool {
+        self.missing.is_empty() && self.corrupt.is_empty()
+    }
+
+    /// How many blocks failed, and in which files (the first `MAX_NAMED_FILES`).
+    pub fn describe(&self) -> String {
+        let mut named: Vec<&str> = self
+            .files
+            .iter()
+            .take(MAX_NAMED_FILES)
+            .map(String::as_str)
+            .collect();
+        let more = self.files.len().saturating_sub(MAX_NAMED_FILES);
+        let tail = if more > 0 {
+            named.push("...");
+            format!(" (and {more} more)")
+        } else {
+            String::new()
+        };
+        format!(
+            "{} blocks missing in the mesh and {} corrupt, in {} files{tail}: /{}",
+            self.missing.len(),
+            self.corrupt.len(),
+            self.files.len(),
+            named.join(", /")
+        )
+    }
+}
+
+/// Fetches (and checks) every block of `tree`, writing each into `restore` when given.
+/// Blocks that are missing or corrupt are recorded in `problems`; any other failure
+/// (the node unreachable, a disk error) ends the fetch with an error.
+pub async fn fetch_tree(
+    remote: &Remote,
+    tree: &Tree,
+    restore: Option<Arc<Restore>>,
+    bar: &ProgressBar,
+    problems: &mut Problems,
+) -> anyhow::Result<()> {
     let permits = Arc::new(Semaphore::new(DOWNLOAD_CONCURRENCY));
     let mut tasks = JoinSet::new();
+    let settle = |problems: &mut Problems, done: Result<Fetched, tokio::task::JoinError>| {
+        match done.context("internal task failed")? {
+            Fetched::Ok(len) => {
+                problems.blocks += 1;
+                problems.bytes += len;
+                bar.inc(len);
+            }
+            Fetched::Bad { id, path, missing } => {
+                problems.files.insert(path);
+                if missing {
+                    problems.missing.insert(id);
+                } else {
+                    problems.corrupt.insert(id);
+                }
+            }
+            Fetched::Failed(e) => return Err(e),
+        }
+        Ok::<_, anyhow::Error>(())
+    };
     for (path, entry) in &tree.files {
         let mut offset = 0u64;
         for chunk in &entry.contents {
             let permit = permits.clone().acquire_owned().await?;
             while let Some(done) = tasks.try_join_next() {
-                bar.inc(done??);
+                settle(problems, done)?;
             }
             let (remote, restore, path, chunk) =
                 (remote.clone(), restore.clone(), path.clone(), chunk.clone());
@@ -596,21 +694,71 @@ pub async fn restore(
             offset += chunk.size;
             tasks.spawn(async move {
                 let _permit = permit;
-                let data = fetch_chunk(remote, chunk).await?;
-                let len = data.len() as u64;
-                blocking(move || Ok(restore.write(&path, at, &data)?)).await?;
-                Ok::<_, anyhow::Error>(len)
+                let id = bundle::parse_chunk_url(&chunk.url).map(|l| l.id);
+                match fetch_chunk(remote, chunk).await {
+                    Ok(data) => {
+                        let len = data.len() as u64;
+                        if let Some(restore) = restore {
+                            let write = blocking(move || Ok(restore.write(&path, at, &data)?));
+                            if let Err(e) = write.await {
+                                return Fetched::Failed(e);
+                            }
+                        }
+                        Fetched::Ok(len)
+                    }
+                    Err(e) => classify(e, id.unwrap_or(BlockId([0; 32])), path),
+                }
             });
         }
     }
     while let Some(done) = tasks.join_next().await {
-        bar.inc(done??);
+        settle(problems, done)?;
     }
-    bar.finish_and_clear();
-    let restore = Arc::try_unwrap(restore).map_err(|_| anyhow!("restore still in use"))?;
-    let total = tree.total_size();
-    blocking(move || Ok(restore.finish(&tree)?)).await?;
-    Ok(total)
+    Ok(())
+}
+
+/// How one chunk fetch ended.
+enum Fetched {
+    Ok(u64),
+    Bad {
+        id: BlockId,
+        path: String,
+        missing: bool,
+    },
+    Failed(anyhow::Error),
+}
+
+fn classify(e: anyhow::Error, id: BlockId, path: String) -> Fetched {
+    if is_missing(&e) {
+        return Fetched::Bad {
+            id,
+            path,
+            missing: true,
+        };
+    }
+    let corrupt = e.chain().any(|c| {
+        c.downcast_ref::<ClientError>()
+            .is_some_and(ClientError::is_not_found_or_unverified)
+            || c.downcast_ref::<CodecError>().is_some()
+            || c.downcast_ref::<Mismatch>().is_some()
+    });
+    if corrupt {
+        Fetched::Bad {
+            id,
+            path,
+            missing: false,
+        }
+    } else {
+        Fetched::Failed(e)
+    }
+}
+
+/// True when `e` is "the block is not in the mesh".
+pub fn is_missing(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<ClientError>()
+            .is_some_and(|c| matches!(c, ClientError::NotFound(_)))
+    })
 }
 
 /// One line per entry of a tree, for `bundle ls`, sorted by path: kind and mode, size,

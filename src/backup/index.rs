@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::client::{ClientError, Remote, unix_now};
+use crate::client::{Remote, unix_now};
 use crate::codec::{self, Key, Locator, MAX_CONTENT, Mode};
 use crate::id::BlockId;
 use crate::transfer::{Uploader, blocking, fetch};
@@ -367,14 +367,6 @@ pub async fn all_runs(remote: &Remote, machine: &Machine) -> anyhow::Result<Vec<
     let mut runs: Vec<Run> = chunks.into_iter().rev().flatten().collect();
     runs.sort_by_key(|r| (r.started, r.finished));
     Ok(runs)
-}
-
-/// True when `e` is "the block is not in the mesh".
-pub fn is_missing(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<ClientError>()
-            .is_some_and(|c| matches!(c, ClientError::NotFound(_)))
-    })
 }
 
 #[cfg(test)]

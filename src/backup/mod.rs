@@ -44,11 +44,7 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// Blocks a backup needs are missing in the mesh or do not verify: nothing was written
-/// (restore), or the backup is damaged (verify). Exit code 1.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Incomplete(pub String);
+pub use crate::transfer::Incomplete;
 
 /// No index opens with this user name and passphrase. Exit code 1.
 #[derive(Debug, thiserror::Error)]

@@ -4,25 +4,18 @@
 //! destinations stay as they were. `verify` fetches and checks every block of the latest
 //! run without writing anything.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use indicatif::ProgressBar;
 use serde::Serialize;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 use super::{Incomplete, Session, absolute, bundle_path, index};
-use crate::bundle::{self, Restore, Tree};
-use crate::client::{ClientError, Remote};
-use crate::codec::{CodecError, Locator};
+use crate::bundle::{Restore, Tree};
+use crate::client::Remote;
+use crate::codec::Locator;
 use crate::id::BlockId;
-use crate::transfer::{self, DOWNLOAD_CONCURRENCY, Mismatch, Opened, Options, blocking};
-
-/// Files named in a report of missing blocks; the rest are counted.
-const MAX_NAMED_FILES: usize = 20;
+use crate::transfer::{self, Opened, Options, Problems, blocking, fetch_tree, is_missing};
 
 /// What a restore did.
 #[derive(Debug, Clone, Serialize)]
@@ -61,45 +54,6 @@ impl VerifyReport {
     }
 }
 
-/// Blocks that failed while fetching a tree.
-#[derive(Debug, Default)]
-struct Problems {
-    missing: BTreeSet<BlockId>,
-    corrupt: BTreeSet<BlockId>,
-    files: BTreeSet<String>,
-    blocks: u64,
-    bytes: u64,
-}
-
-impl Problems {
-    fn is_empty(&self) -> bool {
-        self.missing.is_empty() && self.corrupt.is_empty()
-    }
-
-    fn describe(&self) -> String {
-        let mut named: Vec<&str> = self
-            .files
-            .iter()
-            .take(MAX_NAMED_FILES)
-            .map(String::as_str)
-            .collect();
-        let more = self.files.len().saturating_sub(MAX_NAMED_FILES);
-        let tail = if more > 0 {
-            named.push("...");
-            format!(" (and {more} more)")
-        } else {
-            String::new()
-        };
-        format!(
-            "{} blocks missing in the mesh and {} corrupt, in {} files{tail}: /{}",
-            self.missing.len(),
-            self.corrupt.len(),
-            self.files.len(),
-            named.join(", /")
-        )
-    }
-}
-
 /// The run to restore: this machine's newest that started at or before `at`.
 async fn pick_run(session: &Session, at: Option<u64>) -> anyhow::Result<index::Run> {
     let found = session.require().await?;
@@ -129,7 +83,7 @@ async fn load_tree(remote: &Remote, run: &index::Run) -> anyhow::Result<Tree> {
     match transfer::open(remote, locator).await {
         Ok(Opened::Bundle(tree)) => Ok(tree),
         Ok(Opened::Data(_)) => bail!("the run's URL does not name a bundle"),
-        Err(e) if index::is_missing(&e) => Err(e.context(Incomplete(
+        Err(e) if is_missing(&e) => Err(e.context(Incomplete(
             "the run's manifest is missing in the mesh; nothing was written".into(),
         ))),
         Err(e) => Err(e),
@@ -283,109 +237,6 @@ fn select(tree: &Tree, path: &str) -> Tree {
     }
 }
 
-/// Fetches (and checks) every block of `tree`, writing each into `restore` when given.
-/// Blocks that are missing or corrupt are recorded in `problems`; any other failure
-/// (the node unreachable, a disk error) ends the fetch with an error.
-async fn fetch_tree(
-    remote: &Remote,
-    tree: &Tree,
-    restore: Option<Arc<Restore>>,
-    bar: &ProgressBar,
-    problems: &mut Problems,
-) -> anyhow::Result<()> {
-    let permits = Arc::new(Semaphore::new(DOWNLOAD_CONCURRENCY));
-    let mut tasks = JoinSet::new();
-    let settle = |problems: &mut Problems, done: Result<Fetched, tokio::task::JoinError>| {
-        match done.context("internal task failed")? {
-            Fetched::Ok(len) => {
-                problems.blocks += 1;
-                problems.bytes += len;
-                bar.inc(len);
-            }
-            Fetched::Bad { id, path, missing } => {
-                problems.files.insert(path);
-                if missing {
-                    problems.missing.insert(id);
-                } else {
-                    problems.corrupt.insert(id);
-                }
-            }
-            Fetched::Failed(e) => return Err(e),
-        }
-        Ok::<_, anyhow::Error>(())
-    };
-    for (path, entry) in &tree.files {
-        let mut offset = 0u64;
-        for chunk in &entry.contents {
-            let permit = permits.clone().acquire_owned().await?;
-            while let Some(done) = tasks.try_join_next() {
-                settle(problems, done)?;
-            }
-            let (remote, restore, path, chunk) =
-                (remote.clone(), restore.clone(), path.clone(), chunk.clone());
-            let at = offset;
-            offset += chunk.size;
-            tasks.spawn(async move {
-                let _permit = permit;
-                let id = bundle::parse_chunk_url(&chunk.url).map(|l| l.id);
-                match transfer::fetch_chunk(remote, chunk).await {
-                    Ok(data) => {
-                        let len = data.len() as u64;
-                        if let Some(restore) = restore {
-                            let write = blocking(move || Ok(restore.write(&path, at, &data)?));
-                            if let Err(e) = write.await {
-                                return Fetched::Failed(e);
-                            }
-                        }
-                        Fetched::Ok(len)
-                    }
-                    Err(e) => classify(e, id.unwrap_or(BlockId([0; 32])), path),
-                }
-            });
-        }
-    }
-    while let Some(done) = tasks.join_next().await {
-        settle(problems, done)?;
-    }
-    Ok(())
-}
-
-/// How one chunk fetch ended.
-enum Fetched {
-    Ok(u64),
-    Bad {
-        id: BlockId,
-        path: String,
-        missing: bool,
-    },
-    Failed(anyhow::Error),
-}
-
-fn classify(e: anyhow::Error, id: BlockId, path: String) -> Fetched {
-    if index::is_missing(&e) {
-        return Fetched::Bad {
-            id,
-            path,
-            missing: true,
-        };
-    }
-    let corrupt = e.chain().any(|c| {
-        c.downcast_ref::<ClientError>()
-            .is_some_and(ClientError::is_not_found_or_unverified)
-            || c.downcast_ref::<CodecError>().is_some()
-            || c.downcast_ref::<Mismatch>().is_some()
-    });
-    if corrupt {
-        Fetched::Bad {
-            id,
-            path,
-            missing: false,
-        }
-    } else {
-        Fetched::Failed(e)
-    }
-}
-
 /// Fetches and checks every block of this machine's latest run; writes nothing.
 pub async fn verify(session: &Session, progress: bool) -> anyhow::Result<VerifyReport> {
     let run = pick_run(session, None).await?;
@@ -424,14 +275,7 @@ mod tests {
 
     #[test]
     fn selection_keeps_full_paths_and_respects_name_boundaries() {
-        let file = FileEntry {
-            contents: Vec::new(),
-            executable: false,
-            link: None,
-            modified: 0.0,
-            readonly: false,
-            size: 0,
-        };
+        let file = FileEntry::empty();
         let mut tree = Tree::default();
         for p in ["home/a/x", "home/a/y/z", "home/ab/x", "etc/f"] {
             tree.files.insert(p.into(), file.clone());

@@ -325,19 +325,18 @@ mod tests {
     use crate::bundle::Chunk;
 
     fn entry(size: u64, modified: f64, chunks: &[u64]) -> FileEntry {
+        let contents = chunks
+            .iter()
+            .map(|&size| Chunk {
+                size,
+                url: String::new(),
+            })
+            .collect();
         FileEntry {
-            contents: chunks
-                .iter()
-                .map(|&size| Chunk {
-                    size,
-                    url: String::new(),
-                })
-                .collect(),
-            executable: false,
-            link: None,
+            contents,
             modified,
-            readonly: false,
             size,
+            ..FileEntry::empty()
         }
     }
 
