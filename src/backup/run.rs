@@ -114,8 +114,9 @@ pub async fn run(session: &Session, progress: bool) -> anyhow::Result<RunReport>
         )
     };
     let summary = format!(
-        "{} files, {} unchanged",
+        "{} files ({}) scanned, {} unchanged",
         plan.files.len() + plan.to_read.len(),
+        indicatif::HumanBytes(plan.bytes),
         plan.reused
     );
     let chunks = transfer::upload_files(&uploader, &plan.to_read, |chunk| {
