@@ -396,8 +396,14 @@ async fn backup_command(args: BackupArgs, client: &ClientArgs) -> anyhow::Result
     let mut remote = Remote::connect(&client.server)
         .await
         .with_context(|| format!("cannot reach the node at {}", client.server))?;
-    if let Some(token) = admin_token(&env, args.token_file.as_deref(), &client.server)? {
-        remote = remote.with_token(&token);
+    if let Some((token, implicit)) = admin_token(&env, args.token_file.as_deref(), &client.server)?
+    {
+        let with = remote.clone().with_token(&token);
+        // The default store's token may belong to another node on this machine: then
+        // back up unpinned rather than fail.
+        if !implicit || with.pins_of("libernet-token-check").await.is_ok() {
+            remote = with;
+        }
     }
     let session = Session::new(remote, creds);
     let progress = !client.quiet && !args.json;
@@ -582,19 +588,19 @@ fn confirm_new_set(session: &Session) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The admin token for `server`: LIBERNET_TOKEN, the --token-file, or the default
-/// store's token when the node is on this machine (never sent elsewhere).
+/// The admin token for `server`: LIBERNET_TOKEN, the --token-file, or (implicit: true)
+/// the default store's token when the node is on this machine (never sent elsewhere).
 fn admin_token(
     env: &BackupEnv,
     file: Option<&std::path::Path>,
     server: &str,
-) -> anyhow::Result<Option<String>> {
+) -> anyhow::Result<Option<(String, bool)>> {
     if let Some(token) = &env.token {
-        return Ok(Some(token.clone()));
+        return Ok(Some((token.clone(), false)));
     }
     if let Some(file) = file {
         let text = std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?;
-        return Ok(Some(text.trim().to_owned()));
+        return Ok(Some((text.trim().to_owned(), false)));
     }
     let local = ["http://127.", "http://localhost:", "http://[::1]:"]
         .iter()
@@ -603,7 +609,8 @@ fn admin_token(
         .then(|| std::fs::read_to_string(&env.default_token_file).ok())
         .flatten()
         .map(|t| t.trim().to_owned())
-        .filter(|t| !t.is_empty()))
+        .filter(|t| !t.is_empty())
+        .map(|t| (t, true)))
 }
 
 /// Unix seconds of an `--at` value.

@@ -249,6 +249,21 @@ async fn a_wrong_passphrase_finds_nothing_and_says_so() {
         .await;
     assert_eq!(out.status.code(), Some(1));
     assert!(!dest.exists());
+
+    // Without LIBERNET_TOKEN, the default store's token is used for a node on this
+    // machine when it is this node's; another node's token means no pins, not a failure.
+    let implicit = User {
+        token: None,
+        ..right.clone()
+    };
+    let token_file = right.home.join(".libernet/admin.token");
+    fs::create_dir_all(token_file.parent().unwrap()).unwrap();
+    fs::write(&token_file, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let run = implicit.json(&["run"]).await;
+    assert!(run["pins"].is_null(), "{run}");
+    fs::write(&token_file, node.admin_token()).unwrap();
+    let run = implicit.json(&["run"]).await;
+    assert!(num(&run["pins"], "pinned") > 0, "{run}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
