@@ -172,7 +172,7 @@ async fn month_records(
     month: &str,
 ) -> anyhow::Result<Vec<(BlockId, Record)>> {
     let target = target(user, month);
-    let ids = candidates(remote, &target).await?;
+    let ids = candidates(remote, &target, INDEX_BITS).await?;
     let mut tasks = tokio::task::JoinSet::new();
     for id in ids {
         let (remote, key, user) = (remote.clone(), *key, user.to_owned());
@@ -187,12 +187,17 @@ async fn month_records(
     Ok(records)
 }
 
-/// Ids sharing at least `INDEX_BITS` with `target`. An answer full of ids that all
-/// share the probe's prefix may hide more: the prefix is split on its next bit and both
-/// halves asked, so a month with more than `LIKE_LIMIT` records is still read whole.
-async fn candidates(remote: &Remote, target: &BlockId) -> anyhow::Result<Vec<BlockId>> {
+/// Ids the node (and its nearest peers) know sharing at least `bits` (`INDEX_BITS` for
+/// records) with `target`. An answer full of ids that all share the probe's prefix may
+/// hide more: the prefix is split on its next bit and both halves asked, so a month with
+/// more than `LIKE_LIMIT` records is still read whole (up to `MAX_PROBES` requests).
+pub async fn candidates(
+    remote: &Remote,
+    target: &BlockId,
+    bits: u32,
+) -> anyhow::Result<Vec<BlockId>> {
     let mut found = BTreeSet::new();
-    let mut probes = vec![(*target, INDEX_BITS)];
+    let mut probes = vec![(*target, bits)];
     let mut asked = 0;
     while let Some((probe, prefix)) = probes.pop() {
         asked += 1;
@@ -202,7 +207,7 @@ async fn candidates(remote: &Remote, target: &BlockId) -> anyhow::Result<Vec<Blo
         found.extend(
             near.iter()
                 .map(|(id, _)| *id)
-                .filter(|id| id.match_score(target) >= INDEX_BITS),
+                .filter(|id| id.match_score(target) >= bits),
         );
         if full && all_in_prefix && prefix < 256 {
             if asked + probes.len() + 2 > MAX_PROBES {

@@ -430,3 +430,30 @@ async fn long_histories_move_to_archives_and_read_back_whole() {
         "each record superseded the one before"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_region_holding_more_than_one_like_answer_is_read_whole() {
+    use libernet::backup::index::{LIKE_LIMIT, candidates};
+    use libernet::client::Remote;
+
+    // 12-bit placement keeps the mining cheap; the search works the same at 20.
+    const BITS: u32 = 12;
+    let node = TestNode::start().await;
+    let target = BlockId::of(b"USER:many@2026-11");
+    let mut placed = Vec::new();
+    for n in 0..(LIKE_LIMIT as u64 * 5 / 2) {
+        let encoded = codec::encode(&bytes(64, n)).unwrap();
+        let near = codec::place_near(encoded, &target, BITS).unwrap();
+        assert_eq!(node.put(&near.block).await.status, StatusCode::CREATED);
+        placed.push(near.locator.id);
+    }
+    let remote = Remote::connect(&node.url).await.unwrap();
+    assert_eq!(remote.like(&target).await.unwrap().len(), LIKE_LIMIT);
+    let mut found = candidates(&remote, &target, BITS).await.unwrap();
+    found.sort();
+    placed.sort();
+    assert_eq!(
+        found, placed,
+        "every placed block is found, not only one answer's worth"
+    );
+}
