@@ -23,7 +23,7 @@ use crate::config::parse_wait;
 use crate::id::{BlockId, MAX_BLOCK_SIZE};
 use crate::identity::digest_header;
 use crate::mesh::{HOPS_HEADER, Origin, PUSH_HEADER};
-use crate::node::{Node, PIN_HEADER, UploadHasher};
+use crate::node::{HISTORY_STEP, Node, PIN_HEADER, UploadHasher};
 use crate::store::PutOutcome;
 
 /// Longest time a PUT body may take to arrive (1 MiB at 35 KB/s).
@@ -203,6 +203,16 @@ impl Handler {
             Route::Peers => self.peers(),
             Route::Announce => self.announce(caller, parts, body).await,
             Route::Stats => self.stats(parts),
+            Route::History => {
+                let body = serde_json::to_vec(&serde_json::json!({
+                    "step_secs": HISTORY_STEP.as_secs(),
+                    "points": self.node.history(),
+                }))
+                .map_err(|e| {
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                })?;
+                Ok(Reply::json(StatusCode::OK, body))
+            }
             Route::Pins => self.pins(parts),
             Route::Repin => self.repin(parts, body).await,
             Route::Pin { id } => self.pin(id, true, parts).await,

@@ -45,6 +45,8 @@ pub enum Route<'a> {
     Announce,
     /// `GET /stats` (admin).
     Stats,
+    /// `GET /history`: the last 15 minutes of activity (JSON).
+    History,
     /// `GET /pins[?holder=H]` (admin).
     Pins,
     /// `POST /pins`: pin and unpin many ids for one holder (admin).
@@ -107,6 +109,7 @@ impl<'a> Route<'a> {
             "/" => return only_read(Route::Dashboard),
             "/node" => return only_read(Route::Node),
             "/metrics" => return only_read(Route::Metrics),
+            "/history" => return only_read(Route::History),
             "/stats" => return only_read(Route::Stats),
             "/pins" => {
                 return match *method {
@@ -166,6 +169,7 @@ impl<'a> Route<'a> {
             Route::Peers => "peers",
             Route::Announce => "announce",
             Route::Stats => "stats",
+            Route::History => "history",
             Route::Pins => "pins",
             Route::Repin => "repin",
             Route::Pin { .. } => "pin",
@@ -235,6 +239,7 @@ mod tests {
             ),
             (&get, "/stats".into(), Ok(Route::Stats)),
             (&get, "/pins".into(), Ok(Route::Pins)),
+            (&get, "/history".into(), Ok(Route::History)),
             (&Method::POST, "/pins".into(), Ok(Route::Repin)),
             (&put, format!("/pins/{ID}"), Ok(Route::Pin { id })),
             (&del, format!("/pins/{ID}"), Ok(Route::Unpin { id })),

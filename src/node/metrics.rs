@@ -62,6 +62,15 @@ impl Metrics {
             .or_default() += 1;
     }
 
+    /// Requests answered, all routes and statuses.
+    pub fn total_requests(&self) -> u64 {
+        self.requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .sum()
+    }
+
     /// Adds `n` to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);

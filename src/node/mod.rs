@@ -6,6 +6,7 @@
 
 mod admin;
 mod content;
+mod history;
 mod metrics;
 
 use std::path::Path;
@@ -20,6 +21,7 @@ pub use admin::{
     MAX_REPIN, PIN_FLUSH_INTERVAL, PIN_HEADER, PinOutcome, Repin, Repinned, StatRow, StatsPage,
 };
 pub use content::{FileStream, Opened, PREFETCH_BLOCKS, StreamGuard};
+pub use history::{HISTORY_POINTS, HISTORY_STEP, Point, Totals};
 pub use metrics::{Gauges, Metrics};
 
 use crate::config::Config;
@@ -244,7 +246,9 @@ pub struct Node {
     store: Arc<Store>,
     identity: Arc<Identity>,
     mesh: Arc<Mesh>,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
+    /// The last 15 minutes of activity (see `history`).
+    history: Arc<std::sync::Mutex<history::History>>,
     content: content::ContentCaches,
     url: String,
     started: Instant,
@@ -286,7 +290,8 @@ impl Node {
             store,
             identity,
             mesh,
-            metrics: Metrics::default(),
+            metrics: Arc::default(),
+            history: Arc::default(),
             content: content::ContentCaches::new(),
             url,
             started: Instant::now(),
@@ -298,6 +303,19 @@ impl Node {
     /// tokio runtime.
     pub fn start(&self) {
         self.mesh.start();
+        // Samples the counters for the dashboard's charts; ends with the node.
+        let (metrics, history) = (Arc::downgrade(&self.metrics), self.history.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HISTORY_STEP);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(metrics) = metrics.upgrade() else {
+                    return;
+                };
+                history::sample(&metrics, &history);
+            }
+        });
         // Saves pins made with uploads; ends with the store (which saves them on drop).
         let store = Arc::downgrade(&self.store);
         tokio::spawn(async move {
@@ -604,6 +622,19 @@ impl Node {
     /// The store's figures.
     pub fn store_stats(&self) -> StoreStats {
         self.store.stats()
+    }
+
+    /// The activity of the last 15 minutes, one point per `HISTORY_STEP`, oldest first.
+    pub fn history(&self) -> Vec<Point> {
+        self.history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .points()
+    }
+
+    /// Takes a history point now (the sampler does every `HISTORY_STEP`).
+    pub fn sample_history(&self) {
+        history::sample(&self.metrics, &self.history);
     }
 
     /// What `/node` says.

@@ -410,3 +410,46 @@ async fn shutdown_drains_a_request_in_flight() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn history_keeps_what_each_step_counted() {
+    let node = TestNode::start().await;
+    node.node.sample_history();
+    let empty = node.get("/history").await;
+    assert_eq!(empty.status, StatusCode::OK);
+    let empty: serde_json::Value = serde_json::from_slice(&empty.body).unwrap();
+    assert_eq!(empty["step_secs"], 5);
+    let before = empty["points"].as_array().unwrap().len();
+
+    let block = bytes(3000, 9);
+    let id = BlockId::of(&block);
+    assert_eq!(node.put(&block).await.status, StatusCode::CREATED);
+    for _ in 0..3 {
+        assert_eq!(node.get(&id.path()).await.status, StatusCode::OK);
+    }
+    let absent = BlockId::of(b"nobody has this");
+    let miss = node.get(&format!("{}?wait=0", absent.path())).await;
+    assert_eq!(miss.status, StatusCode::GATEWAY_TIMEOUT);
+    node.node.sample_history();
+
+    let reply = node.get("/history").await;
+    let history: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    let points = history["points"].as_array().unwrap();
+    assert!(points.len() > before);
+    // The background sampler may have split the steps: add them up. They saw the PUT,
+    // the 3 GETs, the miss and the first /history.
+    let sum = |key: &str| -> u64 {
+        points[before..]
+            .iter()
+            .map(|p| p[key].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(sum("requests"), 6, "{history}");
+    assert_eq!(sum("hits"), 3, "{history}");
+    assert_eq!(sum("misses"), 1, "{history}");
+    assert_eq!(sum("bytes_in"), 3000, "{history}");
+    assert!(sum("bytes_out") >= 9000, "{history}");
+    let last = points.last().unwrap();
+    assert!(last["at"].as_u64().unwrap() > 1_700_000_000);
+    node.stop().await;
+}
