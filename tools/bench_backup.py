@@ -58,7 +58,7 @@ from bench_bundle import (  # noqa: E402
     target_dir, write_random,
 )
 from bench_node import describe_machine, say, wait_for_quiet  # noqa: E402
-from bench_report import MIB, Verdict, render_table  # noqa: E402
+from bench_report import MIB, Verdict, publish, render_table  # noqa: E402
 from bench_servers import (  # noqa: E402
     NodeProcess, ServerError, cpu_seconds, memory_kib, start_node,
 )
@@ -893,16 +893,9 @@ def run(plan: Plan) -> int:
             make_writable(run_dir)
             shutil.rmtree(run_dir, ignore_errors=True)
     text = report(plan, machine, command, bench)
-    print("\n" + text)
-    if plan.markdown:
-        title = (f"## Backup: libernet against restic ({'smoke' if plan.smoke else 'full'} "
-                 f"run, {dict(machine)['date']})")
-        plan.markdown.parent.mkdir(parents=True, exist_ok=True)
-        plan.markdown.write_text(title + "\n\n" + text, encoding="utf-8")
-        print(f"wrote {plan.markdown}")
-    for failure in bench.failures:
-        say(f"FAILED: {failure}")
-    return 1 if bench.failures else 0
+    title = (f"## Backup: libernet against restic ({'smoke' if plan.smoke else 'full'} "
+             f"run, {dict(machine)['date']})")
+    return publish(text, plan.markdown, title, bench.failures, say)
 
 
 def make_writable(top: Path) -> None:

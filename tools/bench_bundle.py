@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_node import (  # noqa: E402
     NGINX, REPO, describe_machine, say, wait_for_quiet,
 )
-from bench_report import MIB, Verdict, render_table  # noqa: E402
+from bench_report import MIB, Verdict, publish, render_table  # noqa: E402
 from bench_servers import (  # noqa: E402
     NginxProcess, NodeProcess, ServerError, cpu_seconds, http_get, memory_kib,
     plain_nginx_config, start_nginx, start_node,
@@ -946,16 +946,9 @@ def run(plan: Plan) -> int:
         except (BenchFailure, ServerError, OSError) as e:
             bench.failures.append(f"{type(e).__name__}: {e}")
     text = report(plan, machine, command, bench)
-    print("\n" + text)
-    if plan.markdown:
-        title = (f"## Bundles: put/get and serving ({'smoke' if plan.smoke else 'full'} run, "
-                 f"{dict(machine)['date']})")
-        plan.markdown.parent.mkdir(parents=True, exist_ok=True)
-        plan.markdown.write_text(title + "\n\n" + text, encoding="utf-8")
-        print(f"wrote {plan.markdown}")
-    for failure in bench.failures:
-        say(f"FAILED: {failure}")
-    return 1 if bench.failures else 0
+    title = (f"## Bundles: put/get and serving ({'smoke' if plan.smoke else 'full'} run, "
+             f"{dict(machine)['date']})")
+    return publish(text, plan.markdown, title, bench.failures, say)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,7 +50,7 @@ from xml.sax.saxutils import escape
 sys.dont_write_bytecode = True  # no __pycache__ next to the sibling modules
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_report import Verdict  # noqa: E402
+from bench_report import Verdict, publish  # noqa: E402
 from mesh import (  # noqa: E402
     Mesh, MeshError, Node, NodeSettings, close_connections, netns_unavailable,
 )
@@ -1321,15 +1321,9 @@ def run(plan: Plan) -> int:
     machine.append(("load average at the end (1/5/15 min)",
                     " ".join(Path("/proc/loadavg").read_text().split()[:3])))
     text = report(plan, bench, machine, command, "")
-    print("\n" + text)
-    if plan.markdown:
-        title = (f"## Mesh benchmark ({'smoke' if plan.smoke else 'full'} run, "
-                 f"{dict(machine)['date']})")
-        plan.markdown.write_text(title + "\n\n" + text, encoding="utf-8")
-        say(f"wrote {plan.markdown}")
-    for failure in bench.failures:
-        say(f"FAILED: {failure}")
-    return 1 if bench.failures else 0
+    title = (f"## Mesh benchmark ({'smoke' if plan.smoke else 'full'} run, "
+             f"{dict(machine)['date']})")
+    return publish(text, plan.markdown, title, bench.failures, say)
 
 
 def main(argv: list[str] | None = None) -> int:

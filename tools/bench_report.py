@@ -283,3 +283,16 @@ def markdown_section(title: str, machine: list[tuple[str, str]], command: str,
         out += ["### Scale run", ""] + scale.lines() + ["", results_table(scale.like_rows), ""]
         out += ["```"] + [v.line() for v in scale_verdicts] + ["```", ""]
     return "\n".join(out)
+
+
+def publish(text: str, markdown, title: str, failures: list[str], say=print) -> int:
+    """Prints a benchmark's report, writes it under ``title`` to ``markdown`` (a Path,
+    or None), says each failure, and returns the exit status: 1 if any failed."""
+    print("\n" + text)
+    if markdown:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(title + "\n\n" + text, encoding="utf-8")
+        say(f"wrote {markdown}")
+    for failure in failures:
+        say(f"FAILED: {failure}")
+    return 1 if failures else 0
