@@ -68,7 +68,11 @@ impl Handler {
             }
             (Opened::Bundle(_), None) => redirect(parts, "/")?,
             (Opened::Bundle(tree), Some(path)) => {
-                self.in_bundle(&tree, path, parts, json, &tag, wait).await?
+                let view = View {
+                    json,
+                    listing: asks_listing(parts.uri.query()),
+                };
+                self.in_bundle(&tree, path, parts, view, &tag, wait).await?
             }
         };
         reply.headers.insert(
@@ -114,7 +118,7 @@ impl Handler {
         tree: &Arc<Tree>,
         raw: &str,
         parts: &Parts,
-        json: bool,
+        view: View,
         tag: &str,
         wait: Duration,
     ) -> Result<Reply, ApiError> {
@@ -127,6 +131,7 @@ impl Handler {
             Lookup::File(name, file) if !dir_form => self.file(name, file, parts, tag, wait).await,
             Lookup::File(..) => Err(not_in_bundle("a file, not a directory")),
             Lookup::Directory(_) if !dir_form => redirect(parts, "/"),
+            Lookup::Directory(dir) if view.listing => Ok(listing(tree, &dir, view.json, tag)),
             Lookup::Directory(dir) => {
                 let index = if dir.is_empty() {
                     "index.html".to_owned()
@@ -135,7 +140,7 @@ impl Handler {
                 };
                 match tree.lookup(&index) {
                     Lookup::File(name, file) => self.file(name, file, parts, tag, wait).await,
-                    _ => Ok(listing(tree, &dir, json, tag)),
+                    _ => Ok(listing(tree, &dir, view.json, tag)),
                 }
             }
             Lookup::NotFound => Err(not_in_bundle("no such file in the bundle")),
@@ -235,6 +240,24 @@ fn immutable(headers: &mut HeaderMap, tag: &str) {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+}
+
+/// How a directory is answered.
+#[derive(Debug, Clone, Copy)]
+struct View {
+    /// A listing is JSON (`Accept: application/json`), else HTML.
+    json: bool,
+    /// `?listing`: the listing even when the directory has an `index.html` (the
+    /// dashboard lists websites too).
+    listing: bool,
+}
+
+/// True when the query has a `listing` parameter.
+fn asks_listing(query: Option<&str>) -> bool {
+    query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .any(|pair| pair == "listing" || pair.starts_with("listing="))
 }
 
 /// The entity tag of decrypted content: `"<id>"` (DESIGN 3), the id in its URL; the URL

@@ -107,6 +107,9 @@ impl From<NodeError> for ApiError {
             NodeError::WrongKey(_) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "wrong_key", e.to_string())
             }
+            NodeError::BadUpload(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_upload", e.to_string())
+            }
             NodeError::BadBundle(_) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "bad_bundle",

@@ -13,9 +13,10 @@ use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
 use sha2::{Digest, Sha256};
 
+use super::assets::DASHBOARD_POLICY;
 use super::body::{Body, FileBody};
 use super::error::ApiError;
-use super::peer::{Caller, check_body_digest, holder_of};
+use super::peer::{Caller, check_body_digest, holder_of, json_reply};
 use super::range::{self, ByteRange};
 use super::route::Route;
 use super::sign::{Covered, ResponseSigner};
@@ -31,9 +32,6 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Cache lifetime of immutable content: 336 days, as DESIGN 3 fixes.
 pub(super) const IMMUTABLE: &str = "public, max-age=29030400, immutable";
-
-/// The dashboard page, built into the binary.
-const DASHBOARD: &str = include_str!("../../web/index.html");
 
 pub(super) static REPR_DIGEST: HeaderName = HeaderName::from_static("repr-digest");
 static CONTENT_DIGEST: HeaderName = HeaderName::from_static("content-digest");
@@ -230,11 +228,23 @@ impl Handler {
                 "text/plain; version=0.0.4; charset=utf-8",
                 self.node.render_metrics(),
             )),
-            Route::Dashboard => Ok(Reply::new(
-                StatusCode::OK,
-                "text/html; charset=utf-8",
-                DASHBOARD,
-            )),
+            Route::Asset(asset) => {
+                let mut reply = Reply::new(StatusCode::OK, asset.content_type(), asset.body());
+                let h = &mut reply.headers;
+                // Small, and new with every release: always revalidated.
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                h.insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(DASHBOARD_POLICY),
+                );
+                h.insert(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                );
+                Ok(reply)
+            }
+            Route::Mesh => json_reply(StatusCode::OK, &self.node.mesh_view().await),
+            Route::Upload => self.upload(parts, body).await,
         }
     }
 
@@ -412,7 +422,7 @@ impl Handler {
 
 /// The path with the key of a content URL replaced by `KEY`: keys are capabilities and
 /// stay out of logs.
-fn redact_key(path: &str) -> std::borrow::Cow<'_, str> {
+pub(super) fn redact_key(path: &str) -> std::borrow::Cow<'_, str> {
     let mut parts = path.splitn(6, '/');
     let head: Vec<&str> = parts.by_ref().take(5).collect();
     match head.as_slice() {

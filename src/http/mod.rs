@@ -2,6 +2,7 @@
 //! hyper's HTTP/1.1 under the bounds below, and drains on shutdown. The only server-side
 //! module that touches hyper; it translates requests into `node` calls (see `handler`).
 
+mod assets;
 mod body;
 mod content;
 mod error;
@@ -10,6 +11,7 @@ mod peer;
 mod range;
 mod route;
 mod sign;
+mod upload;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,6 +30,7 @@ pub use handler::{BODY_READ_TIMEOUT, Handler};
 pub use range::ByteRange;
 pub use route::{Route, RouteError};
 pub use sign::{LABEL, REUSE_SECS, ResponseSigner};
+pub use upload::MAX_UPLOAD_BYTES;
 
 use crate::node::Node;
 

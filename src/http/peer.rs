@@ -308,7 +308,10 @@ fn bad_query(what: &str) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "bad_query", what.to_owned())
 }
 
-fn json_reply(status: StatusCode, value: &impl serde::Serialize) -> Result<Reply, ApiError> {
+pub(super) fn json_reply(
+    status: StatusCode,
+    value: &impl serde::Serialize,
+) -> Result<Reply, ApiError> {
     let body = serde_json::to_vec(value)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     Ok(Reply::json(status, body))

@@ -3,6 +3,7 @@
 
 use hyper::Method;
 
+use super::assets::Asset;
 use crate::codec::{Key, Locator, Mode};
 use crate::id::{BlockId, IdError};
 
@@ -37,8 +38,12 @@ pub enum Route<'a> {
     Node,
     /// `GET`/`HEAD /metrics`.
     Metrics,
-    /// `GET`/`HEAD /`.
-    Dashboard,
+    /// `GET`/`HEAD /` and `/web/{name}`: the dashboard's files.
+    Asset(Asset),
+    /// `GET`/`HEAD /mesh`: this node and its peers' public figures (JSON).
+    Mesh,
+    /// `POST /upload` (admin): files sent as `multipart/form-data`, stored as a bundle.
+    Upload,
     /// `GET`/`HEAD /peers`.
     Peers,
     /// `PUT /peers`: a signed announcement.
@@ -106,7 +111,14 @@ impl<'a> Route<'a> {
             }
         };
         match path {
-            "/" => return only_read(Route::Dashboard),
+            "/" => return only_read(Route::Asset(Asset::Index)),
+            "/mesh" => return only_read(Route::Mesh),
+            "/upload" => {
+                return match *method {
+                    Method::POST => Ok(Route::Upload),
+                    _ => Err(RouteError::MethodNotAllowed { allow: "POST" }),
+                };
+            }
             "/node" => return only_read(Route::Node),
             "/metrics" => return only_read(Route::Metrics),
             "/history" => return only_read(Route::History),
@@ -126,6 +138,10 @@ impl<'a> Route<'a> {
                 };
             }
             _ => {}
+        }
+        if let Some(name) = path.strip_prefix("/web/") {
+            let asset = Asset::under_web(name).ok_or(RouteError::NotFound)?;
+            return only_read(Route::Asset(asset));
         }
         if let Some(id) = path.strip_prefix("/pins/") {
             let id = id.parse().map_err(RouteError::BadId)?;
@@ -165,7 +181,9 @@ impl<'a> Route<'a> {
             Route::Content { .. } => "content",
             Route::Node => "node",
             Route::Metrics => "metrics",
-            Route::Dashboard => "dashboard",
+            Route::Asset(_) => "asset",
+            Route::Mesh => "mesh",
+            Route::Upload => "upload",
             Route::Peers => "peers",
             Route::Announce => "announce",
             Route::Stats => "stats",
@@ -223,7 +241,22 @@ mod tests {
             (&get, format!("/sha256/like/{ID}"), Ok(Route::Like { id })),
             (&get, "/node".into(), Ok(Route::Node)),
             (&get, "/metrics".into(), Ok(Route::Metrics)),
-            (&get, "/".into(), Ok(Route::Dashboard)),
+            (&get, "/".into(), Ok(Route::Asset(Asset::Index))),
+            (&get, "/web/app.js".into(), Ok(Route::Asset(Asset::Script))),
+            (&get, "/web/../node".into(), Err(RouteError::NotFound)),
+            (&get, "/web/".into(), Err(RouteError::NotFound)),
+            (
+                &put,
+                "/web/style.css".into(),
+                Err(RouteError::MethodNotAllowed { allow: READ_ONLY }),
+            ),
+            (&get, "/mesh".into(), Ok(Route::Mesh)),
+            (&Method::POST, "/upload".into(), Ok(Route::Upload)),
+            (
+                &get,
+                "/upload".into(),
+                Err(RouteError::MethodNotAllowed { allow: "POST" }),
+            ),
             (&del, format!("/sha256/{ID}"), Ok(Route::DeleteBlock { id })),
             (
                 &Method::POST,

@@ -147,6 +147,9 @@ impl Mesh {
             .header(HOPS_HEADER)
             .and_then(|h| h.parse().ok())
             .unwrap_or(0);
+        if further == 0 {
+            self.mark_known(&peer, &id, true); // it had the block itself
+        }
         Some((reply.body, further.saturating_add(1)))
     }
 

@@ -200,6 +200,14 @@ pub struct Counters {
     pub peers_dropped: AtomicU64,
 }
 
+/// What was learned about a peer and a block, and when.
+#[derive(Debug, Clone, Copy)]
+struct Learned {
+    at: Instant,
+    /// It holds the block (else it declined a push of it).
+    held: bool,
+}
+
 /// The node's view of the mesh.
 pub struct Mesh {
     identity: Arc<Identity>,
@@ -213,7 +221,7 @@ pub struct Mesh {
     settings: MeshSettings,
     recent: Mutex<LruCache<u64, Instant>>,
     /// Per peer: blocks it is known to hold (or declined), and when that was learned.
-    known: Mutex<HashMap<BlockId, LruCache<BlockId, Instant>>>,
+    known: Mutex<HashMap<BlockId, LruCache<BlockId, Learned>>>,
     rng: Mutex<u64>,
 }
 
@@ -389,24 +397,92 @@ impl Mesh {
         result
     }
 
+    /// Sends `GET path` to every peer at once (at most `MAX_PEERS`), each within
+    /// `timeout`; every peer's id, URL and answer (or why there is none), in the order of
+    /// `/peers`. Answers are verified as every peer answer is.
+    pub async fn ask_every_peer(
+        self: &Arc<Self>,
+        path: &str,
+        timeout: Duration,
+    ) -> Vec<(BlockId, String, Result<crate::client::Reply, String>)> {
+        let peers: Vec<(BlockId, String)> = {
+            let me = self.me();
+            let table = self.peers();
+            let mut rows: Vec<(BlockId, String)> =
+                table.all().map(|p| (p.id, p.url.clone())).collect();
+            rows.sort_unstable_by_key(|(id, _)| id.distance(&me));
+            rows
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        for (index, (id, _)) in peers.iter().enumerate() {
+            let (mesh, id, call) = (
+                self.clone(),
+                *id,
+                link::Call::new(hyper::Method::GET, path.to_owned(), timeout),
+            );
+            tasks.spawn(async move { (index, mesh.call(&id, call).await) });
+        }
+        let mut answers: Vec<Option<Result<crate::client::Reply, String>>> =
+            peers.iter().map(|_| None).collect();
+        while let Some(done) = tasks.join_next().await {
+            if let Ok((index, answer)) = done {
+                answers[index] = Some(answer.map_err(|e| e.to_string()));
+            }
+        }
+        peers
+            .into_iter()
+            .zip(answers)
+            .map(|((id, url), answer)| {
+                (
+                    id,
+                    url,
+                    answer.unwrap_or_else(|| Err("internal task failed".into())),
+                )
+            })
+            .collect()
+    }
+
     /// Whether peer `peer` is known to hold `block` (or to have declined it) recently.
     fn known_held(&self, peer: &BlockId, block: &BlockId) -> bool {
         let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
         known
             .get_mut(peer)
             .and_then(|k| k.get(block).copied())
-            .is_some_and(|at| at.elapsed() < push::KNOWN_TTL)
+            .is_some_and(|learned| learned.at.elapsed() < push::KNOWN_TTL)
     }
 
-    /// Remembers that `peer` holds (or declined) `block`.
-    fn mark_known(&self, peer: &BlockId, block: &BlockId) {
+    /// Remembers that `peer` holds `block` (`held`) or declined it.
+    fn mark_known(&self, peer: &BlockId, block: &BlockId, held: bool) {
         let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
         known
             .entry(*peer)
             .or_insert_with(|| {
                 LruCache::new(NonZeroUsize::new(push::KNOWN_PER_PEER).unwrap_or(NonZeroUsize::MIN))
             })
-            .put(*block, Instant::now());
+            .put(
+                *block,
+                Learned {
+                    at: Instant::now(),
+                    held,
+                },
+            );
+    }
+
+    /// Notes that peer `peer` holds `block` (it pushed the block here).
+    pub fn note_holder(&self, peer: &BlockId, block: &BlockId) {
+        self.mark_known(peer, block, true);
+    }
+
+    /// How many peers are known to hold `block`: they answered it, pushed it here or
+    /// kept it when it was pushed to them, within `KNOWN_TTL`. A lower bound: peers
+    /// that got it elsewhere are not counted.
+    pub fn known_holders(&self, block: &BlockId) -> usize {
+        let known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        known
+            .values()
+            .filter_map(|k| k.peek(block))
+            .filter(|learned| learned.held && learned.at.elapsed() < push::KNOWN_TTL)
+            .count()
     }
 
     fn random(&self) -> u64 {

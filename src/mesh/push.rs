@@ -108,7 +108,7 @@ impl Mesh {
         );
         match self.call(&peer, head).await {
             Ok(r) if r.status == StatusCode::OK => {
-                self.mark_known(&peer, &block);
+                self.mark_known(&peer, &block, true);
                 return;
             }
             Ok(r)
@@ -129,15 +129,15 @@ impl Mesh {
             Ok(r) if r.status == StatusCode::CREATED => {
                 self.counters.pushes_sent.fetch_add(1, Ordering::Relaxed);
                 self.stats.record(&block, Event::PushOut, unix_now());
-                self.mark_known(&peer, &block);
+                self.mark_known(&peer, &block, true);
             }
-            Ok(r) if r.status == StatusCode::OK => self.mark_known(&peer, &block),
+            Ok(r) if r.status == StatusCode::OK => self.mark_known(&peer, &block, true),
             Ok(r) => {
                 self.counters
                     .pushes_declined
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%peer, %block, status = %r.status, "push declined");
-                self.mark_known(&peer, &block);
+                self.mark_known(&peer, &block, false);
             }
             Err(e) => tracing::debug!(%peer, %block, error = %e, "push failed"),
         }

@@ -76,6 +76,9 @@ pub struct StatRow {
     pub pinned: bool,
     /// Decayed request count (what eviction weighs), when held.
     pub heat: Option<f32>,
+    /// Copies known: this node's, if held, and the peers known to hold it (see
+    /// `Mesh::known_holders`).
+    pub replicas: usize,
     /// The counters.
     #[serde(flatten)]
     pub stat: BlockStat,
@@ -262,12 +265,16 @@ impl Node {
         StatsPage {
             blocks: rows
                 .into_iter()
-                .map(|(id, stat)| StatRow {
-                    id: id.to_string(),
-                    local: self.store.contains(&id).is_some(),
-                    pinned: self.store.is_pinned(&id),
-                    heat: self.store.heat(&id),
-                    stat,
+                .map(|(id, stat)| {
+                    let local = self.store.contains(&id).is_some();
+                    StatRow {
+                        id: id.to_string(),
+                        local,
+                        replicas: usize::from(local) + self.mesh.known_holders(&id),
+                        pinned: self.store.is_pinned(&id),
+                        heat: self.store.heat(&id),
+                        stat,
+                    }
                 })
                 .collect(),
             next: next.map(|n| n.to_string()),

@@ -8,6 +8,8 @@ mod admin;
 mod content;
 mod history;
 mod metrics;
+mod survey;
+mod upload;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,6 +25,8 @@ pub use admin::{
 pub use content::{FileStream, Opened, PREFETCH_BLOCKS, StreamGuard};
 pub use history::{HISTORY_POINTS, HISTORY_STEP, Point, Totals};
 pub use metrics::{Gauges, Metrics};
+pub use survey::{Figures, MeshTotals, MeshView, NodeRow, SURVEY_TIMEOUT, SURVEY_TTL};
+pub use upload::{BundleUpload, MAX_UPLOAD_FILES, Uploaded};
 
 use crate::config::Config;
 use crate::fsutil;
@@ -97,6 +101,9 @@ pub enum NodeError {
     /// A bundle manifest is malformed, or disagrees with its blocks.
     #[error("bad bundle: {0}")]
     BadBundle(String),
+    /// Files sent to be stored as a bundle that cannot be one.
+    #[error("bad upload: {0}")]
+    BadUpload(String),
     /// Too many requests waiting already.
     #[error(transparent)]
     Busy(#[from] TooManyWaiters),
@@ -250,6 +257,8 @@ pub struct Node {
     /// The last 15 minutes of activity (see `history`).
     history: Arc<std::sync::Mutex<history::History>>,
     content: content::ContentCaches,
+    /// The last `/mesh` survey (see `survey`).
+    survey: survey::SurveyCache,
     url: String,
     started: Instant,
     admin_token: String,
@@ -293,6 +302,7 @@ impl Node {
             metrics: Arc::default(),
             history: Arc::default(),
             content: content::ContentCaches::new(),
+            survey: tokio::sync::Mutex::new(None),
             url,
             started: Instant::now(),
             admin_token,
@@ -549,6 +559,7 @@ impl Node {
                 counters.pushes_received.fetch_add(1, Ordering::Relaxed);
                 let now = crate::client::unix_now();
                 self.mesh.stats().record(&id, Event::PushIn, now);
+                self.mesh.note_holder(&from, &id);
                 tracing::debug!(%id, %from, heat, "push kept");
                 Ok(PutOutcome::Stored)
             }

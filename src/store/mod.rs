@@ -33,7 +33,7 @@ use bytes::Bytes;
 pub use hot::{HOT_MAX_BLOCK, HotCache};
 pub use index::{EVICTION_SAMPLES, Entry, Index, NoRoom};
 pub use lock::{LOCK_FILE, StoreLock};
-pub use pins::{ADMIN_HOLDER, BadHolder, Holder, MAX_HOLDER_LEN, PinBook};
+pub use pins::{ADMIN_HOLDER, BadHolder, Holder, MAX_HOLDER_LEN, PinBook, UPLOAD_HOLDER};
 pub use value::{DEFAULT_HALF_LIFE, NEAR_BONUS, Valuer};
 
 use crate::fsutil;

@@ -19,6 +19,9 @@ pub const MAX_HOLDER_LEN: usize = 64;
 /// The holder of pins made without a name (the operator's `PUT /pins/{id}`).
 pub const ADMIN_HOLDER: &str = "admin";
 
+/// The holder of blocks uploaded through the dashboard.
+pub const UPLOAD_HOLDER: &str = "upload";
+
 /// A pin holder's name: 1 to 64 of `A-Z a-z 0-9 . _ : @ -`, so it fits a query string
 /// and a line of the pins file unescaped.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
@@ -37,6 +40,11 @@ impl Holder {
     /// The operator.
     pub fn admin() -> Holder {
         Holder(ADMIN_HOLDER.to_owned())
+    }
+
+    /// Content added through the node's dashboard (see `node::BundleUpload`).
+    pub fn upload() -> Holder {
+        Holder(UPLOAD_HOLDER.to_owned())
     }
 
     /// The name.

@@ -7,6 +7,7 @@ mod browser;
 mod cli;
 mod client_cli;
 mod content;
+mod dashboard;
 mod hardening;
 mod like;
 mod mesh;
