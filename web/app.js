@@ -54,19 +54,15 @@ function setText(node, text) {
 }
 
 /**
- * Makes `tbody` hold one row per item, in order, reusing rows by `item.id` (kept in
- * `row.dataset[keyName]`) so that a focused link or button survives a refresh.
+ * Makes `tbody` hold one row per item, in order, reusing rows by `item.id` (kept in the
+ * row's `attribute`) so that a focused link or button survives a refresh.
  * `fill(row, item)` builds the row's cells when it has none, and updates them.
  */
-function syncRows(tbody, items, keyName, fill) {
-  const old = new Map([...tbody.rows].map((row) => [row.dataset[keyName], row]));
+function syncRows(tbody, items, attribute, fill) {
+  const old = new Map([...tbody.rows].map((row) => [row.getAttribute(attribute), row]));
   items.forEach((item, index) => {
-    let row = old.get(item.id);
+    const row = old.get(item.id) ?? el("tr", { [attribute]: item.id });
     old.delete(item.id);
-    if (!row) {
-      row = document.createElement("tr");
-      row.dataset[keyName] = item.id;
-    }
     fill(row, item);
     if (tbody.rows[index] !== row) tbody.insertBefore(row, tbody.rows[index] ?? null);
   });
@@ -79,10 +75,10 @@ function setStatus(node, text, problem = false) {
   node.classList.toggle("problem", problem);
 }
 
-/** Fills a cell made with idCell(): the short id, the full one in its title. */
-function setIdCell(cell, id) {
-  setText(cell.firstChild, shortId(id));
-  cell.firstChild.title = id;
+/** Shows an id's short form, the full one in the title. */
+function setShortId(node, id) {
+  setText(node, shortId(id));
+  node.title = id;
 }
 
 function setLinkCell(cell, url) {
@@ -156,11 +152,6 @@ function formatAgo(unixSecs) {
 
 function formatRate(perSecond) {
   return perSecond > 0 && perSecond < 0.1 ? "<0.1/s" : `${oneDecimal.format(perSecond)}/s`;
-}
-
-function formatPercent(fraction) {
-  if (fraction > 0 && fraction < 0.001) return "<0.1%";
-  return `${oneDecimal.format(fraction * 100)}%`;
 }
 
 const plural = (n, word) => `${formatCount(n)} ${word}${n === 1 ? "" : "s"}`;
@@ -274,10 +265,8 @@ async function pollNode() {
 }
 
 function renderNode(node) {
-  const id = $("node-id");
-  setText(id, shortId(node.id));
-  id.dataset.id = node.id;
-  id.title = node.id;
+  setShortId($("node-id"), node.id);
+  $("node-id").dataset.id = node.id;
   setText($("node-version"), node.version);
   setText($("footer-version"), node.version);
   setText($("node-uptime"), formatDuration(node.uptime_secs));
@@ -294,7 +283,8 @@ function renderStore({ blocks, bytes, quota }) {
   store.dataset.quota = quota;
   const used = quota > 0 ? Math.min(1, bytes / quota) : 0;
   $("store-bar").value = used;
-  setText($("store-text"), `${formatBytes(bytes)} of ${formatBytes(quota)} used (${formatPercent(used)})`);
+  const percent = used > 0 && used < 0.001 ? "<0.1" : oneDecimal.format(used * 100);
+  setText($("store-text"), `${formatBytes(bytes)} of ${formatBytes(quota)} used (${percent}%)`);
   setText($("store-blocks"), plural(blocks, "block"));
 }
 
@@ -319,16 +309,19 @@ function drawChart(key, points, step) {
   svg.setAttribute("aria-label", rates.length
     ? `${name}: ${formatRate(current)} now, peak ${formatRate(peak)} over the last 15 minutes`
     : `${name}: no data yet`);
-  svg.replaceChildren(...sparkline(rates, peak));
+  svg.replaceChildren(...sparkline(rates, peak, HISTORY_WINDOW_SECS / step));
 }
 
-function sparkline(rates, peak) {
+/**
+ * The node keeps one point per step, oldest first, so point i of n is drawn n - 1 - i
+ * steps left of the right edge, and the chart is `slots` steps wide.
+ */
+function sparkline(rates, peak, slots) {
   if (rates.length === 0) return [];
-  const newest = rates.at(-1).at;
-  const x = (at) => CHART_WIDTH - ((newest - at) / HISTORY_WINDOW_SECS) * CHART_WIDTH;
+  const x = (i) => CHART_WIDTH - ((rates.length - 1 - i) / Math.max(1, slots - 1)) * CHART_WIDTH;
   // Leave a pixel at the top; a flat zero line sits just above the bottom edge.
   const y = (rate) => CHART_HEIGHT - 1 - (peak > 0 ? (rate / peak) * (CHART_HEIGHT - 3) : 0);
-  const coords = rates.map((r) => [x(r.at), y(r.rate)]);
+  const coords = rates.map((r, i) => [x(i), y(r.rate)]);
   if (coords.length === 1) coords.unshift([coords[0][0] - CHART_WIDTH / 180, coords[0][1]]);
   const line = coords.map(([cx, cy], i) => `${i ? "L" : "M"}${cx.toFixed(2)} ${cy.toFixed(2)}`).join("");
   const [left, right] = [coords[0][0].toFixed(2), coords.at(-1)[0].toFixed(2)];
@@ -358,7 +351,7 @@ async function pollPeers() {
   const peers = (await getJSON("/peers")).peers ?? [];
   $("peers-empty").hidden = peers.length > 0;
   $("peers-wrap").hidden = peers.length === 0;
-  syncRows($("peers-table").tBodies[0], peers, "peerId", fillPeerRow);
+  syncRows($("peers-table").tBodies[0], peers, "data-peer-id", fillPeerRow);
 }
 
 function fillPeerRow(row, peer) {
@@ -368,7 +361,7 @@ function fillPeerRow(row, peer) {
   }
   const [id, url, health, latency, seen, bytesIn, bytesOut] = row.cells;
   row.dataset.health = peer.health;
-  setIdCell(id, peer.id);
+  setShortId(id.firstChild, peer.id);
   setLinkCell(url, peer.url);
   const badge = health.firstChild;
   badge.className = `badge health-${peer.health}`;
@@ -385,12 +378,14 @@ function fillPeerRow(row, peer) {
 
 async function pollStats() {
   const token = state.token;
-  const data = await getJSON(`/stats?top=${TOP_BLOCKS}`, { headers: adminHeaders(token) });
-  if (token !== state.token) return; // the token changed while this was in flight
+  // An answer to a token changed meanwhile, even a 401, says nothing about the new one.
+  const data = await getJSON(`/stats?top=${TOP_BLOCKS}`, { headers: adminHeaders(token) })
+    .catch((error) => { if (token === state.token) throw error; });
+  if (token !== state.token) return;
   const blocks = data.blocks ?? [];
   $("popular-wrap").hidden = blocks.length === 0;
   showPopularNote(blocks.length ? "" : "No block has been requested since the node started.");
-  syncRows($("popular-table").tBodies[0], blocks, "blockId", fillBlockRow);
+  syncRows($("popular-table").tBodies[0], blocks, "data-block-id", fillBlockRow);
 }
 
 function fillBlockRow(row, block) {
@@ -400,7 +395,7 @@ function fillBlockRow(row, block) {
   }
   const [id, requests, replicas, last, local, pin] = row.cells;
   row.dataset.pinned = String(block.pinned);
-  setIdCell(id, block.id);
+  setShortId(id.firstChild, block.id);
   setText(requests, formatCount(block.requests));
   setText(replicas, block.replicas == null ? "–" : formatCount(block.replicas));
   setText(last, formatAgo(block.last_request));
@@ -411,13 +406,15 @@ function fillBlockRow(row, block) {
 // The label stays "Pin" and aria-pressed carries the state, as a toggle button should.
 function setPinButton(button, pinned) {
   button.setAttribute("aria-pressed", String(pinned));
-  button.title = pinned ? "Pinned here by the admin: press to unpin" : "Press to pin it on this node";
+  button.title = pinned ? "Pinned on this node: press to unpin" : "Press to pin it on this node";
 }
 
 async function togglePin(button) {
   const row = button.closest("tr");
   if (button.getAttribute("aria-busy") === "true") return;
   const pin = row.dataset.pinned !== "true";
+  const status = $("pin-status");
+  setStatus(status, "");
   button.setAttribute("aria-busy", "true");
   try {
     const method = pin ? "PUT" : "DELETE";
@@ -426,9 +423,11 @@ async function togglePin(button) {
     const pinned = answer?.pinned ?? pin;
     row.dataset.pinned = String(pinned);
     setPinButton(button, pinned);
+    // DELETE lets go of the admin's pin only: a backup set may still hold the block.
+    if (!pin && pinned) setStatus(status, "It stays pinned: another holder (a backup set) pins it too.");
     refresh("stats");
   } catch (error) {
-    showAdminError(error, showPopularNote);
+    showAdminError(error, (text) => setStatus(status, `Pin failed: ${text}`, true));
   } finally {
     button.removeAttribute("aria-busy");
   }
@@ -498,7 +497,7 @@ async function pollMesh() {
   setTotal("mesh-quota", totals.quota, formatBytes(totals.quota ?? 0));
   $("mesh-note").hidden = true;
   $("mesh-wrap").hidden = false;
-  syncRows($("mesh-table").tBodies[0], nodes, "nodeId", fillMeshRow);
+  syncRows($("mesh-table").tBodies[0], nodes, "data-node-id", fillMeshRow);
 }
 
 function setTotal(id, value, text) {
@@ -523,22 +522,17 @@ function fillMeshRow(row, node) {
       ...(node.reachable ? meshFigureCells() : [el("td", { colspan: 8, class: "error-cell" })]));
   }
   const [id, url, ...rest] = row.cells;
-  setIdCell(id, node.id);
+  setShortId(id.firstChild, node.id);
   if (node.self && !id.querySelector(".tag")) id.append(" ", el("span", { class: "tag", text: "this node" }));
   row.classList.toggle("self", Boolean(node.self));
   setLinkCell(url, node.url);
   if (!node.reachable) return setText(rest[0], `unreachable: ${node.error ?? "no answer"}`);
-  const texts = [
-    node.version,
-    formatCount(node.store.blocks),
+  const unhealthy = node.peers - node.peers_healthy;
+  const texts = [node.version, formatCount(node.store.blocks),
     `${formatBytes(node.store.bytes)} / ${formatBytes(node.store.quota)}`,
-    formatCount(node.requests),
-    formatCount(node.hits),
-    formatCount(node.misses),
-    node.peers_healthy < node.peers
-      ? `${node.peers} (${node.peers - node.peers_healthy} unhealthy)` : String(node.peers),
-    formatDuration(node.uptime_secs),
-  ];
+    formatCount(node.requests), formatCount(node.hits), formatCount(node.misses),
+    unhealthy > 0 ? `${node.peers} (${unhealthy} unhealthy)` : String(node.peers),
+    formatDuration(node.uptime_secs)];
   texts.forEach((text, i) => setText(rest[i], text));
 }
 
@@ -578,9 +572,8 @@ async function browse(locator, remember) {
     // A HEAD answer has no body: ask again with GET to read the node's message.
     if (!head.ok) throw await httpError(await fetch(url, { headers: { Accept: "application/json" } }));
     const finalPath = new URL(head.url).pathname;
-    const view = finalPath.endsWith("/")
-      ? await directoryView(locator.root, finalPath)
-      : fileView(finalPath, head);
+    const isDir = finalPath.endsWith("/");
+    const view = isDir ? await directoryView(locator.root, finalPath) : fileView(finalPath, head);
     if (seq !== state.browseSeq) return;
     $("listing").replaceChildren(...view);
     $("browse-url").value = location.origin + finalPath;
@@ -589,21 +582,19 @@ async function browse(locator, remember) {
   } catch (error) {
     if (seq !== state.browseSeq) return;
     $("listing").replaceChildren();
-    const text = error instanceof HttpError ? `${error.message} (${error.status})` : "The node did not answer.";
-    setStatus(status, text, true);
+    const reason = error instanceof HttpError ? `${error.message} (${error.status})` : "the node did not answer";
+    setStatus(status, `Could not open it: ${reason}.`, true);
   }
 }
 
 async function directoryView(root, dirPath) {
-  const response = await fetch(dirPath, { headers: { Accept: "application/json" } });
+  // `?listing`: the listing even when the directory has an index.html.
+  const response = await fetch(`${dirPath}?listing`, { headers: { Accept: "application/json" } });
   if (!response.ok) throw await httpError(response);
-  const head = el("div", { class: "listing-head" }, breadcrumb(root, dirPath),
-    newTabLink(dirPath, "Open as website", "button small"));
-  if (!(response.headers.get("Content-Type") ?? "").includes("json")) {
-    // The node answered the directory's index.html rather than a listing.
-    return [head, el("p", { class: "empty", text: "It has an index.html: open it as a website." })];
-  }
   const entries = (await response.json()).entries ?? [];
+  const website = entries.some((e) => e.name === "index.html" && e.type === "file");
+  const head = el("div", { class: "listing-head" }, breadcrumb(root, dirPath),
+    newTabLink(dirPath, website ? "Open as website" : "Open listing", "button small"));
   if (entries.length === 0) return [head, el("p", { class: "empty", text: "This directory is empty." })];
   const sorted = [...entries].sort((a, b) =>
     (a.type === "dir" ? 0 : 1) - (b.type === "dir" ? 0 : 1) || a.name.localeCompare(b.name));
@@ -649,7 +640,7 @@ function fileView(path, head) {
   return [
     el("p", { class: "file-title" }, el("strong", { text: "A single file" }),
       LOCATOR.exec(path)?.[3] ? `: ${name}` : ""),
-    el("p", { class: "meta", text: `${size === null ? "size unknown" : formatBytes(Number(size))}, ${type}` }),
+    el("p", { class: "meta", text: `${size === null ? "unknown size" : formatBytes(Number(size))}, ${type}` }),
     newTabLink(path, "Open", "button small"),
   ];
 }
@@ -665,7 +656,7 @@ function onListingClick(event) {
 
 function labelFor(root, path) {
   const rest = path.slice(root.length).split("/").filter(Boolean).map(decodeSegment);
-  return rest.length ? rest.join("/") : `bundle ${root.slice(8, 20)}…`;
+  return rest.length ? rest.join("/") : `bundle ${shortId(root.slice(8))}`;
 }
 
 /* ---------- content: recent URLs ---------- */
@@ -777,9 +768,7 @@ function onDropzoneKey(event) {
 async function upload(items) {
   const status = $("upload-status");
   if (state.uploading) return setStatus(status, "An upload is already running.", true);
-  if (!state.token || state.tokenRefused) {
-    return setStatus(status, "Uploading needs the admin token: save it under Popular blocks.", true);
-  }
+  if (!state.token || state.tokenRefused) return setStatus(status, "Uploading needs the admin token.", true);
   if (items.length === 0) return setStatus(status, "Nothing to upload: no files were given.", true);
   const form = new FormData();
   for (const { file, path } of items) {

@@ -35,7 +35,7 @@ use tungstenite::{Message, WebSocket};
 use crate::support::TestNode;
 
 /// How long any one wait may take: the browser's start, one command, one page load.
-const DEADLINE: Duration = Duration::from_secs(20);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
 /// How long one read of the DevTools socket blocks before the deadline is checked.
 const READ_TIMEOUT: Duration = Duration::from_millis(500);
 /// How often a condition in the page is evaluated again while waiting for it.
@@ -189,7 +189,7 @@ fn fixture_site() -> PathBuf {
 }
 
 /// Where the screenshot goes: `target/test-artifacts/browser/` of the source tree.
-fn artifacts_dir() -> PathBuf {
+pub(crate) fn artifacts_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts/browser")
 }
 
@@ -214,7 +214,7 @@ fn check_bundle_url(url: &str, node: &str) {
 
 /// The browser to use, or `None` after saying loudly that the test is skipped.
 /// Panics instead when `LIBERNET_REQUIRE_BROWSER` is set: CI must not skip.
-fn chromium_or_skip() -> Option<PathBuf> {
+pub(crate) fn chromium_or_skip() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("LIBERNET_CHROMIUM") {
         return Some(PathBuf::from(path));
     }
@@ -255,7 +255,7 @@ fn on_path(name: &str) -> Option<PathBuf> {
 }
 
 /// Runs `command` to its end with its output captured; kills it past `limit`.
-fn run_bounded(mut command: Command, limit: Duration) -> Output {
+pub(crate) fn run_bounded(mut command: Command, limit: Duration) -> Output {
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -284,7 +284,7 @@ fn run_bounded(mut command: Command, limit: Duration) -> Output {
 }
 
 /// Reads a pipe to its end on a thread (so a full pipe never blocks the child).
-fn read_all(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<Vec<u8>> {
+pub(crate) fn read_all(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<Vec<u8>> {
     std::thread::spawn(move || {
         let mut bytes = Vec::new();
         if let Some(mut pipe) = pipe {
@@ -296,7 +296,7 @@ fn read_all(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<Vec<u8>> {
 
 /// Reads a pipe line by line on a thread, to its end (so the child never blocks on a
 /// full pipe), and hands the lines over for as long as someone listens.
-fn watch_lines(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+pub(crate) fn watch_lines(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     let (lines, receiver) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines() {
@@ -309,7 +309,7 @@ fn watch_lines(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
 
 /// The first `find(line)` that is `Some`, within the deadline; panics with the
 /// lines seen before if the pipe ends first or the deadline passes.
-fn wait_for_line(
+pub(crate) fn wait_for_line(
     lines: &mpsc::Receiver<String>,
     what: &str,
     find: impl Fn(&str) -> Option<String>,
@@ -332,7 +332,7 @@ fn wait_for_line(
 }
 
 /// A child process killed (and reaped) when this is dropped, even on a panic.
-struct KillOnDrop(Child);
+pub(crate) struct KillOnDrop(pub(crate) Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -342,11 +342,14 @@ impl Drop for KillOnDrop {
 }
 
 /// Headless Chromium and one page of it, driven over the DevTools protocol.
-struct Browser {
+pub(crate) struct Browser {
     socket: WebSocket<TcpStream>,
     /// The page's session: page commands carry it (flattened sessions).
     session: String,
     next_id: u64,
+    /// What the page reported as errors: uncaught exceptions, `console.error`, and
+    /// the browser's own error entries (failed loads, CSP violations).
+    problems: Vec<String>,
     // Dropped after the socket: the browser dies, then its profile is removed.
     process: KillOnDrop,
     _profile: tempfile::TempDir,
@@ -372,7 +375,7 @@ impl Drop for Browser {
 
 impl Browser {
     /// Starts the browser, connects to it and opens a blank page.
-    fn launch(chromium: &Path) -> Browser {
+    pub(crate) fn launch(chromium: &Path) -> Browser {
         let profile = tempfile::tempdir().expect("a temp profile directory");
         let mut child = Command::new(chromium)
             .args([
@@ -422,6 +425,7 @@ impl Browser {
             socket,
             session: String::new(),
             next_id: 0,
+            problems: Vec::new(),
             process,
             _profile: profile,
         };
@@ -440,18 +444,91 @@ impl Browser {
             .unwrap_or_else(|| panic!("Target.attachToTarget gave no sessionId: {attached}"))
             .to_owned();
         browser.page("Page.enable", json!({}));
+        browser.page("Runtime.enable", json!({}));
+        browser.page("Log.enable", json!({}));
         browser
     }
 
+    /// The errors the page reported since the last call (see `problems`).
+    pub(crate) fn take_problems(&mut self) -> Vec<String> {
+        // A round trip first, so events sent before it have been read.
+        let _ = self.try_evaluate("0");
+        std::mem::take(&mut self.problems)
+    }
+
+    /// Notes an event that reports an error in the page.
+    fn note_event(&mut self, event: &Value) {
+        let params = &event["params"];
+        let problem = match event["method"].as_str() {
+            Some("Runtime.exceptionThrown") => {
+                let details = &params["exceptionDetails"];
+                Some(format!(
+                    "uncaught: {} {}",
+                    details["text"].as_str().unwrap_or(""),
+                    details["exception"]["description"].as_str().unwrap_or("")
+                ))
+            }
+            Some("Runtime.consoleAPICalled")
+                if matches!(params["type"].as_str(), Some("error" | "assert")) =>
+            {
+                let args: Vec<String> = params["args"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|a| a.get("value").unwrap_or(&a["description"]).to_string())
+                    .collect();
+                Some(format!("console.{}: {}", params["type"], args.join(" ")))
+            }
+            Some("Log.entryAdded") if params["entry"]["level"] == "error" => Some(format!(
+                "{}: {} {}",
+                params["entry"]["source"],
+                params["entry"]["text"].as_str().unwrap_or(""),
+                params["entry"]["url"].as_str().unwrap_or("")
+            )),
+            _ => None,
+        };
+        self.problems.extend(problem);
+    }
+
+    /// Makes the page `width` x `height` CSS pixels, as a phone (`mobile`) or a desktop.
+    pub(crate) fn set_viewport(&mut self, width: u32, height: u32, mobile: bool) {
+        self.page(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile}),
+        );
+    }
+
+    /// Drags the files and directories at `paths` from outside the page and drops them
+    /// on the middle of the element `selector`, as a person dragging them from a file
+    /// manager would: dragenter, dragover and drop events with real files.
+    pub(crate) fn drop_files(&mut self, selector: &str, paths: &[&Path]) {
+        let centre = format!(
+            "(() => {{ const e = document.querySelector({}); e.scrollIntoView(); \
+             const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; }})()",
+            json!(selector)
+        );
+        let at = self.evaluate(&centre);
+        let (x, y) = (at[0].as_f64().unwrap_or(0.0), at[1].as_f64().unwrap_or(0.0));
+        let files: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        // dragOperationsMask 1: copy, as a file manager offers.
+        let data = json!({"items": [], "files": files, "dragOperationsMask": 1});
+        for kind in ["dragEnter", "dragOver", "drop"] {
+            self.page(
+                "Input.dispatchDragEvent",
+                json!({"type": kind, "x": x, "y": y, "data": data}),
+            );
+        }
+    }
+
     /// Sends one command (to the browser, or to a session) and returns its result.
-    fn command(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+    pub(crate) fn command(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
         self.try_command(session, method, params)
             .unwrap_or_else(|e| panic!("{method}: {e}"))
     }
 
     /// Sends one command and waits for the reply with its id, skipping events;
     /// `Err` for a protocol error. Panics on a broken socket or past the deadline.
-    fn try_command(
+    pub(crate) fn try_command(
         &mut self,
         session: Option<&str>,
         method: &str,
@@ -484,7 +561,9 @@ impl Browser {
             let reply: Value = serde_json::from_str(text.as_str())
                 .unwrap_or_else(|e| panic!("the browser sent bad JSON ({e}): {text}"));
             if reply["id"].as_u64() != Some(id) {
-                continue; // an event, or the reply to an abandoned command
+                // An event, or the reply to an abandoned command.
+                self.note_event(&reply);
+                continue;
             }
             if let Some(error) = reply.get("error") {
                 return Err(error.to_string());
@@ -494,19 +573,20 @@ impl Browser {
     }
 
     /// A command to the page's session.
-    fn page(&mut self, method: &str, params: Value) -> Value {
+    pub(crate) fn page(&mut self, method: &str, params: Value) -> Value {
         let session = self.session.clone();
         self.command(Some(&session), method, params)
     }
 
     /// The value of a JavaScript expression in the page; `Err` if it threw or the
     /// page had no context to run it (as while it navigates).
-    fn try_evaluate(&mut self, expression: &str) -> Result<Value, String> {
+    pub(crate) fn try_evaluate(&mut self, expression: &str) -> Result<Value, String> {
         let session = self.session.clone();
         let result = self.try_command(
             Some(&session),
             "Runtime.evaluate",
-            json!({"expression": expression, "returnByValue": true}),
+            // A promise is waited for; any other value is the answer as is.
+            json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
         )?;
         if let Some(exception) = result.get("exceptionDetails") {
             return Err(format!("exception: {exception}"));
@@ -519,13 +599,13 @@ impl Browser {
     }
 
     /// The value of a JavaScript expression in the page; panics if it threw.
-    fn evaluate(&mut self, expression: &str) -> Value {
+    pub(crate) fn evaluate(&mut self, expression: &str) -> Value {
         self.try_evaluate(expression)
             .unwrap_or_else(|e| panic!("evaluating {expression:?}: {e}"))
     }
 
     /// Polls until `condition` is true in the page, up to the deadline.
-    fn wait_until(&mut self, condition: &str, what: &str) {
+    pub(crate) fn wait_until(&mut self, condition: &str, what: &str) {
         let deadline = Instant::now() + DEADLINE;
         loop {
             let last = self.try_evaluate(condition);
@@ -544,7 +624,7 @@ impl Browser {
     }
 
     /// Navigates to `url` and waits until that page has loaded completely.
-    fn open(&mut self, url: &str) {
+    pub(crate) fn open(&mut self, url: &str) {
         let navigated = self.page("Page.navigate", json!({"url": url}));
         if let Some(error) = navigated.get("errorText") {
             panic!("navigating to {url}: {error}");
@@ -553,7 +633,7 @@ impl Browser {
     }
 
     /// Waits until the page at `url` has loaded completely, whatever it shows.
-    fn wait_for_load(&mut self, url: &str, what: &str) {
+    pub(crate) fn wait_for_load(&mut self, url: &str, what: &str) {
         let condition = format!(
             "location.href === {} && document.readyState === 'complete'",
             json!(url)
@@ -575,8 +655,27 @@ impl Browser {
         );
     }
 
+    /// A PNG of the whole page, as a screen as tall as the page at `width` x `height`
+    /// would show it (so sticky parts sit at the top and scrolling boxes paint as they
+    /// do on screen); the viewport is `width` x `height` again afterwards.
+    pub(crate) fn screenshot_full(&mut self, width: u32, height: u32, mobile: bool) -> Vec<u8> {
+        let _ = self.evaluate("window.scrollTo(0, 0)");
+        let metrics = self.page("Page.getLayoutMetrics", json!({}));
+        let tall = metrics["cssContentSize"]["height"]
+            .as_f64()
+            .map_or(height, |h| h.ceil() as u32)
+            .max(height);
+        self.set_viewport(width, tall, mobile);
+        // Two frames, so the page has laid out and painted at the new size.
+        let _ = self
+            .evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))");
+        let png = self.screenshot();
+        self.set_viewport(width, height, mobile);
+        png
+    }
+
     /// A PNG of what the page shows.
-    fn screenshot(&mut self) -> Vec<u8> {
+    pub(crate) fn screenshot(&mut self) -> Vec<u8> {
         let shot = self.page("Page.captureScreenshot", json!({"format": "png"}));
         let data = shot["data"]
             .as_str()

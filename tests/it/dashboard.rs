@@ -192,11 +192,7 @@ fn multipart(parts: &[Part]) -> (String, Bytes) {
 }
 
 /// `POST /upload` of `parts`, with the admin token when `admin`.
-async fn upload(
-    node: &TestNode,
-    parts: &[Part<'_>],
-    admin: bool,
-) -> (StatusCode, Value) {
+async fn upload(node: &TestNode, parts: &[Part<'_>], admin: bool) -> (StatusCode, Value) {
     let (content_type, body) = multipart(parts);
     let auth = format!("Bearer {}", node.admin_token());
     let mut headers = vec![("content-type", content_type.as_str())];

@@ -8,6 +8,7 @@ mod cli;
 mod client_cli;
 mod content;
 mod dashboard;
+mod dashboard_browser;
 mod hardening;
 mod like;
 mod mesh;
