@@ -490,6 +490,18 @@ impl Browser {
         self.problems.extend(problem);
     }
 
+    /// Presses and releases Tab (with Shift when `back`), as a keyboard user moving focus.
+    pub(crate) fn press_tab(&mut self, back: bool) {
+        let modifiers = if back { 8 } else { 0 };
+        for kind in ["rawKeyDown", "keyUp"] {
+            self.page(
+                "Input.dispatchKeyEvent",
+                json!({"type": kind, "key": "Tab", "code": "Tab",
+                       "windowsVirtualKeyCode": 9, "modifiers": modifiers}),
+            );
+        }
+    }
+
     /// Makes the page `width` x `height` CSS pixels, as a phone (`mobile`) or a desktop.
     pub(crate) fn set_viewport(&mut self, width: u32, height: u32, mobile: bool) {
         self.page(

@@ -4,14 +4,14 @@
 //! `upload`, with its refusals. The page itself is driven in a browser by
 //! `dashboard_browser`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use libernet::id::BlockId;
 use serde_json::Value;
 
-use crate::support::{Setup, TestNode, bytes};
+use crate::support::{Setup, TestNode, bytes, eventually};
 
 /// Starts a node that joins through `seeds` and gossips every `gossip` seconds.
 pub(crate) async fn mesh_node(seeds: &[&TestNode], gossip: f64) -> TestNode {
@@ -22,22 +22,6 @@ pub(crate) async fn mesh_node(seeds: &[&TestNode], gossip: f64) -> TestNode {
         s.config.push_interval = Duration::ZERO;
     })
     .await
-}
-
-/// Polls `check` every 50 ms until it holds or `secs` pass; panics with `what` then.
-pub(crate) async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting until {what}");
 }
 
 /// A node's answer to `path`, as JSON.

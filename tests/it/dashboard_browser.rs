@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use std::path::Path;
 
 use crate::browser::{Browser, artifacts_dir, chromium_or_skip};
-use crate::dashboard::{eventually, json as get_json, mesh_node};
-use crate::support::{TestNode, bytes};
+use crate::dashboard::{json as get_json, mesh_node};
+use crate::support::{TestNode, bytes, eventually};
 
 /// Gossip rounds in this mesh: short, so joins and failures show within seconds.
 const GOSSIP_SECS: f64 = 0.5;
@@ -54,6 +54,13 @@ async fn dashboard_in_a_browser() {
     page.wait(
         "document.body.dataset.ready === 'true'",
         "the first /node poll rendered",
+    );
+    // The error check sees what the page reports: a probe shows up, and only it.
+    page.eval("console.error('harness probe')");
+    let probe = page.problems();
+    assert!(
+        probe.len() == 1 && probe[0].contains("harness probe"),
+        "the harness saw {probe:?}"
     );
     // Set in this document: still there later means the page never reloaded.
     page.eval("window.notReloaded = true");
@@ -127,6 +134,8 @@ async fn dashboard_in_a_browser() {
         ),
         "the popular list shows it pinned",
     );
+
+    check_keyboard_reaches_every_control(&mut page);
 
     // A folder dropped on the page becomes a website.
     page.drop_files("#dropzone", &[&folder]);
@@ -331,6 +340,51 @@ fn check_overview(page: &mut Page, me: &Value) {
     );
     let shown_url = page.eval("document.querySelector('#node-url').textContent");
     assert_eq!(shown_url.as_str().map(str::trim), me["url"].as_str());
+}
+
+/// Most Tab presses to go once around the page.
+const MAX_TABS: usize = 200;
+
+/// Tab alone reaches the page's controls, in document order, each showing a focus ring.
+fn check_keyboard_reaches_every_control(page: &mut Page) {
+    page.command(
+        "Emulation.setFocusEmulationEnabled",
+        json!({"enabled": true}),
+    );
+    page.eval("document.activeElement?.blur(); window.scrollTo(0, 0)");
+    let mut reached = Vec::new();
+    for _ in 0..MAX_TABS {
+        tokio::task::block_in_place(|| page.browser.press_tab(false));
+        let focused = page.eval(
+            "(() => { const e = document.activeElement; \
+             if (!e || e === document.body) return null; \
+             const ring = getComputedStyle(e).outlineStyle !== 'none' \
+               || getComputedStyle(e).boxShadow !== 'none'; \
+             return [e.id || e.className || e.tagName, ring]; })()",
+        );
+        let Some(pair) = focused.as_array() else {
+            continue;
+        };
+        let name = pair[0].as_str().unwrap_or("").to_owned();
+        if reached.first() == Some(&name) {
+            break; // around once
+        }
+        assert_eq!(pair[1], json!(true), "{name} shows no focus ring");
+        reached.push(name);
+    }
+    for control in [
+        "copy-id",
+        "token",
+        "token-forget",
+        "pin-toggle",
+        "browse-url",
+        "dropzone",
+    ] {
+        assert!(
+            reached.iter().any(|r| r.split(' ').any(|c| c == control)),
+            "Tab never reached {control}; it reached {reached:?}"
+        );
+    }
 }
 
 /// A JavaScript expression for the row of `table` whose `attribute` is `id`.

@@ -11,7 +11,7 @@ use libernet::codec;
 use libernet::id::BlockId;
 use libernet::identity::{Identity, RequestTarget, digest_header, sign_request};
 
-use crate::support::{Setup, TestNode, bytes};
+use crate::support::{Setup, TestNode, bytes, eventually};
 
 /// Settings of a mesh node: seeds, gossip and push intervals (0 = off), quota.
 #[derive(Clone)]
@@ -45,22 +45,6 @@ fn apply(s: &mut Setup, ms: &MeshSetup) {
     s.config.push_interval = Duration::from_secs_f64(ms.push);
     s.config.quota = ms.quota;
     s.config.half_life = Duration::from_secs_f64(ms.half_life);
-}
-
-/// Polls `check` every 50 ms until it holds or `secs` pass; panics with `what` then.
-async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting until {what}");
 }
 
 /// The ids in a node's `/peers`.
