@@ -423,8 +423,8 @@ async function togglePin(button) {
     const pinned = answer?.pinned ?? pin;
     row.dataset.pinned = String(pinned);
     setPinButton(button, pinned);
-    // DELETE lets go of the admin's pin only: a backup set may still hold the block.
-    if (!pin && pinned) setStatus(status, "It stays pinned: another holder (a backup set) pins it too.");
+    // DELETE lets go of the admin's pin only: a backup set or an upload may still hold the block.
+    if (!pin && pinned) setStatus(status, "It stays pinned: another holder (a backup set or an upload) pins it too.");
     refresh("stats");
   } catch (error) {
     showAdminError(error, (text) => setStatus(status, `Pin failed: ${text}`, true));
