@@ -15,12 +15,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_core::Stream;
 
+use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::StatusCode;
 use hyper::body::Incoming;
 use hyper::header;
 use hyper::http::request::Parts;
-use multer::{Constraints, Multipart, SizeLimit};
+use multer::{Constraints, Field, Multipart, SizeLimit};
 use percent_encoding::percent_decode_str;
 
 use super::error::ApiError;
@@ -55,16 +56,15 @@ impl Handler {
                     .whole_stream(MAX_UPLOAD_BYTES)
                     .for_field("modified", MAX_MODIFIED_BYTES),
             );
-        let progress = Arc::new(AtomicU64::new(0));
-        let body = Paced::new(body.into_data_stream(), progress.clone());
-        let mut multipart = Multipart::with_constraints(body, boundary, constraints);
-        let handed = || progress.fetch_add(1, Ordering::Relaxed);
+        let mut parts = PacedParts::new(body.into_data_stream(), boundary, constraints);
         let mut upload = self.node.begin_upload();
         let mut modified = None;
-        while let Some(mut field) = idle(multipart.next_field()).await? {
-            handed();
+        while let Some(mut field) = idle(parts.next_field()).await? {
             if field.name() == Some("modified") {
-                let text = idle(field.text()).await?;
+                let mut text = Vec::new();
+                while let Some(chunk) = idle(parts.chunk(&mut field)).await? {
+                    text.extend_from_slice(&chunk);
+                }
                 modified = Some(modified_of(&text)?);
                 continue;
             }
@@ -75,8 +75,7 @@ impl Handler {
                 .decode_utf8()
                 .map_err(|_| bad_upload("a file name that is not percent-encoded UTF-8"))?;
             upload.begin_file(&path, modified.take()).await?;
-            while let Some(chunk) = idle(field.chunk()).await? {
-                handed();
+            while let Some(chunk) = idle(parts.chunk(&mut field)).await? {
                 upload.write(&chunk).await?;
             }
         }
@@ -88,6 +87,43 @@ impl Handler {
             "upload stored"
         );
         json_reply(StatusCode::CREATED, &uploaded)
+    }
+}
+
+/// A multipart body read through `Paced`. Fields and chunks are taken only through
+/// these methods, which count each as progress (multer's `text()` and friends would
+/// take pieces uncounted, and `Paced` would read ahead again).
+struct PacedParts<'r> {
+    multipart: Multipart<'r>,
+    progress: Arc<AtomicU64>,
+}
+
+impl<'r> PacedParts<'r> {
+    fn new<S, E>(body: S, boundary: String, constraints: Constraints) -> PacedParts<'r>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'r,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'r,
+    {
+        let progress = Arc::new(AtomicU64::new(0));
+        let body = Paced::new(body, progress.clone());
+        PacedParts {
+            multipart: Multipart::with_constraints(body, boundary, constraints),
+            progress,
+        }
+    }
+
+    /// The next part, if any.
+    async fn next_field(&mut self) -> Result<Option<Field<'r>>, multer::Error> {
+        let field = self.multipart.next_field().await?;
+        self.progress.fetch_add(1, Ordering::Relaxed);
+        Ok(field)
+    }
+
+    /// The next piece of `field`'s content, if any.
+    async fn chunk(&self, field: &mut Field<'r>) -> Result<Option<Bytes>, multer::Error> {
+        let chunk = field.chunk().await?;
+        self.progress.fetch_add(1, Ordering::Relaxed);
+        Ok(chunk)
     }
 }
 
@@ -174,8 +210,9 @@ fn multipart_error(e: multer::Error) -> ApiError {
 }
 
 /// `File.lastModified`: milliseconds since the Unix epoch.
-fn modified_of(text: &str) -> Result<SystemTime, ApiError> {
-    let ms: u64 = text
+fn modified_of(text: &[u8]) -> Result<SystemTime, ApiError> {
+    let ms: u64 = std::str::from_utf8(text)
+        .unwrap_or("")
         .trim()
         .parse()
         .map_err(|_| bad_upload("modified is milliseconds since 1970, a whole number"))?;
@@ -191,7 +228,6 @@ fn bad_upload(message: &str) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
     use std::collections::VecDeque;
 
     /// A body whose pieces are all ready at once, as a fast client's on loopback; it
@@ -223,12 +259,12 @@ mod tests {
         let mut starts = Vec::new();
         for i in 0..FILES {
             starts.push(body.len() as u64);
+            let part =
+                |headers: &str| format!("--{boundary}\r\nContent-Disposition: {headers}\r\n\r\n");
+            body.extend_from_slice(part("form-data; name=\"modified\"").as_bytes());
+            body.extend_from_slice(b"1700000000000\r\n");
             body.extend_from_slice(
-                format!(
-                    "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; \
-                     filename=\"f{i}\"\r\n\r\n"
-                )
-                .as_bytes(),
+                part(&format!("form-data; name=\"file\"; filename=\"f{i}\"")).as_bytes(),
             );
             body.extend_from_slice(&[b'x'; 1000]);
             body.extend_from_slice(b"\r\n");
@@ -239,21 +275,23 @@ mod tests {
             pieces: body.chunks(PIECE).map(Bytes::copy_from_slice).collect(),
             taken: taken.clone(),
         };
-        let progress = Arc::new(AtomicU64::new(0));
-        let mut multipart = Multipart::new(Paced::new(ready, progress.clone()), boundary);
+        let mut parts = PacedParts::new(ready, boundary.to_owned(), Constraints::new());
         let mut ahead = Vec::new();
         let mut files = 0;
-        while let Some(mut field) = multipart.next_field().await.unwrap() {
-            progress.fetch_add(1, Ordering::Relaxed);
-            // The parser has read at least to this part's start: how much more?
-            ahead.push(taken.load(Ordering::Relaxed) - starts[files]);
+        while let Some(mut field) = parts.next_field().await.unwrap() {
+            let modified = field.name() == Some("modified");
+            if !modified {
+                // The parser has read at least to this file's part: how much more?
+                ahead.push(taken.load(Ordering::Relaxed) - starts[files]);
+            }
             let mut size = 0;
-            while let Some(chunk) = field.chunk().await.unwrap() {
-                progress.fetch_add(1, Ordering::Relaxed);
+            while let Some(chunk) = parts.chunk(&mut field).await.unwrap() {
                 size += chunk.len();
             }
-            assert_eq!(size, 1000);
-            files += 1;
+            if !modified {
+                assert_eq!(size, 1000);
+                files += 1;
+            }
         }
         assert_eq!(files, FILES);
         let most = ahead.iter().copied().max().unwrap_or(0);
