@@ -17,9 +17,6 @@ pub const SURVEY_TTL: Duration = Duration::from_secs(2);
 /// How long a peer has to answer each of its two requests.
 pub const SURVEY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Most bytes of a peer's `/metrics` read (ours are a few KiB).
-const MAX_METRICS_TEXT: usize = 256 * 1024;
-
 /// `GET /mesh`.
 #[derive(Debug, Clone, Serialize)]
 pub struct MeshView {
@@ -122,18 +119,22 @@ impl Node {
             self.mesh.ask_every_peer("/node", SURVEY_TIMEOUT),
             self.mesh.ask_every_peer("/metrics", SURVEY_TIMEOUT),
         );
-        for ((id, url, info), (_, _, text)) in infos.into_iter().zip(metrics) {
+        // Matched by id: a peer may join or leave between the two rounds.
+        let mut metrics: std::collections::HashMap<_, _> = metrics
+            .into_iter()
+            .map(|(id, _, text)| (id, text))
+            .collect();
+        for (id, url, info) in infos {
+            let text = metrics
+                .remove(&id)
+                .unwrap_or_else(|| Err("not asked for /metrics".into()));
             let id = id.to_string();
             let answer = info
                 .and_then(|reply| node_info(&id, &reply))
                 .and_then(|info| {
                     let text = text?;
-                    let text = ok_body(&text)?;
-                    let text = text.get(..MAX_METRICS_TEXT).unwrap_or(text);
-                    Ok(figures(
-                        info,
-                        &parse_metrics(&String::from_utf8_lossy(text)),
-                    ))
+                    let text = String::from_utf8_lossy(ok_body(&text)?);
+                    Ok(figures(info, &parse_metrics(&text)))
                 });
             nodes.push(match answer {
                 Ok(figures) => NodeRow {

@@ -44,7 +44,6 @@ pub struct Uploaded {
 /// A bundle being received, file by file.
 pub struct BundleUpload<'a> {
     node: &'a Node,
-    holder: Holder,
     files: BTreeMap<String, FileEntry>,
     /// The file being received: its path, entry and bytes not yet stored.
     current: Option<(String, FileEntry, Vec<u8>)>,
@@ -58,10 +57,8 @@ pub struct BundleUpload<'a> {
 impl Node {
     /// Starts receiving a bundle.
     pub fn begin_upload(&self) -> BundleUpload<'_> {
-        let holder = Holder::upload();
         BundleUpload {
             node: self,
-            holder: holder.clone(),
             files: BTreeMap::new(),
             current: None,
             bytes: 0,
@@ -69,7 +66,7 @@ impl Node {
             already_held: 0,
             pins: PinsAdded {
                 store: self.store.clone(),
-                holder,
+                holder: Holder::upload(),
                 ids: Vec::new(),
                 finished: false,
             },
@@ -196,7 +193,7 @@ impl BundleUpload<'_> {
     async fn store_encoded(&mut self, encoded: Encoded) -> Result<Locator, NodeError> {
         let locator = encoded.locator;
         let id = locator.id;
-        let (store, holder) = (self.node.store.clone(), self.holder.clone());
+        let (store, holder) = (self.node.store.clone(), self.pins.holder.clone());
         if blocking(move || store.pin(id, &holder, Durability::Soon)).await?? {
             self.pins.ids.push(id);
         }

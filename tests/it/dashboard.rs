@@ -31,14 +31,28 @@ pub(crate) async fn json(node: &TestNode, path: &str) -> Value {
     serde_json::from_slice(&reply.body).unwrap()
 }
 
-/// The number of peers `node` lists as healthy.
-async fn healthy_peers(node: &TestNode) -> usize {
+/// Each peer of `node` with its health.
+pub(crate) async fn peer_health(node: &TestNode) -> std::collections::HashMap<String, String> {
     let peers = json(node, "/peers").await;
     peers["peers"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|p| p["health"] == "ok")
+        .map(|p| {
+            (
+                p["id"].as_str().unwrap().to_owned(),
+                p["health"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The number of peers `node` lists as healthy.
+async fn healthy_peers(node: &TestNode) -> usize {
+    peer_health(node)
+        .await
+        .values()
+        .filter(|h| *h == "ok")
         .count()
 }
 

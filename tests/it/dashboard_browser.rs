@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use std::path::Path;
 
 use crate::browser::{Browser, artifacts_dir, chromium_or_skip};
-use crate::dashboard::{json as get_json, mesh_node};
+use crate::dashboard::{json as get_json, mesh_node, peer_health};
 use crate::support::{TestNode, bytes, eventually};
 
 /// Gossip rounds in this mesh: short, so joins and failures show within seconds.
@@ -399,22 +399,6 @@ fn row_element(table: &str, attribute: &str, id: &Value) -> String {
 /// A JavaScript condition: that row exists.
 fn row(table: &str, attribute: &str, id: &Value) -> String {
     format!("{} !== null", row_element(table, attribute, id))
-}
-
-/// Each peer of `node` with its health.
-async fn peer_health(node: &TestNode) -> std::collections::HashMap<String, String> {
-    let peers = get_json(node, "/peers").await;
-    peers["peers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["id"].as_str().unwrap().to_owned(),
-                p["health"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
 }
 
 /// Writes a small website into `dir/my-site` and returns that folder.
