@@ -165,3 +165,44 @@ async fn the_connection_cap_holds_further_connections_back() {
     assert_eq!(answered.map(|r| r.0), Some(404));
     node.stop().await;
 }
+
+#[tokio::test]
+async fn an_upload_part_whose_headers_never_end_is_refused() {
+    let node = TestNode::start().await;
+    let addr = node.url.strip_prefix("http://").unwrap();
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    // 4 MiB declared, 1 MiB of one endless header line sent, then nothing: the node
+    // must refuse from what it has (before, it kept reading into the parser's buffer and
+    // then waited for the rest).
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: multipart/form-data; boundary=b0undary\r\nContent-Length: {}\r\n\r\n\
+         --b0undary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\nX-Pad: ",
+        node.admin_token(),
+        4 << 20
+    );
+    let sender = tokio::spawn(async move {
+        let _ = writer.write_all(head.as_bytes()).await;
+        let _ = writer.write_all(&vec![b'a'; 1 << 20]).await;
+        // Keep the connection open, sending nothing more.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    });
+    let mut buf = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 8192];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match reader.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    // A hang guard only: the upload's idle timeout (30 s) would answer 408.
+    let _ = tokio::time::timeout(Duration::from_secs(20), read).await;
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+    sender.abort();
+    assert_eq!(node.get("/node").await.status, 200);
+    node.stop().await;
+}
