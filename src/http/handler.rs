@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::assets::DASHBOARD_POLICY;
 use super::body::{Body, FileBody};
+use super::conn::{PRESSED_ALLOWANCE, Slots};
 use super::error::ApiError;
 use super::peer::{Caller, check_body_digest, holder_of, json_reply};
 use super::range::{self, ByteRange};
@@ -29,6 +30,16 @@ use crate::store::PutOutcome;
 
 /// Longest time a PUT body may take to arrive (1 MiB at 35 KB/s).
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bytes per second a request body must average (from its first byte's wait on) once
+/// its grace has passed: a body trickled at a byte every few seconds held a connection
+/// slot for all of `BODY_READ_TIMEOUT` (a thousand of them kept every client out). A
+/// 1 MiB block at this rate takes 64 s, so `BODY_READ_TIMEOUT` still bounds a whole body.
+pub const MIN_BODY_RATE: u64 = 16 * 1024;
+
+/// Time a body has before `MIN_BODY_RATE` is checked (a connection's slow start); when
+/// connection slots are scarce it is `PRESSED_ALLOWANCE` instead.
+pub const BODY_RATE_GRACE: Duration = Duration::from_secs(2);
 
 /// Cache lifetime of immutable content: 336 days, as DESIGN 3 fixes.
 pub(super) const IMMUTABLE: &str = "public, max-age=29030400, immutable";
@@ -133,6 +144,8 @@ pub struct Handler {
     pub(super) node: Arc<Node>,
     signer: ResponseSigner,
     pub(super) default_wait: Duration,
+    /// The server's connection slots, to learn whether they are scarce.
+    slots: Option<Arc<Slots>>,
 }
 
 impl Handler {
@@ -144,6 +157,23 @@ impl Handler {
             node,
             signer,
             default_wait,
+            slots: None,
+        }
+    }
+
+    /// This handler, shortening body grace periods while `slots` are scarce.
+    pub(super) fn with_slots(mut self, slots: Arc<Slots>) -> Handler {
+        self.slots = Some(slots);
+        self
+    }
+
+    /// The time a request body has before its rate is checked: short when connection
+    /// slots are scarce.
+    pub(super) fn body_grace(&self) -> Duration {
+        if self.slots.as_ref().is_some_and(|s| s.pressed()) {
+            PRESSED_ALLOWANCE
+        } else {
+            BODY_RATE_GRACE
         }
     }
 
@@ -312,7 +342,7 @@ impl Handler {
         body: Incoming,
     ) -> Result<Reply, ApiError> {
         let len = content_length(&parts.headers)?;
-        let upload = read_body(body, len).await?;
+        let upload = read_body(body, len, self.body_grace()).await?;
         let push = parts
             .headers
             .get(PUSH_HEADER)
@@ -416,6 +446,10 @@ impl Handler {
         if reply.status != StatusCode::NOT_MODIFIED {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         }
+        if reply.status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of a slow body is not worth waiting for: the connection closes.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }
@@ -516,38 +550,50 @@ fn too_large() -> ApiError {
     )
 }
 
-/// Reads a PUT body of `len` bytes under the size cap and a deadline, hashing as it goes.
-pub(super) async fn read_body(body: Incoming, len: usize) -> Result<crate::node::Upload, ApiError> {
+/// Reads a PUT body of `len` bytes under the size cap, hashing as it goes. After `grace`
+/// it must have averaged `MIN_BODY_RATE`, and it must be whole by `BODY_READ_TIMEOUT`;
+/// else `408` (and the connection closes: the rest of the body is never read).
+pub(super) async fn read_body(
+    body: Incoming,
+    len: usize,
+    grace: Duration,
+) -> Result<crate::node::Upload, ApiError> {
     let mut hasher = UploadHasher::new(len);
     let mut body = Limited::new(body, MAX_BLOCK_SIZE);
-    let read = async {
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| {
-                if e.downcast_ref::<LengthLimitError>().is_some() {
-                    too_large()
-                } else {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "bad_body",
-                        "the body ended early or was malformed",
-                    )
-                }
-            })?;
-            if let Some(data) = frame.data_ref() {
-                hasher.push(data);
+    let started = tokio::time::Instant::now();
+    loop {
+        let earned = Duration::from_secs_f64(hasher.len() as f64 / MIN_BODY_RATE as f64);
+        let deadline = started + grace.max(earned).min(BODY_READ_TIMEOUT);
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!(
+                        "the body must arrive at {} KiB/s or more, within {} s",
+                        MIN_BODY_RATE / 1024,
+                        BODY_READ_TIMEOUT.as_secs()
+                    ),
+                ));
             }
+        };
+        let frame = frame.map_err(|e| {
+            if e.downcast_ref::<LengthLimitError>().is_some() {
+                too_large()
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    "the body ended early or was malformed",
+                )
+            }
+        })?;
+        if let Some(data) = frame.data_ref() {
+            hasher.push(data);
         }
-        Ok::<(), ApiError>(())
-    };
-    tokio::time::timeout(BODY_READ_TIMEOUT, read)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                "the body took too long",
-            )
-        })??;
+    }
     if hasher.len() != len {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -4,6 +4,7 @@
 
 mod assets;
 mod body;
+mod conn;
 mod content;
 mod error;
 mod handler;
@@ -22,11 +23,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 pub use body::{Body, FileBody};
+pub use conn::{PRESSED_ALLOWANCE, RESERVE_DIVISOR};
 pub use error::{ApiError, RETRY_AFTER_SECS};
-pub use handler::{BODY_READ_TIMEOUT, Handler};
+pub use handler::{BODY_RATE_GRACE, BODY_READ_TIMEOUT, Handler, MIN_BODY_RATE};
 pub use range::ByteRange;
 pub use route::{Route, RouteError};
 pub use sign::{LABEL, REUSE_SECS, ResponseSigner};
@@ -78,8 +79,8 @@ pub async fn serve(
     options: ServerOptions,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let handler = Arc::new(Handler::new(node, options.default_wait));
-    let permits = Arc::new(Semaphore::new(options.max_connections));
+    let slots = conn::Slots::new(options.max_connections);
+    let handler = Arc::new(Handler::new(node, options.default_wait).with_slots(slots.clone()));
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder
@@ -89,10 +90,10 @@ pub async fn serve(
         .keep_alive(true);
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break, // never closed; treat as shutdown
+        let slot = tokio::select! {
+            slot = slots.acquire() => match slot {
+                Some(s) => s,
+                None => break, // never closed; treat as shutdown
             },
             () = &mut shutdown => break,
         };
@@ -108,17 +109,30 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let activity = conn::Activity::new();
         let handler = handler.clone();
+        let in_flight = activity.clone();
         let service = service_fn(move |req| {
             let handler = handler.clone();
-            async move { Ok::<_, std::convert::Infallible>(handler.handle(req).await) }
+            let busy = in_flight.begin();
+            async move {
+                let response = handler.handle(req).await;
+                Ok::<_, std::convert::Infallible>(response.map(|b| conn::Tracked::new(b, busy)))
+            }
         });
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let pressure = slots.pressure();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            tokio::select! {
+                ended = connection => if let Err(e) = ended {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                },
+                // Dropping the connection closes it: slots are scarce and it is idle.
+                () = activity.evicted(pressure) => {
+                    tracing::debug!(%peer, "idle connection closed to free its slot");
+                }
             }
-            drop(permit);
+            drop(slot);
         });
     }
     drop(listener);

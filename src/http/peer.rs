@@ -144,7 +144,7 @@ impl Handler {
             }
         };
         let len = content_length(&parts.headers)?;
-        let upload = read_body(body, len).await?;
+        let upload = read_body(body, len, self.body_grace()).await?;
         check_body_digest(&parts.headers, &upload)?;
         let view = self.node.announce(from, upload.bytes())?;
         json_reply(StatusCode::OK, &view)
@@ -254,7 +254,7 @@ impl Handler {
     pub(super) async fn repin(&self, parts: &Parts, body: Incoming) -> Result<Reply, ApiError> {
         self.require_admin(parts)?;
         let len = content_length(&parts.headers)?;
-        let upload = read_body(body, len).await?;
+        let upload = read_body(body, len, self.body_grace()).await?;
         let change: Repin = serde_json::from_slice(upload.bytes()).map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,

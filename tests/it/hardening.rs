@@ -206,3 +206,113 @@ async fn an_upload_part_whose_headers_never_end_is_refused() {
     assert_eq!(node.get("/node").await.status, 200);
     node.stop().await;
 }
+
+/// Reads from `stream` until the server closes it or answers 408 (true), or `limit`
+/// passes (false).
+async fn closed_by_server(stream: &mut TcpStream, limit: Duration) -> bool {
+    let mut seen = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return true,
+                Ok(n) => {
+                    seen.extend_from_slice(&chunk[..n]);
+                    if String::from_utf8_lossy(&seen).contains(" 408 ") {
+                        return true;
+                    }
+                }
+            }
+        }
+    };
+    tokio::time::timeout(limit, read).await.unwrap_or(false)
+}
+
+#[tokio::test]
+async fn a_trickled_body_is_cut_off_below_the_minimum_rate() {
+    let node = TestNode::start().await;
+    let addr = node.url.strip_prefix("http://").unwrap();
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let id = BlockId::of(b"never sent");
+    let head = format!("PUT /sha256/{id} HTTP/1.1\r\nHost: a\r\nContent-Length: 1048576\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    // A byte every 200 ms: far below the minimum rate, never idle for long.
+    let trickle = tokio::spawn(async move {
+        loop {
+            if writer.write_all(b"x").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let mut reply = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = reader.read(&mut chunk).await {
+            reply.extend_from_slice(&chunk[..n]);
+        }
+    };
+    // A hang guard only: before the minimum rate, the body had BODY_READ_TIMEOUT (30 s).
+    let cut = tokio::time::timeout(Duration::from_secs(20), read).await;
+    trickle.abort();
+    assert!(
+        cut.is_ok(),
+        "the trickled body kept its connection for 20 s"
+    );
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(
+        reply.is_empty() || reply.starts_with("HTTP/1.1 408 "),
+        "{reply}"
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn idle_and_slow_connections_give_their_slots_to_new_clients() {
+    const MAX: usize = 16;
+    for kind in ["slow headers", "idle kept-alive"] {
+        // A header read timeout far beyond the hang guard: only the early closing of
+        // idle connections under pressure can let the new client in.
+        let node = TestNode::start_adjusted(|s: &mut Setup| {
+            s.options.max_connections = MAX;
+            s.options.header_read_timeout = Duration::from_secs(120);
+        })
+        .await;
+        let addr = node.url.strip_prefix("http://").unwrap().to_owned();
+        // The test client's pooled connection holds one slot; these take the rest.
+        let mut held = Vec::new();
+        for _ in 0..MAX - 1 {
+            let mut s = TcpStream::connect(&addr).await.unwrap();
+            if kind == "slow headers" {
+                s.write_all(b"GET /node HTTP/1.1\r\nHost: a\r\n")
+                    .await
+                    .unwrap();
+            } else {
+                s.write_all(b"GET /node HTTP/1.1\r\nHost: a\r\n\r\n")
+                    .await
+                    .unwrap();
+                // Answered, or closed already if slots ran short while connecting.
+                let _ = read_response(&mut s, Duration::from_secs(10)).await;
+            }
+            held.push(s);
+        }
+        let mut fresh = TcpStream::connect(&addr).await.unwrap();
+        fresh
+            .write_all(b"GET /node HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        // Hang guard only.
+        let answered = read_response(&mut fresh, Duration::from_secs(30)).await;
+        assert_eq!(answered.map(|r| r.0), Some(200), "{kind}: new client");
+        let mut closed = 0;
+        for s in &mut held {
+            if closed_by_server(s, Duration::from_millis(100)).await {
+                closed += 1;
+            }
+        }
+        assert!(closed >= 1, "{kind}: no held connection was closed");
+        drop(held);
+        node.stop().await;
+    }
+}
