@@ -4,7 +4,8 @@
 //! the bytes (so they are served even if the store could not keep them). Waiters of one
 //! id share one slot, so one lookup; a lookup that exhausted its peers calls `gave_up`,
 //! which answers them all at once. The total number of waiters is capped so slow clients
-//! cannot grow memory without bound.
+//! cannot grow memory without bound, and the table of slots gives its memory back once a
+//! burst of waiters is over (a hash table never shrinks by itself).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -19,6 +20,10 @@ use crate::id::BlockId;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("too many requests are waiting for blocks ({0}); try again later")]
 pub struct TooManyWaiters(pub usize);
+
+/// Slots the table keeps room for however empty it gets: shrinking below that would
+/// only make the next few waiters grow it again.
+const MIN_SLOT_CAPACITY: usize = 256;
 
 /// What a slot's waiters are told.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +47,20 @@ struct Slots {
     by_id: HashMap<BlockId, Slot>,
     waiters: usize,
     generation: u64,
+}
+
+impl Slots {
+    /// Removes `id`'s slot; when the table is under a quarter full, halves its room
+    /// (amortised: it takes as many removals as it had entries to shrink again).
+    fn remove(&mut self, id: &BlockId) -> Option<Slot> {
+        let slot = self.by_id.remove(id)?;
+        let capacity = self.by_id.capacity();
+        if capacity > MIN_SLOT_CAPACITY && self.by_id.len() < capacity / 4 {
+            self.by_id
+                .shrink_to((self.by_id.len() * 2).max(MIN_SLOT_CAPACITY));
+        }
+        Some(slot)
+    }
 }
 
 /// The registry of ids being waited for.
@@ -89,14 +108,14 @@ impl Arrivals {
 
     /// Wakes everyone waiting for `id` with its bytes, found `hops` away.
     pub fn arrived(&self, id: &BlockId, bytes: &Bytes, hops: u32) {
-        if let Some(slot) = self.lock().by_id.remove(id) {
+        if let Some(slot) = self.lock().remove(id) {
             slot.tx.send_replace(Outcome::Arrived(bytes.clone(), hops));
         }
     }
 
     /// Tells everyone waiting for `id` that the lookup found nothing.
     pub fn gave_up(&self, id: &BlockId) {
-        if let Some(slot) = self.lock().by_id.remove(id) {
+        if let Some(slot) = self.lock().remove(id) {
             slot.tx.send_replace(Outcome::GaveUp);
         }
     }
@@ -109,6 +128,11 @@ impl Arrivals {
     /// Distinct ids being waited for now.
     pub fn ids(&self) -> usize {
         self.lock().by_id.len()
+    }
+
+    /// Slots the table has room for now (its memory, in slots).
+    pub fn capacity(&self) -> usize {
+        self.lock().by_id.capacity()
     }
 
     fn lock(&self) -> MutexGuard<'_, Slots> {
@@ -173,7 +197,7 @@ impl Drop for Waiter<'_> {
             .own_slot(&mut slots)
             .is_some_and(|s| s.tx.receiver_count() == 1);
         if last {
-            slots.by_id.remove(&self.id);
+            slots.remove(&self.id);
         }
     }
 }
@@ -250,5 +274,29 @@ mod tests {
         assert_eq!(arrivals.ids(), 1);
         drop(new);
         assert_eq!(arrivals.ids(), 0);
+    }
+
+    #[test]
+    fn the_table_shrinks_after_a_burst() {
+        let arrivals = Arrivals::new(20_000);
+        let ids: Vec<BlockId> = (0..10_000u32)
+            .map(|i| BlockId::of(&i.to_le_bytes()))
+            .collect();
+        let waiters: Vec<Waiter<'_>> = ids
+            .iter()
+            .map(|id| arrivals.subscribe(*id).unwrap())
+            .collect();
+        assert!(arrivals.capacity() >= 10_000);
+        // Half are answered, half time out.
+        for id in &ids[..5000] {
+            arrivals.gave_up(id);
+        }
+        drop(waiters);
+        assert_eq!((arrivals.waiting(), arrivals.ids()), (0, 0));
+        assert!(
+            arrivals.capacity() <= 2 * MIN_SLOT_CAPACITY,
+            "room for {} slots kept",
+            arrivals.capacity()
+        );
     }
 }

@@ -1,16 +1,30 @@
 //! Per-block statistics (DESIGN 6): first and last request, requests, downloads (fetched
 //! from peers), pushes in and out, purges (evictions), deletion. Kept for blocks
 //! something happened to, held or not, in 16 shards so concurrent requests rarely meet
-//! on a lock, and bounded: when a shard is full the entries that changed longest ago
-//! are dropped. Whether a block is held or pinned is the store's to say, not this.
+//! on a lock, and bounded by bytes (`STATS_BUDGET`): when a shard is full a quarter of
+//! it goes, plain request counts that changed longest ago first (requests for absent
+//! ids are anyone's to make up; downloads, pushes, purges and deletions are not). Whether
+//! a block is held or pinned is the store's to say, not this.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::id::BlockId;
 
-/// Most blocks tracked (about 100 bytes each).
-pub const MAX_TRACKED: usize = 1 << 20;
+/// Most bytes the tracked entries' tables may take. Requests for absent ids each add an
+/// entry, so anyone can fill the tables: they filled about 300 MB at the former cap of a
+/// million entries. 32 MiB still tracks about 165,000 blocks.
+pub const STATS_BUDGET: usize = 32 << 20;
+
+/// Bytes of one bucket of a shard's table: key, value and control byte.
+const BUCKET_BYTES: usize = std::mem::size_of::<BlockId>() + std::mem::size_of::<BlockStat>() + 1;
+
+/// Bytes one tracked entry may cost: a table has up to 16/7 buckets per entry (it
+/// doubles its buckets when 7/8 of them are full).
+const ENTRY_COST: usize = BUCKET_BYTES * 16 / 7;
+
+/// Most blocks tracked: what `STATS_BUDGET` pays for.
+pub const MAX_TRACKED: usize = STATS_BUDGET / ENTRY_COST;
 
 const SHARDS: usize = 16;
 
@@ -159,6 +173,15 @@ impl Stats {
         all
     }
 
+    /// Bytes the tables take now: their buckets, full or not (a table's capacity is
+    /// 7/8 of its buckets).
+    pub fn footprint(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| lock(s).capacity() * 8 / 7 * BUCKET_BYTES)
+            .sum()
+    }
+
     fn shard(&self, id: &BlockId) -> MutexGuard<'_, HashMap<BlockId, BlockStat>> {
         lock(&self.shards[id.0[0] as usize % SHARDS])
     }
@@ -168,16 +191,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Drops the quarter of a full shard that changed longest ago (deleted marks last: they
-/// guard against re-pushes).
+/// Drops a quarter of a full shard: entries with nothing but requests first (anyone can
+/// make those up), then the ones with events; within each, those that changed longest
+/// ago. Deleted marks go last: they guard against re-pushes.
 fn prune(shard: &mut HashMap<BlockId, BlockStat>) {
-    let mut ages: Vec<(bool, u64, BlockId)> = shard
+    let mut ages: Vec<(bool, bool, u64, BlockId)> = shard
         .iter()
-        .map(|(id, s)| (s.deleted, s.touched, *id))
+        .map(|(id, s)| {
+            let events = s.downloads > 0 || s.pushes_in > 0 || s.pushes_out > 0 || s.purges > 0;
+            (s.deleted, events, s.touched, *id)
+        })
         .collect();
     let drop = (ages.len() / 4).max(1);
     ages.select_nth_unstable(drop - 1);
-    for (_, _, id) in &ages[..drop] {
+    for (_, _, _, id) in &ages[..drop] {
         shard.remove(id);
     }
 }
@@ -242,5 +269,25 @@ mod tests {
         prune(&mut shard);
         assert_eq!(shard.len(), 6);
         assert!(shard.values().all(|s| s.touched >= 2));
+    }
+
+    #[test]
+    fn requests_for_made_up_ids_stay_within_the_byte_budget() {
+        let stats = Stats::default();
+        let kept = BlockId::of(b"downloaded");
+        stats.record(&kept, Event::Download, 1);
+        for i in 0..(3 * MAX_TRACKED) as u64 {
+            stats.record(&BlockId::of(&i.to_le_bytes()), Event::Request, 2 + i);
+        }
+        assert!(stats.len() <= MAX_TRACKED, "{} entries", stats.len());
+        assert!(
+            stats.footprint() <= STATS_BUDGET,
+            "{} bytes",
+            stats.footprint()
+        );
+        assert!(
+            stats.get(&kept).is_some(),
+            "made-up requests pushed out a download"
+        );
     }
 }
