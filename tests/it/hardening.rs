@@ -1,5 +1,6 @@
 //! Hostile and malformed input over raw TCP: always a 4xx (or a closed connection),
-//! never a 5xx, a crash or a hang. Bounds: header read timeout, connection cap.
+//! never a 5xx, a crash or a hang. Bounds: header read timeout, connection cap and its
+//! reserve, minimum body rate, upload part headers.
 
 use std::time::Duration;
 
