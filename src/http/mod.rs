@@ -108,8 +108,12 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().ok().map(peer::LocalAddr);
         let handler = handler.clone();
-        let service = service_fn(move |req| {
+        let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            if let Some(local) = local {
+                req.extensions_mut().insert(local);
+            }
             let handler = handler.clone();
             async move { Ok::<_, std::convert::Infallible>(handler.handle(req).await) }
         });
