@@ -330,6 +330,29 @@ fn peers_table(view: &PeersView, now: u64) -> String {
         );
     }
     let _ = writeln!(out, "{} peers", view.peers.len());
+    let seeds = view.seeds.as_deref().unwrap_or_default();
+    if !seeds.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{:<28}  {:<8}  {:>8}  {:>9}  ERROR",
+            "SEED", "STATE", "FAILURES", "TRIED"
+        );
+    }
+    for s in seeds {
+        let tried = s.last_attempt.map_or_else(
+            || "-".to_owned(),
+            |t| format!("{} s", now.saturating_sub(t)),
+        );
+        let _ = writeln!(
+            out,
+            "{:<28}  {:<8}  {:>8}  {:>9}  {}",
+            s.url,
+            s.state,
+            s.failures,
+            tried,
+            s.error.as_deref().unwrap_or("-")
+        );
+    }
     out
 }
 

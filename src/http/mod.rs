@@ -110,9 +110,13 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let activity = conn::Activity::new();
+        let local = stream.local_addr().ok().map(peer::LocalAddr);
         let handler = handler.clone();
         let in_flight = activity.clone();
-        let service = service_fn(move |req| {
+        let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            if let Some(local) = local {
+                req.extensions_mut().insert(local);
+            }
             let handler = handler.clone();
             let busy = in_flight.begin();
             async move {

@@ -17,6 +17,12 @@ use crate::mesh::{HOPS_HEADER, MAX_HOPS, Origin, REQUEST_HEADER};
 use crate::node::{NodeError, Repin, Upload};
 use crate::store::{BadHolder, Holder};
 
+/// The address a request's connection arrived at (this end of the socket), put in the
+/// request's extensions by the accept loop: a peer's signed `@authority` must name it
+/// (or the node's public URL).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LocalAddr(pub(crate) std::net::SocketAddr);
+
 /// Who sent a request.
 #[derive(Debug)]
 pub(super) enum Caller {
@@ -70,10 +76,21 @@ impl Handler {
             query: parts.uri.query(),
             content_digest: digest,
         };
-        match self.node.verify_peer(&fields, &target) {
+        let local = parts.extensions.get::<LocalAddr>().map(|a| a.0);
+        match self.node.verify_peer(&fields, &target, local) {
             Ok(id) => Caller::Peer(id),
             Err(e) => {
-                tracing::warn!(error = %e, path = %parts.uri.path(), "signed request refused as a peer's");
+                let path = parts.uri.path();
+                // A joining node's first push of its identity block is signed with the
+                // key that block brings: expected, and served as a client's upload.
+                if self
+                    .node
+                    .is_introduction(input, parts.method.as_str(), path)
+                {
+                    tracing::debug!(error = %e, path, "a node introduces itself");
+                } else {
+                    tracing::warn!(error = %e, path, "signed request refused as a peer's");
+                }
                 Caller::Refused(e)
             }
         }

@@ -6,7 +6,7 @@
 //! period. With gossip off (interval 0) a node talks to its seeds only.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -39,7 +39,9 @@ pub const MIN_GRACE: Duration = Duration::from_secs(30);
 /// Pause between attempts to reach seeds when gossip is off.
 pub const SEED_RETRY: Duration = Duration::from_secs(5);
 
-/// Time allowed for one gossip exchange.
+/// Time allowed for one gossip exchange (and for a node's `/node` when contacting it:
+/// an address that drops packets would otherwise hold the gossip loop for the OS's
+/// connect timeout, minutes).
 const GOSSIP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The body of `PUT /peers`: who is announcing, where it is, whom it knows.
@@ -85,6 +87,25 @@ pub struct PeerView {
     pub bytes_out: u64,
 }
 
+/// One `--peer` seed in `GET /peers`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SeedView {
+    /// The seed's URL, as configured.
+    pub url: String,
+    /// `joined` (a peer now: see its row), `failing` (the last attempt failed),
+    /// `pending` (not tried yet, or dropped as a peer and not tried again yet) or
+    /// `self` (this node's own URL, never contacted).
+    pub state: String,
+    /// Attempts that failed since the last success.
+    pub failures: u32,
+    /// Why the last attempt failed, in this node's words (the OS's are in its log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Unix seconds of the last attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt: Option<u64>,
+}
+
 /// `GET /peers` (and the answer to `PUT /peers`).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PeersView {
@@ -94,6 +115,19 @@ pub struct PeersView {
     pub url: String,
     /// Its peers, nearest to its id first.
     pub peers: Vec<PeerView>,
+    /// Its `--peer` seeds and how joining them went, in the configured order: in
+    /// `GET /peers` only (absent from an announcement's answer, and from older nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seeds: Option<Vec<SeedView>>,
+}
+
+/// What this node knows of one of its seeds (see `SeedView`).
+#[derive(Debug, Clone, Default)]
+pub(super) struct SeedState {
+    failures: u32,
+    /// Why the last attempt failed (`public_reason`); `None` after a success.
+    error: Option<String>,
+    last_attempt: Option<u64>,
 }
 
 /// Joins the seeds, then gossips every round, until the mesh is dropped.
@@ -120,22 +154,82 @@ pub(super) async fn run(mesh: Weak<Mesh>) {
 }
 
 impl Mesh {
-    /// Contacts the seeds not known as peers yet.
+    /// Contacts the seeds not known as peers yet (never this node's own URL).
     async fn join_seeds(self: &Arc<Self>) {
         let missing: Vec<String> = {
             let peers = self.peers();
             self.settings
                 .seeds
                 .iter()
-                .filter(|s| !peers.has_url(s))
+                .filter(|s| !peers.has_url(s.trim_end_matches('/')) && !self.is_own_url(s))
                 .cloned()
                 .collect()
         };
         for seed in missing {
-            if let Err(e) = self.connect(&seed).await {
-                tracing::debug!(seed, error = %e, "seed not reached");
+            let joined = self.connect(&seed).await;
+            self.note_seed(&seed, joined);
+        }
+    }
+
+    fn is_own_url(&self, seed: &str) -> bool {
+        seed.trim_end_matches('/') == self.url
+    }
+
+    /// Records an attempt to join `seed`. A failure is a warning (with the URL and the
+    /// error) the first time and whenever its reason changes, and a debug line while
+    /// it stays the same, so a dead seed does not fill the log every round.
+    fn note_seed(&self, seed: &str, joined: Result<BlockId, MeshError>) {
+        let mut seeds = self.seeds.lock().unwrap_or_else(PoisonError::into_inner);
+        let state = seeds.entry(seed.to_owned()).or_default();
+        state.last_attempt = Some(crate::client::unix_now());
+        match joined {
+            Ok(peer) => {
+                if state.error.is_some() {
+                    tracing::info!(seed, %peer, failures = state.failures, "seed reached");
+                }
+                state.failures = 0;
+                state.error = None;
+            }
+            Err(e) => {
+                state.failures = state.failures.saturating_add(1);
+                let reason = public_reason(&e);
+                if state.error.as_deref() == Some(reason.as_str()) {
+                    tracing::debug!(seed, error = %e, failures = state.failures, "seed still not reached");
+                } else {
+                    tracing::warn!(seed, error = %e, "seed not reached; trying again every round");
+                }
+                state.error = Some(reason);
             }
         }
+    }
+
+    /// The seeds and how joining them went, for `GET /peers`.
+    pub fn seeds_view(&self) -> Vec<SeedView> {
+        let seeds = self.seeds.lock().unwrap_or_else(PoisonError::into_inner);
+        let peers = self.peers();
+        self.settings
+            .seeds
+            .iter()
+            .map(|url| {
+                let state = seeds.get(url).cloned().unwrap_or_default();
+                let word = if self.is_own_url(url) {
+                    "self"
+                } else if peers.has_url(url.trim_end_matches('/')) {
+                    "joined"
+                } else if state.error.is_some() {
+                    "failing"
+                } else {
+                    "pending"
+                };
+                SeedView {
+                    url: url.clone(),
+                    state: word.to_owned(),
+                    failures: state.failures,
+                    error: state.error,
+                    last_attempt: state.last_attempt,
+                }
+            })
+            .collect()
     }
 
     /// Announces to a few peers and the quiet ones, and contacts gossiped URLs.
@@ -184,9 +278,12 @@ impl Mesh {
             return Err(MeshError::BadPeer("that is this node's own URL".into()));
         }
         let client = Client::new(url);
-        let (node, info) = client
-            .node_key()
+        let (node, info) = tokio::time::timeout(GOSSIP_TIMEOUT, client.node_key())
             .await
+            .map_err(|_| MeshError::Peer {
+                url: url.to_owned(),
+                source: LinkError::Timeout(GOSSIP_TIMEOUT),
+            })?
             .map_err(|e| MeshError::from((url.to_owned(), e)))?;
         if node.id == self.me() {
             return Err(MeshError::BadPeer(format!("{url} is this node")));
@@ -354,7 +451,38 @@ impl Mesh {
                     bytes_out: p.bytes_out,
                 })
                 .collect(),
+            seeds: None,
         }
+    }
+}
+
+/// Why joining a peer failed, in words that may be shown to anyone (`GET /peers` is
+/// public): the error's own words where they are this program's, a summary where they
+/// would carry the OS's (those go to the log).
+fn public_reason(e: &MeshError) -> String {
+    let client = |e: &ClientError| match e {
+        ClientError::Transport(_) => {
+            "cannot reach it: the connection failed (the log says why)".to_owned()
+        }
+        ClientError::Request(_) => "not a usable URL".to_owned(),
+        ClientError::Status {
+            method,
+            path,
+            status,
+            ..
+        } => format!("{method} {path} answered {status}"),
+        ClientError::Identity(_)
+        | ClientError::Digest(_)
+        | ClientError::Signature(_)
+        | ClientError::NotFound(_)
+        | ClientError::HashMismatch(_) => format!("its answer did not verify: {e}"),
+    };
+    match e {
+        MeshError::BadPeer(why) => why.clone(),
+        MeshError::Peer { source, .. } => match source {
+            LinkError::Client(e) => client(e),
+            LinkError::Busy | LinkError::Closed | LinkError::Timeout(_) => source.to_string(),
+        },
     }
 }
 
@@ -375,6 +503,22 @@ fn valid_url(url: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seed_failures_are_told_without_the_os_words() {
+        let refused = MeshError::from((
+            "http://127.0.0.1:1".to_owned(),
+            ClientError::Transport("tcp connect error: Connection refused (os error 111)".into()),
+        ));
+        let reason = public_reason(&refused);
+        assert!(reason.contains("cannot reach it"), "{reason}");
+        assert!(!reason.contains("os error"), "{reason}");
+        let slow = MeshError::Peer {
+            url: "http://10.0.0.1:1".into(),
+            source: LinkError::Timeout(GOSSIP_TIMEOUT),
+        };
+        assert_eq!(public_reason(&slow), "no reply within 5s");
+    }
 
     #[test]
     fn announced_urls_must_be_plain_bases() {

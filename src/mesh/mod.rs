@@ -25,7 +25,7 @@ use ed25519_dalek::VerifyingKey;
 use lru::LruCache;
 
 pub use arrivals::{Arrivals, Outcome, TooManyWaiters, Waiter};
-pub use gossip::{Announce, PeerView, PeersView};
+pub use gossip::{Announce, PeerView, PeersView, SeedView};
 pub use peers::{Health, MAX_PEERS};
 pub use stats::{BlockStat, Event, Stats};
 
@@ -223,6 +223,8 @@ pub struct Mesh {
     /// Per peer: blocks it is known to hold (or declined), and when that was learned.
     known: Mutex<HashMap<BlockId, LruCache<BlockId, Learned>>>,
     rng: Mutex<u64>,
+    /// How joining each `--peer` seed went (`GET /peers`).
+    seeds: Mutex<HashMap<String, gossip::SeedState>>,
 }
 
 impl Mesh {
@@ -252,6 +254,7 @@ impl Mesh {
             )),
             known: Mutex::new(HashMap::new()),
             rng: Mutex::new(u64::from_le_bytes(seed) | 1),
+            seeds: Mutex::new(HashMap::new()),
         })
     }
 

@@ -2,6 +2,7 @@
 //! announcements, the peer list; and, behind the admin token, pins, local deletion and
 //! per-block statistics. No HTTP types.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::client::unix_now;
@@ -102,18 +103,29 @@ impl Node {
         a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
     }
 
-    /// Checks a request signed by a node: its key must be known here (a peer, or its
+    /// Checks a request signed by a node: it must be addressed to this node (its
+    /// `@authority` one of this node's own names, see `is_own_authority`; `local` is the
+    /// address the request arrived at), its key must be known here (a peer, or its
     /// identity block held), and the signature must be fresh and cover `target`.
     /// Returns the signer's id.
     pub fn verify_peer(
         &self,
         fields: &SignatureFields,
         target: &RequestTarget<'_>,
+        local: Option<SocketAddr>,
     ) -> Result<BlockId, NodeError> {
         let refuse = |why: String| {
             self.mesh.refused_signature();
             NodeError::PeerAuth(why)
         };
+        // A signature made for another node, replayed here with that node's Host,
+        // verifies; only the authority says it was not meant for this node.
+        if !is_own_authority(target.authority, &self.url, local) {
+            return Err(refuse(format!(
+                "signed for {:?}, which is not this node",
+                target.authority
+            )));
+        }
         let keyid = signature_keyid(&fields.input)
             .ok_or_else(|| refuse("no keyid in Signature-Input".into()))?;
         let id: BlockId = keyid
@@ -128,6 +140,16 @@ impl Node {
         Ok(id)
     }
 
+    /// True when a request signed by node `input`'s keyid is that node's first push of
+    /// its own identity block here (`PUT /sha256/<its id>` while its key is unknown):
+    /// a normal join, refused as a peer's only because its key arrives with it.
+    pub fn is_introduction(&self, input: &str, method: &str, path: &str) -> bool {
+        let Some(id) = signature_keyid(input).and_then(|k| k.parse::<BlockId>().ok()) else {
+            return false;
+        };
+        method == "PUT" && path == id.path() && self.mesh.peer_key(&id).is_none()
+    }
+
     /// Handles a verified `PUT /peers` from `from`.
     pub fn announce(&self, from: BlockId, body: &[u8]) -> Result<PeersView, NodeError> {
         let announce: Announce = serde_json::from_slice(body)
@@ -137,9 +159,11 @@ impl Node {
             .map_err(|e| NodeError::BadAnnounce(e.to_string()))
     }
 
-    /// `GET /peers`.
+    /// `GET /peers`: the peers, and how joining each seed went.
     pub fn peers(&self) -> PeersView {
-        self.mesh.peers_view()
+        let mut view = self.mesh.peers_view();
+        view.seeds = Some(self.mesh.seeds_view());
+        view
     }
 
     /// Pins `id` for `holder`; an absent block is looked for in the mesh and kept when
@@ -279,6 +303,123 @@ impl Node {
                 .collect(),
             next: next.map(|n| n.to_string()),
             tracked: self.mesh.stats().len(),
+        }
+    }
+}
+
+/// True when `authority` (a request's `Host`) names this node: the authority of its
+/// public `url` (with or without the scheme's default port; the name a proxy in front
+/// of it forwards), or the address the request arrived at (`local`: the socket's own
+/// address, so a node bound to `0.0.0.0` answers to each of its addresses), written as
+/// an IP address or, on loopback, as `localhost`. Compared without case. Anything else
+/// was meant for another node.
+pub fn is_own_authority(authority: &str, url: &str, local: Option<SocketAddr>) -> bool {
+    let Some((host, port)) = split_authority(authority) else {
+        return false;
+    };
+    let (default_port, base) = if let Some(rest) = url.strip_prefix("https://") {
+        (443, rest)
+    } else {
+        (80, url.strip_prefix("http://").unwrap_or(url))
+    };
+    let base = base.split('/').next().unwrap_or(base);
+    if let Some((url_host, url_port)) = split_authority(base)
+        && url_host == host
+        && url_port.unwrap_or(default_port) == port.unwrap_or(default_port)
+    {
+        return true;
+    }
+    // The node itself speaks plain HTTP: a Host without a port means 80.
+    let Some(local) = local else { return false };
+    if port.unwrap_or(80) != local.port() {
+        return false;
+    }
+    let ip = local.ip().to_canonical();
+    if ip.is_loopback() && host == "localhost" {
+        return true;
+    }
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(&host)
+        .parse::<IpAddr>()
+        .is_ok_and(|named| named.to_canonical() == ip)
+}
+
+/// `host[:port]` (an IPv6 host in brackets) as a lowercase host and the port, if any;
+/// `None` when it is not of that shape.
+fn split_authority(authority: &str) -> Option<(String, Option<u16>)> {
+    let authority = authority.trim().to_ascii_lowercase();
+    let (host, port) = if authority.starts_with('[') {
+        let end = authority.find(']')?;
+        let (host, rest) = authority.split_at(end + 1);
+        match rest {
+            "" => (host, None),
+            _ => (host, Some(rest.strip_prefix(':')?)),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority.as_str(), None),
+        }
+    };
+    if host.is_empty() || (host.contains(['@', '/', ':']) && !host.starts_with('[')) {
+        return None;
+    }
+    let port = match port {
+        Some(p) => Some(p.parse::<u16>().ok()?),
+        None => None,
+    };
+    Some((host.to_owned(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_answers_to_its_url_and_the_address_it_was_reached_at() {
+        let loopback: SocketAddr = "127.0.0.1:8042".parse().unwrap();
+        let lan: SocketAddr = "192.168.1.5:8042".parse().unwrap();
+        let v6: SocketAddr = "[::1]:8042".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:10.0.0.7]:8042".parse().unwrap();
+        let plain = "http://127.0.0.1:8042";
+        let proxied = "https://Example.org";
+        let cases: &[(&str, &str, Option<SocketAddr>, bool)] = &[
+            // Its url's authority, whatever the socket.
+            ("127.0.0.1:8042", plain, None, true),
+            ("example.org", proxied, Some(loopback), true),
+            ("EXAMPLE.org:443", proxied, Some(loopback), true),
+            ("example.org:80", proxied, Some(loopback), false),
+            ("node.example", "http://node.example:80", None, true),
+            ("node.example:80", "http://node.example", None, true),
+            // The address it was reached at, and localhost on loopback.
+            ("127.0.0.1:8042", proxied, Some(loopback), true),
+            ("localhost:8042", proxied, Some(loopback), true),
+            ("LocalHost:8042", plain, Some(loopback), true),
+            ("192.168.1.5:8042", "http://0.0.0.0:8042", Some(lan), true),
+            ("localhost:8042", "http://0.0.0.0:8042", Some(lan), false),
+            ("[::1]:8042", proxied, Some(v6), true),
+            ("localhost:8042", proxied, Some(v6), true),
+            ("10.0.0.7:8042", proxied, Some(mapped), true),
+            // Another node's names: another port, another address, another host.
+            ("127.0.0.1:8043", plain, Some(loopback), false),
+            ("127.0.0.2:8042", proxied, Some(loopback), false),
+            ("[::1]:8042", proxied, Some(loopback), false),
+            ("other.example", proxied, Some(loopback), false),
+            ("localhost:8043", plain, Some(loopback), false),
+            // Not an authority at all.
+            ("", plain, Some(loopback), false),
+            ("127.0.0.1:x", plain, Some(loopback), false),
+            ("127.0.0.1:99999", plain, Some(loopback), false),
+            ("user@127.0.0.1:8042", plain, Some(loopback), false),
+            ("[::1", proxied, Some(v6), false),
+        ];
+        for (authority, url, local, own) in cases {
+            assert_eq!(
+                is_own_authority(authority, url, *local),
+                *own,
+                "{authority:?} for a node at {url} reached at {local:?}"
+            );
         }
     }
 }

@@ -10,10 +10,16 @@ const BIN: &str = env!("CARGO_BIN_EXE_libernet");
 
 /// Starts `libernet serve` on a free loopback port; returns the child and its URL.
 pub(crate) fn spawn_serve(store: &std::path::Path) -> (Child, String) {
+    spawn_serve_with(store, &[])
+}
+
+/// `spawn_serve` with more arguments (its stderr, the log at `warn`, is piped: read it).
+pub(crate) fn spawn_serve_with(store: &std::path::Path, more: &[&str]) -> (Child, String) {
     let mut child = Command::new(BIN)
         .args(["serve", "--store"])
         .arg(store)
         .args(["--listen", "127.0.0.1:0", "--wait", "1"])
+        .args(more)
         .env("LIBERNET_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -30,7 +36,7 @@ pub(crate) fn spawn_serve(store: &std::path::Path) -> (Child, String) {
     (child, url)
 }
 
-fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+pub(crate) fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {

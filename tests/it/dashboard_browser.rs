@@ -15,7 +15,7 @@ use libernet::id::BlockId;
 use serde_json::{Value, json};
 use std::path::Path;
 
-use crate::browser::{Browser, artifacts_dir, chromium_or_skip};
+use crate::browser::{Browser, artifacts_dir, chromium_or_skip, one_browser_at_a_time};
 use crate::dashboard::{json as get_json, mesh_node, peer_health};
 use crate::support::{TestNode, bytes, eventually};
 
@@ -31,9 +31,10 @@ async fn dashboard_in_a_browser() {
     let Some(chromium) = chromium_or_skip() else {
         return;
     };
+    let _one = one_browser_at_a_time().await;
     let a = mesh_node(&[], GOSSIP_SECS).await;
     let b = mesh_node(&[&a], GOSSIP_SECS).await;
-    eventually(20, "a knows b, healthy", || async {
+    eventually(60, "a knows b, healthy", || async {
         peer_health(&a).await.values().any(|h| h == "ok")
     })
     .await;
@@ -119,7 +120,7 @@ async fn dashboard_in_a_browser() {
         json!(block_row)
     ));
     let pins_path = "/pins?holder=admin";
-    eventually(10, "the block pinned through the API", || async {
+    eventually(60, "the block pinned through the API", || async {
         let reply = a.admin(Method::GET, pins_path).await;
         let pins: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
         pins["pins"]

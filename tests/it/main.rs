@@ -12,5 +12,6 @@ mod dashboard_browser;
 mod hardening;
 mod like;
 mod mesh;
+mod peers;
 mod store;
 mod support;
