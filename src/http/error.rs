@@ -84,7 +84,7 @@ impl From<NodeError> for ApiError {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
             }
             NodeError::Full(_) => {
-                tracing::warn!(error = %e, "PUT refused: store full");
+                tracing::warn!(error = %e, "refused: store full");
                 ApiError::new(
                     StatusCode::INSUFFICIENT_STORAGE,
                     "store_full",

@@ -82,7 +82,7 @@ pub enum NodeError {
     /// An upload over 1 MiB.
     #[error("a block is at most {MAX_BLOCK_SIZE} bytes")]
     TooLarge,
-    /// The store is full of blocks that cannot be evicted.
+    /// The store is full: of blocks that cannot be evicted, or its file system is.
     #[error("store full: {0}")]
     Full(String),
     /// The block is not here and did not arrive in time.
@@ -139,7 +139,9 @@ pub enum NodeError {
 impl From<StoreError> for NodeError {
     fn from(e: StoreError) -> NodeError {
         match e {
-            StoreError::Full { .. } => NodeError::Full(e.to_string()),
+            // Out of room under the quota or on the file system: the same `507` either
+            // way, and the node carries on (a deletion or eviction frees room).
+            StoreError::Full { .. } | StoreError::DiskFull { .. } => NodeError::Full(e.to_string()),
             StoreError::TooLarge(_) => NodeError::TooLarge,
             StoreError::Declined => NodeError::Declined,
             StoreError::Protected(id) => NodeError::Protected(id),
@@ -235,7 +237,8 @@ pub struct StoreInfo {
     pub bytes: u64,
     /// Quota in bytes.
     pub quota: u64,
-    /// Bytes left under the quota.
+    /// Bytes that can still be stored: what the quota leaves, or what the file system
+    /// has left when that is less.
     pub free: u64,
 }
 
@@ -662,7 +665,10 @@ impl Node {
                 blocks: s.blocks,
                 bytes: s.bytes,
                 quota: s.quota,
-                free: s.quota.saturating_sub(s.bytes),
+                free: s
+                    .quota
+                    .saturating_sub(s.bytes)
+                    .min(self.store.disk_free().unwrap_or(u64::MAX)),
             },
         }
     }

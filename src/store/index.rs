@@ -1,5 +1,5 @@
 //! The in-memory index of a store: every held block's id, size, heat (decayed request
-//! count), verification mark and reader count, in one ordered map. Ordered so that LIKE
+//! count) and reader count, in one ordered map. Ordered so that LIKE
 //! queries walk only the ids near their target; compact (one `BTreeMap` entry, about 70
 //! bytes a block) so a million blocks fit in well under 100 MB. No I/O: the store keeps
 //! it in step with the files.
@@ -25,9 +25,6 @@ pub struct Entry {
     size: u32,
     /// Decayed request count and the tick it was last updated (see `Valuer`).
     heat: AtomicU64,
-    /// mtime (ns since the epoch, never 0) of the file when its bytes were last hashed
-    /// and found to match the id; 0 when not verified since start-up.
-    verified_mtime: AtomicU64,
     /// Reads of the file in progress: a block being read is never evicted under them.
     readers: AtomicU32,
 }
@@ -36,16 +33,6 @@ impl Entry {
     /// The block's size in bytes.
     pub fn size(&self) -> u32 {
         self.size
-    }
-
-    /// The file mtime at the last successful verification, or 0.
-    pub fn verified_mtime(&self) -> u64 {
-        self.verified_mtime.load(Ordering::Relaxed)
-    }
-
-    /// Records that the file with this mtime hashed to its id.
-    pub fn mark_verified(&self, mtime: u64) {
-        self.verified_mtime.store(mtime.max(1), Ordering::Relaxed);
     }
 
     /// Marks the start of a read of the file; `end_read` must follow.
@@ -88,7 +75,7 @@ pub struct Index {
 }
 
 impl Index {
-    /// Builds an index of unverified, never requested blocks from (id, size) pairs in
+    /// Builds an index of never requested blocks from (id, size) pairs in
     /// any order.
     pub fn from_entries(mut entries: Vec<(BlockId, u32)>, valuer: Arc<Valuer>) -> Index {
         // Sorted input lets BTreeMap bulk-build full nodes: about a third less memory
@@ -99,7 +86,7 @@ impl Index {
         let now = valuer.now();
         let map = entries
             .into_iter()
-            .map(|(id, size)| (id, new_entry(&valuer, size, 0.0, now, 0)))
+            .map(|(id, size)| (id, new_entry(&valuer, size, 0.0, now)))
             .collect();
         Index {
             map,
@@ -152,13 +139,13 @@ impl Index {
         Some(self.valuer.heat_at(&entry.heat, self.valuer.now()))
     }
 
-    /// Adds a block whose bytes were verified with file mtime `mtime`, starting with
-    /// `heat`. Returns false (and changes nothing) if it was already there.
-    pub fn insert(&mut self, id: BlockId, size: u32, mtime: u64, heat: f32) -> bool {
+    /// Adds a block starting with `heat`. Returns false (and changes nothing) if it was
+    /// already there.
+    pub fn insert(&mut self, id: BlockId, size: u32, heat: f32) -> bool {
         if self.map.contains_key(&id) {
             return false;
         }
-        let entry = new_entry(&self.valuer, size, heat, self.valuer.now(), mtime);
+        let entry = new_entry(&self.valuer, size, heat, self.valuer.now());
         self.map.insert(id, entry);
         self.bytes += u64::from(size);
         if self.is_locked(&id) {
@@ -421,11 +408,10 @@ fn distance_key(a: &BlockId, b: &BlockId) -> (u128, u128) {
     (u128::from_be_bytes(hi), u128::from_be_bytes(lo))
 }
 
-fn new_entry(valuer: &Valuer, size: u32, heat: f32, now: u32, mtime: u64) -> Entry {
+fn new_entry(valuer: &Valuer, size: u32, heat: f32, now: u32) -> Entry {
     Entry {
         size,
         heat: valuer.new_heat(heat, now),
-        verified_mtime: AtomicU64::new(mtime),
         readers: AtomicU32::new(0),
     }
 }
@@ -525,7 +511,7 @@ mod tests {
         let all = ids(1_000);
         let mut index = empty();
         for id in &all {
-            index.insert(*id, 10, 1, 0.0);
+            index.insert(*id, 10, 0.0);
         }
         index.protect(all[0]);
         index.set_pinned(all[1], true);
@@ -563,7 +549,7 @@ mod tests {
         let all = ids(5);
         let mut index = empty();
         for (i, id) in all.iter().enumerate() {
-            index.insert(*id, 100, 1, i as f32);
+            index.insert(*id, 100, i as f32);
         }
         index.add_heat(&all[0], 10.0);
         let mut seed = 1;
@@ -595,7 +581,7 @@ mod tests {
         let all = ids(3);
         let mut index = empty();
         for id in &all {
-            index.insert(*id, 100, 1, 0.0);
+            index.insert(*id, 100, 0.0);
         }
         index.add_heat(&all[1], 5.0);
         index.add_heat(&all[2], 5.0);
@@ -613,7 +599,7 @@ mod tests {
         let all = ids(10);
         let mut index = empty();
         for (i, id) in all.iter().enumerate() {
-            index.insert(*id, 1, 1, i as f32);
+            index.insert(*id, 1, i as f32);
         }
         let hot: Vec<BlockId> = index.hottest(3, 5.0).into_iter().map(|h| h.0).collect();
         assert_eq!(hot, vec![all[9], all[8], all[7]]);
@@ -625,8 +611,8 @@ mod tests {
         let mut index = empty();
         let id = BlockId::of(b"a");
         index.set_pinned(id, true);
-        assert!(index.insert(id, 5, 1, 0.0));
-        assert!(!index.insert(id, 5, 1, 0.0));
+        assert!(index.insert(id, 5, 0.0));
+        assert!(!index.insert(id, 5, 0.0));
         assert_eq!(
             (index.len(), index.bytes(), index.locked_bytes()),
             (1, 5, 5)

@@ -120,6 +120,13 @@ impl PinBook {
         (removed, now_unpinned)
     }
 
+    /// The holders of `id` (none when it is not pinned).
+    pub fn holders(&self, id: &BlockId) -> Vec<Holder> {
+        self.by_id
+            .get(id)
+            .map_or_else(Vec::new, |h| h.iter().cloned().collect())
+    }
+
     /// True when `holder` holds `id`.
     pub fn holds(&self, id: &BlockId, holder: &Holder) -> bool {
         self.by_id.get(id).is_some_and(|h| h.contains(holder))

@@ -448,7 +448,12 @@ async fn a_corrupt_block_is_quarantined_and_fetched_again_from_a_peer() {
         .join(&hex[..2])
         .join(&hex[2..4])
         .join(&hex);
+    // Rot that keeps the file's length and mtime: only the bytes tell.
+    let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
     std::fs::write(&file, vec![0u8; block.len()]).unwrap();
+    let f = std::fs::File::options().write(true).open(&file).unwrap();
+    f.set_modified(mtime).unwrap();
+    drop(f);
     let reply = b.get(&id.path()).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body, block, "served from a's good copy");
