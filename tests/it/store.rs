@@ -442,6 +442,8 @@ async fn a_full_file_system_answers_507_and_the_node_carries_on() {
     assert_eq!(reply.status, StatusCode::INSUFFICIENT_STORAGE);
     let json: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
     assert_eq!(json["error"], "store_full");
+    // Refused writes leave no temp file behind.
+    assert_eq!(crate::support::temp_files(&fs.path().join("store")), 0);
     // A refused pin is not half made.
     let pins: serde_json::Value =
         serde_json::from_slice(&node.admin(Method::GET, "/pins").await.body).unwrap();
