@@ -359,20 +359,17 @@ impl SmallFs {
             .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
             .arg(dir.path())
             .output();
-        match out {
-            Ok(o) if o.status.success() => Some(SmallFs { dir }),
-            Ok(o) => {
-                eprintln!(
-                    "SKIPPED: cannot mount a small tmpfs (root needed): {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                );
-                None
-            }
-            Err(e) => {
-                eprintln!("SKIPPED: cannot run mount: {e}");
-                None
-            }
-        }
+        let why = match out {
+            Ok(o) if o.status.success() => return Some(SmallFs { dir }),
+            Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_owned(),
+            Err(e) => e.to_string(),
+        };
+        // Straight to the process's stderr: the test harness captures `eprintln!`.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED a_full_file_system_answers_507...: cannot mount a small tmpfs (root needed): {why}"
+        );
+        None
     }
 
     fn path(&self) -> &Path {
@@ -442,6 +439,8 @@ async fn a_full_file_system_answers_507_and_the_node_carries_on() {
     assert_eq!(reply.status, StatusCode::INSUFFICIENT_STORAGE);
     let json: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
     assert_eq!(json["error"], "store_full");
+    // Refused writes leave no temp file behind.
+    assert_eq!(crate::support::temp_files(&fs.path().join("store")), 0);
     // A refused pin is not half made.
     let pins: serde_json::Value =
         serde_json::from_slice(&node.admin(Method::GET, "/pins").await.body).unwrap();
