@@ -16,20 +16,22 @@ the machine down.
 
 The attacks (full size; --smoke scales each down):
 
-- fan-out: three blocks, about 8.5 KB stored: a root manifest listing one sub-bundle
-  7,100 times, which lists an empty manifest 7,100 times. One GET of the root.
-- million: a bundle of 50 sub-bundles of 20,000 empty files each (1,000,000 entries,
-  ~2.5 MB stored) plus one real file in the last sub-bundle; three rows on fresh nodes:
-  one HTML listing of the root, one fetch of that file, 8 listings at once.
+- fan-out: three blocks (about 25 KB as the CLI compresses them, zlib level 1; 8.5 KB
+  in the issue): a root manifest listing one sub-bundle 7,100 times, which lists an
+  empty manifest 7,100 times. One GET of the root.
+- million: a flat bundle of 50 sub-bundles of 20,000 empty files each, all in the root
+  directory (1,000,000 entries, ~4 MB stored), plus one real file, `z.txt`, in the last
+  sub-bundle; three rows on fresh nodes: one HTML listing of the root (a million
+  lines), one fetch of `z.txt`, 8 listings at once.
 - padded: the CPU case. A leaf manifest of MAX_CONTENT bytes that is almost all JSON
-  whitespace (`{` + spaces + `"files":{}}`) compresses to about a kilobyte; near-id
+  whitespace (`{` + spaces + `"files":{}}`) compresses to about 10 KB; near-id
   padding (the block + 0x00 + 8 random non-zero bytes, DESIGN 5) gives that one block
   any number of distinct ids that all open with the same key. The root lists
   --padded-leaves of them (through middle manifests of at most PER_MANIFEST URLs), so
   no sub-bundle repeats. Each one costs today's node a GCM attempt on the whole block,
   a second on the stripped one, an inflate to 1 MiB, a SHA-256 of that MiB, and
   looks_like's scan for `"files"` (found last) plus two JSON parses of 1 MiB of
-  whitespace, for about a kilobyte uploaded; the tree is empty, so it is valid and
+  whitespace, for about 10 KB uploaded; the tree is empty, so it is valid and
   (its manifests counted at 1 MiB each) never cached: every GET pays again. This is
   the costliest per uploaded byte within the 1 MiB block limit: padding multiplies
   distinct ids for free, compression makes each one cost a full MAX_CONTENT, and
@@ -205,7 +207,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--million-subs", type=int, help="sub-bundles [50; smoke 5]")
     p.add_argument("--million-files", type=int, help="files per sub-bundle [20000; smoke 2000]")
     p.add_argument("--padded-leaves", type=int,
-                   help="distinct padded 1 MiB-whitespace leaves, at most 20000 (today's MAX_SUB_BUNDLES) [3000; smoke 100]")
+                   help="distinct padded 1 MiB-whitespace leaves, at most 20000 (today's "
+                        "MAX_SUB_BUNDLES) [5000; smoke 100]")
     p.add_argument("--padded-gets", type=int, help="GETs of the padded root [2; smoke 1]")
     p.add_argument("--path-components", type=int, help="long path components [21000; smoke 2000]")
     p.add_argument("--path-gets", type=int, help="long-path GETs [10; smoke 3]")
@@ -213,10 +216,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="slowloris and slow-body connections [1000; smoke 50]")
     p.add_argument("--slowloris-secs", type=float, help="slowloris duration [30; smoke 5]")
     p.add_argument("--slowbody-secs", type=float, help="slow-body duration [40; smoke 5]")
-    p.add_argument("--waiters", type=int, help="concurrent ?wait=3 GETs per round [10000; smoke 200]")
+    p.add_argument("--waiters", type=int,
+                   help="concurrent ?wait=3 GETs per round [10000; smoke 200]")
     p.add_argument("--waiter-rounds", type=int, help="rounds of waiters [3; smoke 2]")
     p.add_argument("--absent-ids", type=int, help="distinct absent ids [1000000; smoke 5000]")
-    p.add_argument("--absent-secs", type=float, help="time bound of absent ids [150; smoke 20]")
+    p.add_argument("--absent-secs", type=float, help="time bound of absent ids [240; smoke 20]")
     p.add_argument("--multipart-mb", type=int, help="MB of unending part headers [200; smoke 8]")
     p.add_argument("--request-timeout", type=float,
                    help="seconds an attack request may take before it is abandoned [300; smoke 30]")
@@ -249,7 +253,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         million_subs=pick(args.million_subs, 50, 5),
         million_files=pick(args.million_files, 20_000, 2000),
         concurrent_listings=8,
-        padded_leaves=pick(args.padded_leaves, 3000, 100),
+        padded_leaves=pick(args.padded_leaves, 5000, 100),
         padded_gets=pick(args.padded_gets, 2, 1),
         path_components=pick(args.path_components, 21_000, 2000),
         path_gets=pick(args.path_gets, 10, 3),
@@ -259,7 +263,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         waiters=pick(args.waiters, 10_000, 200),
         waiter_rounds=pick(args.waiter_rounds, 3, 2),
         absent_ids=pick(args.absent_ids, 1_000_000, 5000),
-        absent_secs=pick(args.absent_secs, 150.0, 20.0),
+        absent_secs=pick(args.absent_secs, 240.0, 20.0),
         multipart_mb=pick(args.multipart_mb, 200, 8),
         request_timeout=pick(args.request_timeout, 300.0, 30.0),
         settle_max=pick(args.settle_max, 60.0, 10.0),
@@ -391,13 +395,13 @@ def craft(plan: Plan, crafter: Crafter) -> Crafted:
         def million() -> None:
             subs = []
             for s in range(plan.million_subs):
-                files: dict[str, dict] = {f"d{s:02d}/f{i:05d}": {"modified": 0, "size": 0}
+                files: dict[str, dict] = {f"f{s:02d}{i:05d}": {"modified": 0, "size": 0}
                                           for i in range(plan.million_files)}
                 if s == plan.million_subs - 1:
-                    files[f"d{s:02d}/z.txt"] = {
+                    files["z.txt"] = {
                         "contents": [{"size": len(hello), "url": c.hello}],
                         "modified": 0, "size": len(hello)}
-                    c.million_file = f"d{s:02d}/z.txt"
+                    c.million_file = "z.txt"
                 subs.append(crafter.manifest({"files": files}))
             c.million = crafter.manifest({"bundles": subs})
         taking("million", million)
@@ -498,6 +502,8 @@ class Watchdog:
         self.cap = cap
         self.killed_at = 0
         self.max_rss = 0
+        #: The node's CPU-seconds at the last poll (what is known once it is killed).
+        self.last_cpu = cpu_seconds(node.pid)
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._watch, daemon=True)
 
@@ -511,6 +517,7 @@ class Watchdog:
             except (OSError, KeyError):
                 return
             self.max_rss = max(self.max_rss, rss)
+            self.last_cpu = cpu_seconds(self.node.pid) or self.last_cpu
             if rss > self.cap:
                 self.killed_at = rss
                 with contextlib.suppress(ProcessLookupError):
@@ -587,6 +594,13 @@ class Row:
         for a in self.probes:
             worst = max(worst, a.secs if a.status == "200" else max(a.secs, PROBE_TIMEOUT))
         return worst
+
+
+def size_text(size: int) -> str:
+    """Bytes as GiB from 1 GiB on, else MiB."""
+    if size >= 1 << 30:
+        return f"{size / (1 << 30):.2f} GiB"
+    return f"{size / MIB:,.1f} MiB"
 
 
 def own_cpu_seconds() -> float:
@@ -698,7 +712,7 @@ class Bench:
                 row.settle_s, row.settled = settle(node, self.plan.settle_max)
                 watchdog.stop()
                 busy = machine_busy_seconds() - busy0 - (own_cpu_seconds() - own0)
-                node_cpu = cpu_seconds(node.pid) - cpu0 if node.alive() else 0.0
+                node_cpu = (cpu_seconds(node.pid) if node.alive() else watchdog.last_cpu) - cpu0
                 row.other_cores = max(0.0, busy - node_cpu) / (time.monotonic() - started)
             row.killed_at = watchdog.killed_at
             if node.alive():
@@ -707,10 +721,11 @@ class Bench:
                 row.hwm_kib, row.after_kib = mem["VmHWM"], mem["VmRSS"]
             else:
                 row.hwm_kib = watchdog.max_rss // 1024
+                row.cpu_s = watchdog.last_cpu - cpu0
                 code = node.proc.wait()
                 if row.killed_at:
-                    row.notes.append(f"killed by the watchdog at "
-                                     f"{row.killed_at / (1 << 30):.2f} GiB RSS")
+                    row.notes.append(f"killed by the watchdog at {size_text(row.killed_at)} "
+                                     "RSS (CPU-seconds until then)")
                 else:
                     row.died = f"node died (status {code})"
                     self.failures.append(f"{name}: {row.died}")
@@ -955,7 +970,7 @@ class Hold:
     bytes_sent: int = 0
 
     def summary(self) -> str:
-        return (f"{self.opened:,} connections opened for {self.count:,} slots, "
+        return (f"{self.opened:,} connections opened, {self.count:,} held at once, "
                 f"{self.closed:,} closed by the node, {self.connect_errors:,} connect errors")
 
 
