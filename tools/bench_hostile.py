@@ -1113,7 +1113,8 @@ def burst(port: int, requests: list[bytes], timeout: float) -> tuple[Counter, fl
                     del state[s]
                 else:
                     state[s][1] = buf[:64]
-        statuses["timeout"] += len(state)
+        if state:
+            statuses["timeout"] += len(state)
     finally:
         for s in state:
             s.close()
