@@ -1128,57 +1128,68 @@ def pipelined(port: int, requests: Iterator[bytes], connections: int,
               deadline: float) -> tuple[Counter, int]:
     """Sends ``requests`` over ``connections`` keep-alive connections, PIPELINE in
     flight on each, until they run out or ``deadline``; returns the statuses counted
-    and the requests sent."""
+    and the requests sent. A connection the node closes is replaced; what was in
+    flight on it counts as "lost (closed)"."""
     statuses: Counter = Counter()
     sent = 0
-    socks = []
-    for _ in range(connections):
+    sel = selectors.DefaultSelector()
+    flight: dict[socket.socket, int] = {}
+    carry: dict[socket.socket, bytes] = {}
+
+    def connect() -> None:
         s = socket.create_connection(("127.0.0.1", port), timeout=10)
         s.setblocking(False)
-        socks.append(s)
-    sel = selectors.DefaultSelector()
-    flight = {s: 0 for s in socks}
-    carry = {s: b"" for s in socks}
-    for s in socks:
+        flight[s], carry[s] = 0, b""
         sel.register(s, selectors.EVENT_READ)
+
+    def replace(s: socket.socket) -> None:
+        statuses["lost (closed)"] += flight.pop(s)
+        carry.pop(s)
+        sel.unregister(s)
+        s.close()
+        connect()
+
+    for _ in range(connections):
+        connect()
     exhausted = False
     try:
         while time.monotonic() < deadline:
-            for s in socks:
+            for s in list(flight):
                 want = PIPELINE - flight[s]
-                if want >= PIPELINE // 2 and not exhausted:
-                    batch = []
-                    for _ in range(want):
-                        try:
-                            batch.append(next(requests))
-                        except StopIteration:
-                            exhausted = True
-                            break
-                    if batch:
-                        s.setblocking(True)
-                        s.sendall(b"".join(batch))
-                        s.setblocking(False)
-                        flight[s] += len(batch)
-                        sent += len(batch)
+                if want < PIPELINE // 2 or exhausted:
+                    continue
+                batch = []
+                for _ in range(want):
+                    try:
+                        batch.append(next(requests))
+                    except StopIteration:
+                        exhausted = True
+                        break
+                if not batch:
+                    continue
+                try:
+                    s.setblocking(True)
+                    s.sendall(b"".join(batch))
+                    s.setblocking(False)
+                except OSError:
+                    replace(s)
+                    continue
+                flight[s] += len(batch)
+                sent += len(batch)
             if exhausted and not any(flight.values()):
                 break
             for key, _ in sel.select(timeout=0.5):
                 s = key.fileobj
+                if s not in flight:
+                    continue
                 try:
                     data = s.recv(1 << 20)
                 except (BlockingIOError, InterruptedError):
                     continue
-                if not data:  # the node closed it: what was in flight is lost
-                    statuses["lost (closed)"] += flight.pop(s)
-                    sel.unregister(s)
-                    s.close()
-                    carry.pop(s)
-                    socks.remove(s)
-                    fresh = socket.create_connection(("127.0.0.1", port), timeout=10)
-                    fresh.setblocking(False)
-                    socks.append(fresh)
-                    flight[fresh], carry[fresh] = 0, b""
-                    sel.register(fresh, selectors.EVENT_READ)
+                except OSError:
+                    data = b""
+                if not data:
+                    replace(s)
                     continue
                 data = carry[s] + data
                 end = 0
@@ -1188,7 +1199,7 @@ def pipelined(port: int, requests: Iterator[bytes], connections: int,
                     end = m.end()
                 carry[s] = data[max(end, len(data) - 12):]
     finally:
-        for s in socks:
+        for s in flight:
             s.close()
         sel.close()
     return statuses, sent
