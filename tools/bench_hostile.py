@@ -167,6 +167,7 @@ class Plan:
     data_dir: Path
     keep: bool
     build: bool
+    binary: Path | None
     markdown: Path | None
     only: list[str]
     rss_cap: int
@@ -202,6 +203,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the run directory")
     p.add_argument("--no-build", action="store_true",
                    help="use the existing $CARGO_TARGET_DIR/release/libernet")
+    p.add_argument("--binary", type=Path, metavar="PATH",
+                   help="use this libernet binary (no build), e.g. another branch's build")
     p.add_argument("--markdown", type=Path, metavar="FILE",
                    help="also write the results as a Markdown section to FILE")
     p.add_argument("--only", default=",".join(ATTACKS),
@@ -254,7 +257,9 @@ def make_plan(args: argparse.Namespace) -> Plan:
     if available:
         cap = min(cap, int(available * 0.6))
     return Plan(
-        smoke=smoke, data_dir=args.dir.resolve(), keep=args.keep, build=not args.no_build,
+        smoke=smoke, data_dir=args.dir.resolve(), keep=args.keep,
+        build=not args.no_build and args.binary is None,
+        binary=args.binary.resolve() if args.binary else None,
         markdown=args.markdown, only=only, rss_cap=cap, node_log=args.node_log,
         fanout=pick(args.fanout, 7100, 200),
         million_subs=pick(args.million_subs, 50, 5),
@@ -1321,7 +1326,10 @@ def run(plan: Plan) -> int:
     plan.data_dir.mkdir(parents=True, exist_ok=True)
     say(f"command: {command}")
     try:
-        built = build_node() if plan.build else target_dir() / "release" / "libernet"
+        if plan.binary:
+            built = plan.binary
+        else:
+            built = build_node() if plan.build else target_dir() / "release" / "libernet"
     except (BenchFailure, OSError) as e:
         say(f"FAILED: {e}")
         return 1
