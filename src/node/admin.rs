@@ -131,10 +131,21 @@ impl Node {
         let id: BlockId = keyid
             .parse()
             .map_err(|_| refuse(format!("keyid {keyid:?} is not a node id")))?;
-        let key = self
-            .mesh
-            .peer_key(&id)
-            .ok_or_else(|| refuse(format!("unknown node {id}: push its identity block first")))?;
+        let key = match self.mesh.peer_key(&id) {
+            Some(key) => key,
+            // A joining node's first push of its own identity block, signed with the
+            // key it brings: served as a client's upload, and not counted as refused.
+            None if target.method == "PUT" && target.path == id.path() => {
+                return Err(NodeError::PeerAuth(format!(
+                    "unknown node {id}: its identity block arrives with this request"
+                )));
+            }
+            None => {
+                return Err(refuse(format!(
+                    "unknown node {id}: push its identity block first"
+                )));
+            }
+        };
         verify_request(fields, &keyid, &key, unix_now(), target)
             .map_err(|e| refuse(e.to_string()))?;
         Ok(id)

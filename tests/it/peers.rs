@@ -230,6 +230,16 @@ async fn an_unreachable_seed_is_one_warning_and_a_normal_join_none() {
             && at_b["seeds"][0]["state"] == "joined"
     })
     .await;
+    // Nor counts b's first push of its identity block as a refused signature.
+    let metrics = Client::new(&a_url)
+        .send(Method::GET, "/metrics", &[], Vec::new())
+        .await
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
+    assert!(
+        metrics.contains("\nlibernet_peer_auth_refused_total 0\n"),
+        "{metrics}"
+    );
     let (b_log, a_log) = (stop_and_read_log(b, b_log), stop_and_read_log(a, a_log));
     for (name, log) in [("a", a_log), ("b", b_log)] {
         assert!(
