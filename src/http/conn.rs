@@ -5,9 +5,11 @@
 //! flight (a kept-alive connection between requests, or one still sending its first
 //! headers, slowloris-style) is closed once it has been idle `PRESSED_ALLOWANCE`, and
 //! request bodies get that long, not `BODY_RATE_GRACE`, before their rate is checked.
-//! Closing them frees slots for the clients waiting in the accept queue. Without
-//! pressure hyper's own header read timeout (which also runs between requests) applies.
-//! Knows hyper's body trait, nothing of routes or the node.
+//! Closing them frees slots for the clients waiting in the accept queue. A response
+//! still being written to the socket counts as activity (hyper may hold the last of a
+//! body after dropping it), so a slow but reading client's download is not cut short.
+//! Without pressure hyper's own header read timeout (which also runs between requests)
+//! applies. Knows hyper's body trait and tokio's IO traits, nothing of routes or the node.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -15,6 +17,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
@@ -110,6 +113,15 @@ struct State {
     busy: usize,
     /// When the connection last became idle (or was accepted).
     idle_since: Instant,
+    /// When bytes were last written to the socket.
+    wrote: Instant,
+}
+
+impl State {
+    /// When the connection may be closed under pressure, if it is idle.
+    fn due(&self) -> Option<Instant> {
+        (self.busy == 0).then(|| self.idle_since.max(self.wrote) + PRESSED_ALLOWANCE)
+    }
 }
 
 impl Activity {
@@ -119,6 +131,7 @@ impl Activity {
             state: Mutex::new(State {
                 busy: 0,
                 idle_since: Instant::now(),
+                wrote: Instant::now(),
             }),
             changed: Notify::new(),
         })
@@ -136,10 +149,7 @@ impl Activity {
     pub(super) async fn evicted(&self, mut pressure: watch::Receiver<bool>) {
         loop {
             let pressed = *pressure.borrow_and_update();
-            let deadline = {
-                let state = self.lock();
-                (pressed && state.busy == 0).then(|| state.idle_since + PRESSED_ALLOWANCE)
-            };
+            let deadline = if pressed { self.lock().due() } else { None };
             tokio::select! {
                 changed = pressure.changed() => {
                     if changed.is_err() {
@@ -149,8 +159,8 @@ impl Activity {
                 }
                 () = self.changed.notified() => {}
                 () = sleep_until(deadline) => {
-                    let state = self.lock();
-                    if *pressure.borrow() && state.busy == 0 && state.idle_since + PRESSED_ALLOWANCE <= Instant::now() {
+                    let due = self.lock().due();
+                    if *pressure.borrow() && due.is_some_and(|at| at <= Instant::now()) {
                         return;
                     }
                 }
@@ -158,8 +168,74 @@ impl Activity {
         }
     }
 
+    /// Notes bytes written to the socket.
+    fn wrote(&self) {
+        self.lock().wrote = Instant::now();
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A connection's socket, noting each write in its `Activity`.
+pub(super) struct Watched<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S> Watched<S> {
+    /// `inner`, its writes noted in `activity`.
+    pub(super) fn new(inner: S, activity: Arc<Activity>) -> Watched<S> {
+        Watched { inner, activity }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.wrote();
+        }
+        written
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.wrote();
+        }
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -252,6 +328,20 @@ mod tests {
             kept.await.is_err(),
             "a connection with a request in flight was evicted"
         );
+        // Its response body dropped, hyper may still be writing the end of it: the
+        // allowance runs from the last write.
+        let t0 = Instant::now();
+        let mut state = State {
+            busy: 0,
+            idle_since: t0,
+            wrote: t0 + Duration::from_secs(1),
+        };
+        assert_eq!(
+            state.due(),
+            Some(t0 + Duration::from_secs(1) + PRESSED_ALLOWANCE)
+        );
+        state.busy = 1;
+        assert_eq!(state.due(), None);
         // Pressure lifts only at twice the reserve.
         held.truncate(13);
         assert!(slots.pressed());

@@ -120,7 +120,10 @@ pub async fn serve(
                 Ok::<_, std::convert::Infallible>(response.map(|b| conn::Tracked::new(b, busy)))
             }
         });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let connection = graceful.watch(builder.serve_connection(
+            TokioIo::new(conn::Watched::new(stream, activity.clone())),
+            service,
+        ));
         let pressure = slots.pressure();
         tokio::spawn(async move {
             tokio::select! {
