@@ -9,7 +9,11 @@
 //! still being written to the socket counts as activity (hyper may hold the last of a
 //! body after dropping it), so a slow but reading client's download is not cut short.
 //! Without pressure hyper's own header read timeout (which also runs between requests)
-//! applies. Knows hyper's body trait and tokio's IO traits, nothing of routes or the node.
+//! applies. A connection closed under pressure is reset (zero linger), not closed
+//! gracefully: the node keeps no TIME_WAIT for it, which at a thousand closes a second
+//! from one client address made new connections' SYNs collide with old ones (seconds of
+//! retransmission for a client of the same address). Knows hyper's body trait and
+//! tokio's IO traits, nothing of routes or the node.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -17,7 +21,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
@@ -106,6 +113,8 @@ impl Drop for Slot {
 pub(super) struct Activity {
     state: Mutex<State>,
     changed: Notify,
+    /// Set when `evicted` resolves: the socket is reset when dropped.
+    evicted: AtomicBool,
 }
 
 struct State {
@@ -134,6 +143,7 @@ impl Activity {
                 wrote: Instant::now(),
             }),
             changed: Notify::new(),
+            evicted: AtomicBool::new(false),
         })
     }
 
@@ -161,6 +171,7 @@ impl Activity {
                 () = sleep_until(deadline) => {
                     let due = self.lock().due();
                     if *pressure.borrow() && due.is_some_and(|at| at <= Instant::now()) {
+                        self.evicted.store(true, Ordering::Relaxed);
                         return;
                     }
                 }
@@ -178,20 +189,30 @@ impl Activity {
     }
 }
 
-/// A connection's socket, noting each write in its `Activity`.
-pub(super) struct Watched<S> {
-    inner: S,
+/// A connection's socket, noting each write in its `Activity`, and reset when dropped
+/// after an eviction.
+pub(super) struct Watched {
+    inner: TcpStream,
     activity: Arc<Activity>,
 }
 
-impl<S> Watched<S> {
+impl Watched {
     /// `inner`, its writes noted in `activity`.
-    pub(super) fn new(inner: S, activity: Arc<Activity>) -> Watched<S> {
+    pub(super) fn new(inner: TcpStream, activity: Arc<Activity>) -> Watched {
         Watched { inner, activity }
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if self.activity.evicted.load(Ordering::Relaxed) {
+            // Zero linger: the close is a reset, and leaves no TIME_WAIT here.
+            let _ = self.inner.set_zero_linger();
+        }
+    }
+}
+
+impl AsyncRead for Watched {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -201,7 +222,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+impl AsyncWrite for Watched {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
