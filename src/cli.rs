@@ -750,8 +750,7 @@ fn history_text(runs: &[backup::HistoryEntry]) -> String {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args)?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = crate::http::bind(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let url = config

@@ -5,9 +5,15 @@
 //! flight (a kept-alive connection between requests, or one still sending its first
 //! headers, slowloris-style) is closed once it has been idle `PRESSED_ALLOWANCE`, and
 //! request bodies get that long, not `BODY_RATE_GRACE`, before their rate is checked.
-//! Closing them frees slots for the clients waiting in the accept queue. Without
-//! pressure hyper's own header read timeout (which also runs between requests) applies.
-//! Knows hyper's body trait, nothing of routes or the node.
+//! Closing them frees slots for the clients waiting in the accept queue. A response
+//! still being written to the socket counts as activity (hyper may hold the last of a
+//! body after dropping it), so a slow but reading client's download is not cut short.
+//! Without pressure hyper's own header read timeout (which also runs between requests)
+//! applies. A connection closed under pressure is reset (zero linger), not closed
+//! gracefully: the node keeps no TIME_WAIT for it, which at a thousand closes a second
+//! from one client address made new connections' SYNs collide with old ones (seconds of
+//! retransmission for a client of the same address). Knows hyper's body trait and
+//! tokio's IO traits, nothing of routes or the node.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -15,6 +21,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
@@ -103,6 +113,8 @@ impl Drop for Slot {
 pub(super) struct Activity {
     state: Mutex<State>,
     changed: Notify,
+    /// Set when `evicted` resolves: the socket is reset when dropped.
+    evicted: AtomicBool,
 }
 
 struct State {
@@ -110,6 +122,15 @@ struct State {
     busy: usize,
     /// When the connection last became idle (or was accepted).
     idle_since: Instant,
+    /// When bytes were last written to the socket.
+    wrote: Instant,
+}
+
+impl State {
+    /// When the connection may be closed under pressure, if it is idle.
+    fn due(&self) -> Option<Instant> {
+        (self.busy == 0).then(|| self.idle_since.max(self.wrote) + PRESSED_ALLOWANCE)
+    }
 }
 
 impl Activity {
@@ -119,8 +140,10 @@ impl Activity {
             state: Mutex::new(State {
                 busy: 0,
                 idle_since: Instant::now(),
+                wrote: Instant::now(),
             }),
             changed: Notify::new(),
+            evicted: AtomicBool::new(false),
         })
     }
 
@@ -136,10 +159,7 @@ impl Activity {
     pub(super) async fn evicted(&self, mut pressure: watch::Receiver<bool>) {
         loop {
             let pressed = *pressure.borrow_and_update();
-            let deadline = {
-                let state = self.lock();
-                (pressed && state.busy == 0).then(|| state.idle_since + PRESSED_ALLOWANCE)
-            };
+            let deadline = if pressed { self.lock().due() } else { None };
             tokio::select! {
                 changed = pressure.changed() => {
                     if changed.is_err() {
@@ -149,8 +169,9 @@ impl Activity {
                 }
                 () = self.changed.notified() => {}
                 () = sleep_until(deadline) => {
-                    let state = self.lock();
-                    if *pressure.borrow() && state.busy == 0 && state.idle_since + PRESSED_ALLOWANCE <= Instant::now() {
+                    let due = self.lock().due();
+                    if *pressure.borrow() && due.is_some_and(|at| at <= Instant::now()) {
+                        self.evicted.store(true, Ordering::Relaxed);
                         return;
                     }
                 }
@@ -158,8 +179,84 @@ impl Activity {
         }
     }
 
+    /// Notes bytes written to the socket.
+    fn wrote(&self) {
+        self.lock().wrote = Instant::now();
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A connection's socket, noting each write in its `Activity`, and reset when dropped
+/// after an eviction.
+pub(super) struct Watched {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl Watched {
+    /// `inner`, its writes noted in `activity`.
+    pub(super) fn new(inner: TcpStream, activity: Arc<Activity>) -> Watched {
+        Watched { inner, activity }
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if self.activity.evicted.load(Ordering::Relaxed) {
+            // Zero linger: the close is a reset, and leaves no TIME_WAIT here.
+            let _ = self.inner.set_zero_linger();
+        }
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.wrote();
+        }
+        written
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.wrote();
+        }
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -252,6 +349,20 @@ mod tests {
             kept.await.is_err(),
             "a connection with a request in flight was evicted"
         );
+        // Its response body dropped, hyper may still be writing the end of it: the
+        // allowance runs from the last write.
+        let t0 = Instant::now();
+        let mut state = State {
+            busy: 0,
+            idle_since: t0,
+            wrote: t0 + Duration::from_secs(1),
+        };
+        assert_eq!(
+            state.due(),
+            Some(t0 + Duration::from_secs(1) + PRESSED_ALLOWANCE)
+        );
+        state.busy = 1;
+        assert_eq!(state.due(), None);
         // Pressure lifts only at twice the reserve.
         held.truncate(13);
         assert!(slots.pressed());

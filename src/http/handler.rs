@@ -167,14 +167,71 @@ impl Handler {
         self
     }
 
-    /// The time a request body has before its rate is checked: short when connection
+    /// The time a request body has before its rate is checked: short while connection
     /// slots are scarce.
-    pub(super) fn body_grace(&self) -> Duration {
+    fn body_grace(&self) -> Duration {
         if self.slots.as_ref().is_some_and(|s| s.pressed()) {
             PRESSED_ALLOWANCE
         } else {
             BODY_RATE_GRACE
         }
+    }
+
+    /// Reads a request body of `len` bytes under the size cap, hashing as it goes. After
+    /// its grace (shortened as soon as slots become scarce) it must have averaged
+    /// `MIN_BODY_RATE`, and it must be whole by `BODY_READ_TIMEOUT`; else `408` (and
+    /// the connection closes: the rest of the body is never read).
+    pub(super) async fn read_body(
+        &self,
+        body: Incoming,
+        len: usize,
+    ) -> Result<crate::node::Upload, ApiError> {
+        let mut hasher = UploadHasher::new(len);
+        let mut body = Limited::new(body, MAX_BLOCK_SIZE);
+        let mut pressure = self.slots.as_ref().map(|s| s.pressure());
+        let started = tokio::time::Instant::now();
+        loop {
+            let earned = Duration::from_secs_f64(hasher.len() as f64 / MIN_BODY_RATE as f64);
+            let deadline = started + self.body_grace().max(earned).min(BODY_READ_TIMEOUT);
+            let pressure_changed = async {
+                let changed = match pressure.as_mut() {
+                    Some(rx) => rx.changed().await.is_ok(),
+                    None => false,
+                };
+                if !changed {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let frame = tokio::select! {
+                frame = body.frame() => frame,
+                () = tokio::time::sleep_until(deadline) => return Err(too_slow()),
+                // The grace may have become shorter: compute the deadline again.
+                () = pressure_changed => continue,
+            };
+            let Some(frame) = frame else { break };
+            let frame = frame.map_err(|e| {
+                if e.downcast_ref::<LengthLimitError>().is_some() {
+                    too_large()
+                } else {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_body",
+                        "the body ended early or was malformed",
+                    )
+                }
+            })?;
+            if let Some(data) = frame.data_ref() {
+                hasher.push(data);
+            }
+        }
+        if hasher.len() != len {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                "body length differs from Content-Length",
+            ));
+        }
+        Ok(hasher.finish())
     }
 
     /// Answers one request; never fails (errors become signed error answers).
@@ -342,7 +399,7 @@ impl Handler {
         body: Incoming,
     ) -> Result<Reply, ApiError> {
         let len = content_length(&parts.headers)?;
-        let upload = read_body(body, len, self.body_grace()).await?;
+        let upload = self.read_body(body, len).await?;
         let push = parts
             .headers
             .get(PUSH_HEADER)
@@ -550,58 +607,16 @@ fn too_large() -> ApiError {
     )
 }
 
-/// Reads a PUT body of `len` bytes under the size cap, hashing as it goes. After `grace`
-/// it must have averaged `MIN_BODY_RATE`, and it must be whole by `BODY_READ_TIMEOUT`;
-/// else `408` (and the connection closes: the rest of the body is never read).
-pub(super) async fn read_body(
-    body: Incoming,
-    len: usize,
-    grace: Duration,
-) -> Result<crate::node::Upload, ApiError> {
-    let mut hasher = UploadHasher::new(len);
-    let mut body = Limited::new(body, MAX_BLOCK_SIZE);
-    let started = tokio::time::Instant::now();
-    loop {
-        let earned = Duration::from_secs_f64(hasher.len() as f64 / MIN_BODY_RATE as f64);
-        let deadline = started + grace.max(earned).min(BODY_READ_TIMEOUT);
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => break,
-            Err(_) => {
-                return Err(ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "body_timeout",
-                    format!(
-                        "the body must arrive at {} KiB/s or more, within {} s",
-                        MIN_BODY_RATE / 1024,
-                        BODY_READ_TIMEOUT.as_secs()
-                    ),
-                ));
-            }
-        };
-        let frame = frame.map_err(|e| {
-            if e.downcast_ref::<LengthLimitError>().is_some() {
-                too_large()
-            } else {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_body",
-                    "the body ended early or was malformed",
-                )
-            }
-        })?;
-        if let Some(data) = frame.data_ref() {
-            hasher.push(data);
-        }
-    }
-    if hasher.len() != len {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_body",
-            "body length differs from Content-Length",
-        ));
-    }
-    Ok(hasher.finish())
+fn too_slow() -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "body_timeout",
+        format!(
+            "the body must arrive at {} KiB/s or more, within {} s",
+            MIN_BODY_RATE / 1024,
+            BODY_READ_TIMEOUT.as_secs()
+        ),
+    )
 }
 
 pub(super) fn etag(id: &BlockId) -> HeaderValue {

@@ -46,6 +46,13 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Longest time shutdown waits for in-flight requests before closing their connections.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
+/// Connections the kernel may hold waiting for a slot (the listen backlog; Linux caps
+/// it at `net.core.somaxconn`, 4096 by default). tokio's `bind` asks for 128: under a
+/// thousand attacking connections the queue overflowed, and a client whose SYN is
+/// dropped waits at least a second to try again; a queued connection costs the kernel
+/// little and is accepted as soon as a slot frees.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
 /// Pause after a failed accept (out of descriptors, say) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -69,6 +76,19 @@ impl ServerOptions {
             header_read_timeout: HEADER_READ_TIMEOUT,
         }
     }
+}
+
+/// A listener on `addr` with a `LISTEN_BACKLOG` queue (and `SO_REUSEADDR`, as
+/// `TcpListener::bind` sets it, so a restart does not wait for old connections).
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Serves `node` on `listener` until `shutdown` resolves, then stops accepting, lets
@@ -124,7 +144,10 @@ pub async fn serve(
                 Ok::<_, std::convert::Infallible>(response.map(|b| conn::Tracked::new(b, busy)))
             }
         });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let connection = graceful.watch(builder.serve_connection(
+            TokioIo::new(conn::Watched::new(stream, activity.clone())),
+            service,
+        ));
         let pressure = slots.pressure();
         tokio::spawn(async move {
             tokio::select! {

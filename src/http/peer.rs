@@ -10,7 +10,7 @@ use hyper::http::request::Parts;
 use hyper::{Method, StatusCode};
 
 use super::error::ApiError;
-use super::handler::{Handler, Reply, content_length, read_body};
+use super::handler::{Handler, Reply, content_length};
 use crate::id::BlockId;
 use crate::identity::{RequestTarget, SignatureFields, parse_digest_header};
 use crate::mesh::{HOPS_HEADER, MAX_HOPS, Origin, REQUEST_HEADER};
@@ -161,7 +161,7 @@ impl Handler {
             }
         };
         let len = content_length(&parts.headers)?;
-        let upload = read_body(body, len, self.body_grace()).await?;
+        let upload = self.read_body(body, len).await?;
         check_body_digest(&parts.headers, &upload)?;
         let view = self.node.announce(from, upload.bytes())?;
         json_reply(StatusCode::OK, &view)
@@ -271,7 +271,7 @@ impl Handler {
     pub(super) async fn repin(&self, parts: &Parts, body: Incoming) -> Result<Reply, ApiError> {
         self.require_admin(parts)?;
         let len = content_length(&parts.headers)?;
-        let upload = read_body(body, len, self.body_grace()).await?;
+        let upload = self.read_body(body, len).await?;
         let change: Repin = serde_json::from_slice(upload.bytes()).map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,

@@ -306,13 +306,18 @@ async fn idle_and_slow_connections_give_their_slots_to_new_clients() {
         // Hang guard only.
         let answered = read_response(&mut fresh, Duration::from_secs(30)).await;
         assert_eq!(answered.map(|r| r.0), Some(200), "{kind}: new client");
-        let mut closed = 0;
-        for s in &mut held {
-            if closed_by_server(s, Duration::from_millis(100)).await {
-                closed += 1;
+        // Some of the held connections were closed to let it in (a hang guard of
+        // rounds over all of them, not a timing).
+        let mut closed = false;
+        for _ in 0..100 {
+            for s in &mut held {
+                closed |= closed_by_server(s, Duration::from_millis(10)).await;
+            }
+            if closed {
+                break;
             }
         }
-        assert!(closed >= 1, "{kind}: no held connection was closed");
+        assert!(closed, "{kind}: no held connection was closed");
         drop(held);
         node.stop().await;
     }
