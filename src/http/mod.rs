@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 pub use body::{Body, FileBody};
+pub use content::{LISTING_PAGE, LISTING_PAGE_BYTES};
 pub use error::{ApiError, RETRY_AFTER_SECS};
 pub use handler::{BODY_READ_TIMEOUT, Handler};
 pub use range::ByteRange;
