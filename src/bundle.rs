@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, CodecError, Encoded, Locator, Mode};
@@ -244,13 +244,9 @@ impl Manifest {
         if !find(b"\"files\"") && !find(b"\"bundles\"") {
             return false;
         }
-        match serde_json::from_slice::<serde_json::Value>(content) {
-            Ok(serde_json::Value::Object(map)) => {
-                map.get("files").is_some_and(|v| v.is_object())
-                    || map.get("bundles").is_some_and(|v| v.is_array())
-            }
-            _ => false,
-        }
+        // Only the top level is looked at: nested values are skipped, never built (a
+        // `serde_json::Value` of a 1 MiB manifest takes many times its size).
+        serde_json::from_slice::<Shape>(content).is_ok_and(|s| s.files_object || s.bundles_array)
     }
 
     /// Parses and validates one manifest block's content (paths, sizes, chunk and
@@ -284,6 +280,90 @@ impl Manifest {
     pub fn to_json(&self) -> Vec<u8> {
         // Serializing maps of strings and plain structs cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// The top level of a JSON object as `Manifest::looks_like` sees it: whether `files`
+/// is an object and `bundles` an array (the last of a repeated key counts, as in a
+/// JSON value). Anything else fails to parse.
+struct Shape {
+    files_object: bool,
+    bundles_array: bool,
+}
+
+/// The kind of a JSON value, read without keeping it.
+#[derive(PartialEq)]
+enum Kind {
+    Object,
+    Array,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Kind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Kind, D::Error> {
+        struct KindVisitor;
+        impl<'de> Visitor<'de> for KindVisitor {
+            type Value = Kind;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Kind, A::Error> {
+                while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Kind::Object)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Kind, A::Error> {
+                while a.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Kind::Array)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Kind, E> {
+                Ok(Kind::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Kind, E> {
+                Ok(Kind::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Kind, E> {
+                Ok(Kind::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Kind, E> {
+                Ok(Kind::Other)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Kind, E> {
+                Ok(Kind::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Kind, E> {
+                Ok(Kind::Other)
+            }
+        }
+        d.deserialize_any(KindVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Shape {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Shape, D::Error> {
+        struct ShapeVisitor;
+        impl<'de> Visitor<'de> for ShapeVisitor {
+            type Value = Shape;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Shape, A::Error> {
+                let mut shape = Shape {
+                    files_object: false,
+                    bundles_array: false,
+                };
+                while let Some(key) = a.next_key::<String>()? {
+                    match key.as_str() {
+                        "files" => shape.files_object = a.next_value::<Kind>()? == Kind::Object,
+                        "bundles" => shape.bundles_array = a.next_value::<Kind>()? == Kind::Array,
+                        _ => {
+                            a.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(shape)
+            }
+        }
+        d.deserialize_map(ShapeVisitor)
     }
 }
 
@@ -1426,6 +1506,16 @@ mod tests {
         assert!(!Manifest::looks_like(br#"{"file": 1}"#));
         assert!(!Manifest::looks_like(br#"{"files": 1}"#));
         assert!(Manifest::looks_like(br#" {"files": {}}"#));
+        assert!(Manifest::looks_like(
+            br#"{"x": [1, {"y": null}], "bundles": []}"#
+        ));
+        assert!(!Manifest::looks_like(br#"{"bundles": {}}"#));
+        assert!(!Manifest::looks_like(br#"{"files": {}} trailing"#));
+        assert!(!Manifest::looks_like(br#"{"files": {}, "files": 1}"#));
+        assert!(Manifest::looks_like(
+            br#"{"files": 1, "files": {"a": 1.5}}"#
+        ));
+        assert!(!Manifest::looks_like(br#"["files", "bundles"]"#));
     }
 
     #[test]
