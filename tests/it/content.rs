@@ -511,3 +511,36 @@ async fn listings_are_paginated() {
     assert_eq!(seen, want);
     node.stop().await;
 }
+
+/// Padded sub-bundles: each about 1 MiB of JSON (whitespace, so a few KB once
+/// compressed) costs a full block's decryption, inflation, hash and parse; issue 13
+/// measured about 20 CPU-seconds for one GET of a tree of them. The manifest bytes a
+/// node loads for one tree are capped: past them, a 422 after a bounded number of
+/// blocks, whatever the number listed.
+#[tokio::test(flavor = "multi_thread")]
+async fn padded_sub_bundles_stop_at_the_byte_cap() {
+    let node = TestNode::start().await;
+    let cap = libernet::node::SERVE_MAX_MANIFEST_BYTES;
+    let pad = MAX_CONTENT - 100;
+    let mut subs = Vec::new();
+    for i in 0..cap / pad + 2 {
+        let json = format!(r#"{{"files":{{"p{i}":{{"size":0}}}}{}}}"#, " ".repeat(pad));
+        let sub = codec::encode(json.as_bytes()).unwrap();
+        assert!(
+            sub.block.len() < 20_000,
+            "padding compresses: {}",
+            sub.block.len()
+        );
+        node.put(&sub.block).await;
+        subs.push(sub.locator);
+    }
+    let root = manifest_block(&subs, &[]);
+    node.put(&root.block).await;
+    let r = tokio::time::timeout(HANG_GUARD, node.get(&format!("{}/", root.locator)))
+        .await
+        .expect("the load hung");
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (_, message) = error_of(&r.body);
+    assert!(message.contains("manifests too large"), "{message}");
+    node.stop().await;
+}
