@@ -218,27 +218,28 @@ impl Node {
         if locator.mode == Mode::Passphrase || !Manifest::looks_like(&content) {
             return Ok(Opened::Data(content));
         }
-        let manifest =
-            Manifest::decode(&content).map_err(|e| NodeError::BadBundle(e.to_string()))?;
-        let root_bytes = content.len();
-        drop(content);
-        if manifest.bundles.is_empty() {
-            // One block: nothing to fetch, so no turn to wait for.
-            let tree = Arc::new(self.load_tree(manifest, root_bytes, wait).await?);
-            lock(&self.content.trees).put(*locator, tree.clone());
-            return Ok(Opened::Bundle(tree));
-        }
+        // Requests for a tree being loaded wait here, holding only its root's bytes,
+        // then find it cached.
         let turn = Turn::take(&self.content.loading, locator);
         let _turn = turn.gate.lock().await;
         if let Some(tree) = lock(&self.content.trees).get(locator) {
             return Ok(Opened::Bundle(tree));
         }
-        let _permit = self
-            .content
-            .loads
-            .acquire()
-            .await
-            .map_err(|e| NodeError::Task(e.to_string()))?;
+        let manifest =
+            Manifest::decode(&content).map_err(|e| NodeError::BadBundle(e.to_string()))?;
+        let root_bytes = content.len();
+        drop(content);
+        // One block has nothing to fetch and is bounded by itself: no permit to wait for.
+        let _permit = match manifest.bundles.is_empty() {
+            true => None,
+            false => Some(
+                self.content
+                    .loads
+                    .acquire()
+                    .await
+                    .map_err(|e| NodeError::Task(e.to_string()))?,
+            ),
+        };
         let tree = Arc::new(self.load_tree(manifest, root_bytes, wait).await?);
         lock(&self.content.trees).put(*locator, tree.clone());
         Ok(Opened::Bundle(tree))
