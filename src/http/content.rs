@@ -476,6 +476,26 @@ mod tests {
     }
 
     #[test]
+    fn listing_queries() {
+        assert_eq!(
+            query_param(Some("a=1&after=x%2Fy"), "after").as_deref(),
+            Some("x/y")
+        );
+        assert_eq!(
+            query_param(Some("after=a+b"), "after").as_deref(),
+            Some("a b")
+        );
+        assert_eq!(query_param(Some("afterx=1"), "after"), None);
+        assert_eq!(query_param(Some("after=%ff"), "after"), None);
+        assert_eq!(query_param(None, "after"), None);
+        assert_eq!(next_query(None, "d/"), "?after=d%2F");
+        assert_eq!(
+            next_query(Some("listing&after=old&wait=1"), "a b"),
+            "?listing&wait=1&after=a%20b"
+        );
+    }
+
+    #[test]
     fn tags_name_the_id_and_the_format() {
         let id = crate::id::BlockId::of(b"x");
         assert_eq!(content_tag(&id, false), format!("\"{id}\""));
