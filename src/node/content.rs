@@ -100,8 +100,8 @@ impl TreeCache {
         self.entries.get(locator).map(|(tree, _)| tree.clone())
     }
 
-    fn put(&mut self, locator: Locator, tree: Arc<Tree>) {
-        let size = tree.footprint();
+    /// Keeps `tree`, whose `footprint` is `size` (measured before taking the lock).
+    fn put(&mut self, locator: Locator, tree: Arc<Tree>, size: usize) {
         if size > TREE_CACHE_BYTES / 2 {
             return;
         }
@@ -241,7 +241,8 @@ impl Node {
             ),
         };
         let tree = Arc::new(self.load_tree(manifest, root_bytes, wait).await?);
-        lock(&self.content.trees).put(*locator, tree.clone());
+        let size = tree.footprint();
+        lock(&self.content.trees).put(*locator, tree.clone(), size);
         Ok(Opened::Bundle(tree))
     }
 
