@@ -61,6 +61,10 @@ pub const SERVE_LIMITS: Limits = Limits {
     manifest_bytes: SERVE_MAX_MANIFEST_BYTES,
 };
 
+// Whatever the dashboard uploads stays browsable here: at most `MAX_UPLOAD_FILES`
+// entries, and 16 GiB of chunks is about 3 MB of their JSON.
+const _: () = assert!(super::upload::MAX_UPLOAD_FILES < SERVE_MAX_ENTRIES);
+
 /// Trees loaded at once (others wait their turn), so concurrent requests for different
 /// large trees hold at most this many trees' worth of memory beyond the cache.
 const MAX_TREE_LOADS: usize = 4;
