@@ -11,13 +11,16 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fs;
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::io;
 use std::marker::PhantomData;
+use std::ops::Bound;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, CodecError, Encoded, Locator, Mode};
@@ -26,15 +29,59 @@ use crate::id::MAX_BLOCK_SIZE;
 /// `modified` counts seconds from 2001-01-01T00:00:00Z; this is that instant in Unix time.
 pub const MODIFIED_EPOCH_UNIX: f64 = 978_307_200.0;
 
-/// Most sub-bundles one bundle may pull in: enough for tens of millions of files, and a
-/// bound on the work a hostile manifest can cause.
+/// Most sub-bundles one bundle may list in all (counted as they are queued, so listing
+/// one many times counts many times): enough for tens of millions of files. A client
+/// reading its own data uses this; a node serving anyone's uses much smaller `Limits`.
 pub const MAX_SUB_BUNDLES: usize = 20_000;
 
 /// Deepest nesting of sub-bundles (each level multiplies capacity by thousands).
 pub const MAX_DEPTH: usize = 6;
 
+/// Most entries (files and directories) a client loads in one tree: what
+/// `MAX_SUB_BUNDLES` full blocks of short entries can hold, so no real bundle is refused.
+pub const MAX_ENTRIES: usize = 400_000_000;
+
+/// Most manifest bytes (decrypted and inflated JSON, root included) a client loads in
+/// one tree: `MAX_SUB_BUNDLES` full blocks and the root.
+pub const MAX_MANIFEST_BYTES: usize = (MAX_SUB_BUNDLES + 1) * MAX_BLOCK_SIZE;
+
 /// Most `link` hops followed when a served path goes through symlinks.
 const MAX_LINK_HOPS: usize = 8;
+
+/// Longest path (bytes, decoded) resolved inside a tree: Linux's `PATH_MAX`. Longer
+/// request paths are refused before any work, and resolving a path whose links make it
+/// longer stops there (not found), so the work of one lookup is bounded.
+pub const MAX_PATH_BYTES: usize = 4096;
+
+/// Most components in a path resolved inside a tree (`a/b/c` has 3): half of
+/// `MAX_PATH_BYTES`, what one-letter names can fill it with.
+pub const MAX_PATH_COMPONENTS: usize = MAX_PATH_BYTES / 2;
+
+/// Bounds on the work and memory of loading one tree, checked as manifests are read:
+/// sub-bundles are counted when queued (before any is fetched), entries and bytes before
+/// they are merged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most sub-bundle URLs listed in the whole tree (each must be distinct).
+    pub sub_bundles: usize,
+    /// Deepest nesting of sub-bundles (the root's own are at depth 1).
+    pub depth: usize,
+    /// Most entries (files and directories), all manifests together.
+    pub entries: usize,
+    /// Most manifest bytes (decrypted, inflated JSON), all manifests together.
+    pub manifest_bytes: usize,
+}
+
+impl Limits {
+    /// A client loading data it asked for (restore, `ls`, `get`): anything `pack`
+    /// can write.
+    pub const CLIENT: Limits = Limits {
+        sub_bundles: MAX_SUB_BUNDLES,
+        depth: MAX_DEPTH,
+        entries: MAX_ENTRIES,
+        manifest_bytes: MAX_MANIFEST_BYTES,
+    };
+}
 
 /// Bundle failures: malformed manifests, file system errors while scanning or restoring.
 #[derive(Debug, thiserror::Error)]
@@ -65,11 +112,21 @@ pub enum BundleError {
     /// A sub-bundle is not a manifest.
     #[error("sub-bundle {0} is not a manifest")]
     NotAManifest(String),
-    /// Too many or too deeply nested sub-bundles.
-    #[error(
-        "too many or too deeply nested sub-bundles (at most {MAX_SUB_BUNDLES}, {MAX_DEPTH} deep)"
-    )]
-    TooManyBundles,
+    /// Too many sub-bundles.
+    #[error("too many sub-bundles (at most {0})")]
+    TooManyBundles(usize),
+    /// Sub-bundles nested too deeply.
+    #[error("sub-bundles nested too deeply (at most {0} levels)")]
+    TooDeep(usize),
+    /// The same sub-bundle is listed twice (in one manifest or across the tree).
+    #[error("sub-bundle {0} is listed twice")]
+    DuplicateBundle(String),
+    /// The tree has more entries than the reader accepts.
+    #[error("too many entries (at most {0})")]
+    TooManyEntries(usize),
+    /// The tree's manifests are larger than the reader accepts.
+    #[error("manifests too large (at most {0} bytes in all)")]
+    TooLarge(usize),
     /// One file has too many chunks for one manifest block.
     #[error("file {0:?} is too large for one manifest entry")]
     EntryTooLarge(String),
@@ -187,13 +244,9 @@ impl Manifest {
         if !find(b"\"files\"") && !find(b"\"bundles\"") {
             return false;
         }
-        match serde_json::from_slice::<serde_json::Value>(content) {
-            Ok(serde_json::Value::Object(map)) => {
-                map.get("files").is_some_and(|v| v.is_object())
-                    || map.get("bundles").is_some_and(|v| v.is_array())
-            }
-            _ => false,
-        }
+        // Only the top level is looked at: nested values are skipped, never built (a
+        // `serde_json::Value` of a 1 MiB manifest takes many times its size).
+        serde_json::from_slice::<Shape>(content).is_ok_and(|s| s.files_object || s.bundles_array)
     }
 
     /// Parses and validates one manifest block's content (paths, sizes, chunk and
@@ -211,8 +264,14 @@ impl Manifest {
                 check_link(path, t)?;
             }
         }
+        let mut listed = HashSet::with_capacity(manifest.bundles.len());
         for url in &manifest.bundles {
-            parse_chunk_url(url).ok_or_else(|| BundleError::BadUrl(url.clone()))?;
+            let locator = parse_chunk_url(url).ok_or_else(|| BundleError::BadUrl(url.clone()))?;
+            // Listing one sub-bundle many times multiplies the work of loading it (and
+            // `pack` never does): refused outright.
+            if !listed.insert(locator) {
+                return Err(BundleError::DuplicateBundle(url.clone()));
+            }
         }
         Ok(manifest)
     }
@@ -221,6 +280,90 @@ impl Manifest {
     pub fn to_json(&self) -> Vec<u8> {
         // Serializing maps of strings and plain structs cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// The top level of a JSON object as `Manifest::looks_like` sees it: whether `files`
+/// is an object and `bundles` an array (the last of a repeated key counts, as in a
+/// JSON value). Anything else fails to parse.
+struct Shape {
+    files_object: bool,
+    bundles_array: bool,
+}
+
+/// The kind of a JSON value, read without keeping it.
+#[derive(PartialEq)]
+enum Kind {
+    Object,
+    Array,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Kind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Kind, D::Error> {
+        struct KindVisitor;
+        impl<'de> Visitor<'de> for KindVisitor {
+            type Value = Kind;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Kind, A::Error> {
+                while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Kind::Object)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Kind, A::Error> {
+                while a.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Kind::Array)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Kind, E> {
+                Ok(Kind::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Kind, E> {
+                Ok(Kind::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Kind, E> {
+                Ok(Kind::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Kind, E> {
+                Ok(Kind::Other)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Kind, E> {
+                Ok(Kind::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Kind, E> {
+                Ok(Kind::Other)
+            }
+        }
+        d.deserialize_any(KindVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Shape {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Shape, D::Error> {
+        struct ShapeVisitor;
+        impl<'de> Visitor<'de> for ShapeVisitor {
+            type Value = Shape;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Shape, A::Error> {
+                let mut shape = Shape {
+                    files_object: false,
+                    bundles_array: false,
+                };
+                while let Some(key) = a.next_key::<String>()? {
+                    match key.as_str() {
+                        "files" => shape.files_object = a.next_value::<Kind>()? == Kind::Object,
+                        "bundles" => shape.bundles_array = a.next_value::<Kind>()? == Kind::Array,
+                        _ => {
+                            a.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(shape)
+            }
+        }
+        d.deserialize_map(ShapeVisitor)
     }
 }
 
@@ -303,14 +446,17 @@ fn check_file(path: &str, file: &FileEntry) -> Result<(), BundleError> {
 }
 
 /// A whole bundle: the root manifest merged with all its sub-bundles, validated.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct Tree {
     /// Files and file links, by path.
     pub files: BTreeMap<String, FileEntry>,
     /// Empty directories and directory links, by path.
     pub directories: BTreeMap<String, Option<String>>,
-    /// Encoded size of all manifests merged (a cache's measure of this tree).
+    /// Encoded size of all manifests merged.
     pub manifest_bytes: usize,
+    /// Hashes of the paths that are links (`path_hash` with this key), made at the
+    /// first lookup.
+    links: OnceLock<(RandomState, HashSet<u64>)>,
 }
 
 /// Failure to load a tree: a bad manifest, or the caller's fetch failing.
@@ -354,12 +500,142 @@ pub struct ListEntry {
     pub link: Option<String>,
 }
 
+/// One page of a directory listing (`Tree::list_page`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListPage {
+    /// The entries, in path order (a directory sorts as its name followed by `/`).
+    pub entries: Vec<ListEntry>,
+    /// Where the next page starts (pass it back as `after`); `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// What is counted while a tree loads, against its `Limits`.
+struct Budget {
+    limits: Limits,
+    /// Sub-bundles queued so far (each distinct).
+    queued: HashSet<Locator>,
+    entries: usize,
+    bytes: usize,
+}
+
+impl Budget {
+    fn new(limits: Limits) -> Budget {
+        Budget {
+            limits,
+            queued: HashSet::new(),
+            entries: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Counts a manifest's bytes, before it is parsed.
+    fn bytes(&mut self, n: usize) -> Result<(), BundleError> {
+        self.bytes = self.bytes.saturating_add(n);
+        if self.bytes > self.limits.manifest_bytes {
+            return Err(BundleError::TooLarge(self.limits.manifest_bytes));
+        }
+        Ok(())
+    }
+
+    /// Counts a manifest's entries and queues its sub-bundles at `depth`, before any
+    /// of them is merged or fetched.
+    fn admit(
+        &mut self,
+        manifest: &Manifest,
+        depth: usize,
+        queue: &mut VecDeque<(Locator, usize)>,
+    ) -> Result<(), BundleError> {
+        let limits = self.limits;
+        self.entries = self
+            .entries
+            .saturating_add(manifest.files.len() + manifest.directories.len());
+        if self.entries > limits.entries {
+            return Err(BundleError::TooManyEntries(limits.entries));
+        }
+        if manifest.bundles.is_empty() {
+            return Ok(());
+        }
+        if depth + 1 > limits.depth {
+            return Err(BundleError::TooDeep(limits.depth));
+        }
+        if self.queued.len() + manifest.bundles.len() > limits.sub_bundles {
+            return Err(BundleError::TooManyBundles(limits.sub_bundles));
+        }
+        for url in &manifest.bundles {
+            let locator = parse_chunk_url(url).ok_or_else(|| BundleError::BadUrl(url.clone()))?;
+            if !self.queued.insert(locator) {
+                return Err(BundleError::DuplicateBundle(url.clone()));
+            }
+            queue.push_back((locator, depth + 1));
+        }
+        Ok(())
+    }
+}
+
+/// A keyed hash of a path's prefixes, one component at a time (`a`, `a/b`, `a/b/c`),
+/// so every prefix of a path is tested in time linear in the path. Keyed (SipHash with
+/// a random key), so a manifest cannot be made of colliding paths.
+#[derive(Clone)]
+struct PrefixHash {
+    hasher: std::collections::hash_map::DefaultHasher,
+    empty: bool,
+}
+
+impl PrefixHash {
+    fn new(state: &RandomState) -> PrefixHash {
+        PrefixHash {
+            hasher: state.build_hasher(),
+            empty: true,
+        }
+    }
+
+    /// Appends a component; the hash of the path so far.
+    fn push(&mut self, part: &str) -> u64 {
+        if !self.empty {
+            self.hasher.write_u8(b'/');
+        }
+        self.empty = false;
+        self.hasher.write(part.as_bytes());
+        self.hasher.finish()
+    }
+}
+
+/// The hash `PrefixHash` gives the whole of `path`.
+fn path_hash(state: &RandomState, path: &str) -> u64 {
+    let mut h = PrefixHash::new(state);
+    path.split('/').fold(0, |_, part| h.push(part))
+}
+
+impl PartialEq for Tree {
+    fn eq(&self, other: &Tree) -> bool {
+        self.files == other.files
+            && self.directories == other.directories
+            && self.manifest_bytes == other.manifest_bytes
+    }
+}
+
 impl Tree {
+    /// A tree of these entries, unchecked (a selection of a checked tree).
+    pub fn from_entries(
+        files: BTreeMap<String, FileEntry>,
+        directories: BTreeMap<String, Option<String>>,
+    ) -> Tree {
+        Tree {
+            files,
+            directories,
+            ..Tree::default()
+        }
+    }
+
     /// Loads the tree whose root manifest is `root`, fetching sub-bundles' content with
-    /// `fetch` (breadth first, bounded in count and depth), and validates the whole.
+    /// `fetch` (breadth first, one at a time), and validates the whole. Stops at the
+    /// first bound of `limits` crossed: sub-bundles are counted (and duplicates refused)
+    /// when a manifest lists them, before any is fetched; entries and bytes before they
+    /// are merged. So `fetch` is called at most `limits.sub_bundles` times.
     pub async fn load<E, F, Fut>(
         root: Manifest,
         root_bytes: usize,
+        limits: Limits,
         mut fetch: F,
     ) -> Result<Tree, LoadError<E>>
     where
@@ -367,20 +643,24 @@ impl Tree {
         Fut: std::future::Future<Output = Result<Vec<u8>, E>>,
     {
         let mut tree = Tree::default();
+        let mut budget = Budget::new(limits);
         let mut queue = VecDeque::new();
-        tree.merge(root, root_bytes, 0, &mut queue)?;
-        let mut loaded = 0usize;
+        budget.bytes(root_bytes)?;
+        budget.admit(&root, 0, &mut queue)?;
+        tree.merge(root, root_bytes)?;
         while let Some((locator, depth)) = queue.pop_front() {
-            loaded += 1;
-            if loaded > MAX_SUB_BUNDLES || depth > MAX_DEPTH {
-                return Err(BundleError::TooManyBundles.into());
-            }
             let content = fetch(locator).await.map_err(LoadError::Fetch)?;
-            if !Manifest::looks_like(&content) {
-                return Err(BundleError::NotAManifest(locator.to_string()).into());
-            }
-            let manifest = Manifest::decode(&content)?;
-            tree.merge(manifest, content.len(), depth, &mut queue)?;
+            budget.bytes(content.len())?;
+            let manifest = Manifest::decode(&content).map_err(|e| {
+                // Parsed once; only a failure asks whether it was meant as a manifest.
+                if Manifest::looks_like(&content) {
+                    e
+                } else {
+                    BundleError::NotAManifest(locator.to_string())
+                }
+            })?;
+            budget.admit(&manifest, depth, &mut queue)?;
+            tree.merge(manifest, content.len())?;
         }
         tree.check_nesting()?;
         Ok(tree)
@@ -393,18 +673,12 @@ impl Tree {
         }
         let mut tree = Tree::default();
         let size = manifest.to_json().len();
-        tree.merge(manifest, size, 0, &mut VecDeque::new())?;
+        tree.merge(manifest, size)?;
         tree.check_nesting()?;
         Ok(tree)
     }
 
-    fn merge(
-        &mut self,
-        manifest: Manifest,
-        bytes: usize,
-        depth: usize,
-        queue: &mut VecDeque<(Locator, usize)>,
-    ) -> Result<(), BundleError> {
+    fn merge(&mut self, manifest: Manifest, bytes: usize) -> Result<(), BundleError> {
         self.manifest_bytes += bytes;
         for (path, file) in manifest.files {
             if self.directories.contains_key(&path) || self.files.contains_key(&path) {
@@ -418,32 +692,75 @@ impl Tree {
             }
             self.directories.insert(path, target);
         }
-        for url in manifest.bundles {
-            let locator = parse_chunk_url(&url).ok_or(BundleError::BadUrl(url))?;
-            queue.push_back((locator, depth + 1));
-        }
         Ok(())
+    }
+
+    /// An estimate of the memory this tree holds (heap and map nodes), for caches.
+    pub fn footprint(&self) -> usize {
+        /// A B-tree map's share per entry beyond key and value (node headers, slack).
+        const MAP_OVERHEAD: usize = 32;
+        let string = std::mem::size_of::<String>();
+        let files: usize = self
+            .files
+            .iter()
+            .map(|(path, f)| {
+                let chunks: usize = f
+                    .contents
+                    .iter()
+                    .map(|c| std::mem::size_of::<Chunk>() + c.url.capacity())
+                    .sum();
+                string
+                    + path.capacity()
+                    + std::mem::size_of::<FileEntry>()
+                    + MAP_OVERHEAD
+                    + chunks
+                    + f.link.as_ref().map_or(0, String::capacity)
+            })
+            .sum();
+        let dirs: usize = self
+            .directories
+            .iter()
+            .map(|(path, t)| {
+                string
+                    + path.capacity()
+                    + std::mem::size_of::<Option<String>>()
+                    + MAP_OVERHEAD
+                    + t.as_ref().map_or(0, String::capacity)
+            })
+            .sum();
+        std::mem::size_of::<Tree>() + files + dirs
     }
 
     /// No entry may lie under a file, a link or a directory listed as empty.
     fn check_nesting(&self) -> Result<(), BundleError> {
-        let leaves: HashSet<&str> = self
-            .files
-            .keys()
-            .chain(self.directories.keys())
-            .map(String::as_str)
+        // Linear in the paths' bytes: each prefix is tested by a keyed hash folded one
+        // component at a time (hashing or comparing every prefix whole was quadratic in a
+        // path's length, and a manifest path may be a megabyte of `a/a/a...`).
+        let state = RandomState::new();
+        let paths = || self.files.keys().chain(self.directories.keys());
+        let leaves: HashSet<u64> = paths()
+            .map(|p| {
+                let mut h = PrefixHash::new(&state);
+                p.split('/').fold(0, |_, part| h.push(part))
+            })
             .collect();
-        for path in &leaves {
+        for path in paths() {
+            let mut h = PrefixHash::new(&state);
             let mut at = 0;
-            while let Some(i) = path[at..].find('/') {
-                let ancestor = &path[..at + i];
-                if leaves.contains(ancestor) {
-                    return Err(BundleError::Overlap(
-                        (*path).to_owned(),
-                        ancestor.to_owned(),
-                    ));
+            let mut parts = path.split('/').peekable();
+            while let Some(part) = parts.next() {
+                if parts.peek().is_none() {
+                    break;
                 }
-                at += i + 1;
+                at += part.len();
+                let ancestor = &path[..at];
+                at += 1;
+                if leaves.contains(&h.push(part))
+                    && (self.files.contains_key(ancestor)
+                        || self.directories.contains_key(ancestor))
+                {
+                    return Err(BundleError::Overlap(path.clone(), ancestor.to_owned()));
+                }
             }
         }
         Ok(())
@@ -468,6 +785,7 @@ impl Tree {
                 .filter_map(|(k, d)| Some((strip(k)?, d.clone())))
                 .collect(),
             manifest_bytes: self.manifest_bytes,
+            links: OnceLock::new(),
         }
     }
 
@@ -504,27 +822,56 @@ impl Tree {
     }
 
     /// `path` with every link along it replaced by its target; `None` when a link
-    /// leaves the bundle or the hops run out.
+    /// leaves the bundle, the hops run out, or the path grows past `MAX_PATH_BYTES` or
+    /// `MAX_PATH_COMPONENTS`. Linear in the path: the resolved path grows in place, and
+    /// each prefix is tested for a link by a hash folded one component at a time (a map
+    /// lookup only on a hash match).
     fn resolve(&self, path: &str) -> Option<String> {
-        let mut pending: VecDeque<String> = path
-            .split('/')
-            .filter(|p| !p.is_empty())
-            .map(str::to_owned)
-            .collect();
-        let mut current: Vec<String> = Vec::new();
+        let (state, links) = self.links.get_or_init(|| {
+            let state = RandomState::new();
+            let files = self.files.iter().filter(|(_, f)| f.link.is_some());
+            let dirs = self.directories.iter().filter(|(_, t)| t.is_some());
+            let links = files
+                .map(|(p, _)| p)
+                .chain(dirs.map(|(p, _)| p))
+                .map(|p| path_hash(&state, p))
+                .collect();
+            (state, links)
+        });
+        // Components still to walk, the next one last.
+        let mut pending: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).rev().collect();
+        let mut current = String::new();
+        // For each component of `current`: the length and hash of the path before it.
+        let mut levels: Vec<(usize, PrefixHash)> = Vec::new();
+        let mut hash = PrefixHash::new(state);
         let mut hops = 0;
-        while let Some(part) = pending.pop_front() {
-            match part.as_str() {
+        while let Some(part) = pending.pop() {
+            match part {
                 "." => continue,
                 ".." => {
-                    current.pop()?;
+                    let (len, before) = levels.pop()?;
+                    current.truncate(len);
+                    hash = before;
                     continue;
                 }
                 _ => {}
             }
-            current.push(part);
-            let joined = current.join("/");
-            let target = match (self.files.get(&joined), self.directories.get(&joined)) {
+            levels.push((current.len(), hash.clone()));
+            if !current.is_empty() {
+                current.push('/');
+            }
+            current.push_str(part);
+            let at = hash.push(part);
+            if current.len() > MAX_PATH_BYTES || levels.len() > MAX_PATH_COMPONENTS {
+                return None;
+            }
+            if !links.contains(&at) {
+                continue;
+            }
+            let target = match (
+                self.files.get(current.as_str()),
+                self.directories.get(current.as_str()),
+            ) {
                 (Some(FileEntry { link: Some(t), .. }), _) => t,
                 (_, Some(Some(t))) => t,
                 _ => continue,
@@ -533,64 +880,130 @@ impl Tree {
             if hops > MAX_LINK_HOPS || target.starts_with('/') {
                 return None;
             }
-            current.pop();
-            for (i, p) in target.split('/').filter(|p| !p.is_empty()).enumerate() {
-                pending.insert(i, p.to_owned());
+            let (len, before) = levels.pop()?;
+            current.truncate(len);
+            hash = before;
+            pending.extend(target.split('/').filter(|p| !p.is_empty()).rev());
+            if pending.len() > MAX_PATH_COMPONENTS {
+                return None;
             }
         }
-        Some(current.join("/"))
+        Some(current)
     }
 
-    /// The entries directly inside directory `dir` (`""` for the root), sorted by name.
-    pub fn list(&self, dir: &str) -> Vec<ListEntry> {
+    /// Up to `limit` entries directly inside directory `dir` (`""` for the root), in
+    /// path order, starting after the cursor `after` (a previous page's `next`); the
+    /// page also ends once its names and link targets reach `max_bytes`. Each entry
+    /// costs one map search, whatever lies below it: a listing never walks the tree.
+    pub fn list_page(
+        &self,
+        dir: &str,
+        after: Option<&str>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> ListPage {
         let prefix = if dir.is_empty() {
             String::new()
         } else {
             format!("{dir}/")
         };
-        let mut out: BTreeMap<String, ListEntry> = BTreeMap::new();
-        let files = self
-            .files
-            .range(prefix.clone()..)
-            .map(|(k, f)| (k, Some(f), None));
-        let dirs = self
-            .directories
-            .range(prefix.clone()..)
-            .map(|(k, t)| (k, None, Some(t)));
-        for (path, file, dir_entry) in files.chain(dirs) {
+        let mut from = match after {
+            None => Bound::Included(prefix.clone()),
+            Some(cursor) => match cursor.strip_suffix('/') {
+                // Past everything under that directory: `0` follows `/` in ASCII.
+                Some(name) => Bound::Included(format!("{prefix}{name}0")),
+                None => Bound::Excluded(format!("{prefix}{cursor}")),
+            },
+        };
+        let mut page = ListPage::default();
+        let mut bytes = 0usize;
+        let mut cursor = String::new();
+        while let Some((path, entry)) = self.first_from(&from) {
             let Some(rest) = path.strip_prefix(&prefix) else {
-                continue;
+                break;
             };
-            let (name, deeper) = match rest.split_once('/') {
-                Some((name, _)) => (name, true),
-                None => (rest, false),
+            if page.entries.len() >= limit || bytes >= max_bytes {
+                page.next = Some(cursor);
+                break;
+            }
+            // A directory with entries below resumes past all of them (`/` form of the
+            // cursor); a leaf right after itself (bare form).
+            let entry = match rest.split_once('/') {
+                Some((name, _)) => {
+                    from = Bound::Included(format!("{prefix}{name}0"));
+                    cursor = format!("{name}/");
+                    ListEntry {
+                        name: name.to_owned(),
+                        kind: "dir",
+                        size: None,
+                        modified: None,
+                        link: None,
+                    }
+                }
+                None => {
+                    from = Bound::Excluded(path.to_owned());
+                    rest.clone_into(&mut cursor);
+                    list_entry(rest, entry)
+                }
             };
-            let entry = match (deeper, file, dir_entry) {
-                (false, Some(f), _) => ListEntry {
-                    name: name.to_owned(),
-                    kind: if f.link.is_some() { "link" } else { "file" },
-                    size: f.link.is_none().then_some(f.size),
-                    modified: Some(f.modified),
-                    link: f.link.clone(),
-                },
-                (false, None, Some(Some(target))) => ListEntry {
-                    name: name.to_owned(),
-                    kind: "link",
-                    size: None,
-                    modified: None,
-                    link: Some(target.clone()),
-                },
-                _ => ListEntry {
-                    name: name.to_owned(),
-                    kind: "dir",
-                    size: None,
-                    modified: None,
-                    link: None,
-                },
-            };
-            out.entry(name.to_owned()).or_insert(entry);
+            bytes += entry.name.len() + entry.link.as_ref().map_or(0, String::len);
+            page.entries.push(entry);
         }
-        out.into_values().collect()
+        page
+    }
+
+    /// The first entry (file or directory) at or after `from`, in path order.
+    fn first_from(&self, from: &Bound<String>) -> Option<(&str, Leaf<'_>)> {
+        let range = (from.as_ref(), Bound::Unbounded);
+        let file = self
+            .files
+            .range::<String, _>(range)
+            .next()
+            .map(|(k, f)| (k.as_str(), Leaf::File(f)));
+        let dir = self
+            .directories
+            .range::<String, _>(range)
+            .next()
+            .map(|(k, t)| (k.as_str(), Leaf::Directory(t.as_deref())));
+        match (file, dir) {
+            (Some(f), Some(d)) => Some(if f.0 <= d.0 { f } else { d }),
+            (f, d) => f.or(d),
+        }
+    }
+}
+
+/// What a path of the tree's maps holds.
+#[derive(Debug, Clone, Copy)]
+enum Leaf<'a> {
+    File(&'a FileEntry),
+    /// An empty directory (`None`) or a link to one.
+    Directory(Option<&'a str>),
+}
+
+/// The listing entry of a leaf directly inside the listed directory.
+fn list_entry(name: &str, leaf: Leaf<'_>) -> ListEntry {
+    match leaf {
+        Leaf::File(f) => ListEntry {
+            name: name.to_owned(),
+            kind: if f.link.is_some() { "link" } else { "file" },
+            size: f.link.is_none().then_some(f.size),
+            modified: Some(f.modified),
+            link: f.link.clone(),
+        },
+        Leaf::Directory(Some(target)) => ListEntry {
+            name: name.to_owned(),
+            kind: "link",
+            size: None,
+            modified: None,
+            link: Some(target.to_owned()),
+        },
+        Leaf::Directory(None) => ListEntry {
+            name: name.to_owned(),
+            kind: "dir",
+            size: None,
+            modified: None,
+            link: None,
+        },
     }
 }
 
@@ -675,7 +1088,7 @@ pub fn pack(
     }
     leaves.push(leaf);
     if leaves.len() > MAX_SUB_BUNDLES {
-        return Err(BundleError::TooManyBundles);
+        return Err(BundleError::TooManyBundles(MAX_SUB_BUNDLES));
     }
     let mut urls = Vec::new();
     for leaf in leaves {
@@ -698,7 +1111,7 @@ pub fn pack(
         }
         if subs.len() > MAX_SUB_BUNDLES {
             // Readers refuse more; refuse to write what could not be read.
-            return Err(BundleError::TooManyBundles);
+            return Err(BundleError::TooManyBundles(MAX_SUB_BUNDLES));
         }
         let per = (limit / (urls[0].len() + 3)).max(2);
         let mut next = Vec::new();
@@ -1093,6 +1506,16 @@ mod tests {
         assert!(!Manifest::looks_like(br#"{"file": 1}"#));
         assert!(!Manifest::looks_like(br#"{"files": 1}"#));
         assert!(Manifest::looks_like(br#" {"files": {}}"#));
+        assert!(Manifest::looks_like(
+            br#"{"x": [1, {"y": null}], "bundles": []}"#
+        ));
+        assert!(!Manifest::looks_like(br#"{"bundles": {}}"#));
+        assert!(!Manifest::looks_like(br#"{"files": {}} trailing"#));
+        assert!(!Manifest::looks_like(br#"{"files": {}, "files": 1}"#));
+        assert!(Manifest::looks_like(
+            br#"{"files": 1, "files": {"a": 1.5}}"#
+        ));
+        assert!(!Manifest::looks_like(br#"["files", "bundles"]"#));
     }
 
     #[test]
@@ -1224,11 +1647,8 @@ mod tests {
         assert_eq!(t.lookup("docs/escape"), Lookup::NotFound);
         assert_eq!(t.lookup("nope"), Lookup::NotFound);
         assert_eq!(t.lookup("doc"), Lookup::NotFound);
-        let names: Vec<_> = t
-            .list("")
-            .iter()
-            .map(|e| (e.name.clone(), e.kind))
-            .collect();
+        let all = |dir: &str| t.list_page(dir, None, usize::MAX, usize::MAX).entries;
+        let names: Vec<_> = all("").iter().map(|e| (e.name.clone(), e.kind)).collect();
         assert_eq!(
             names,
             [
@@ -1240,7 +1660,7 @@ mod tests {
             ]
             .map(|(n, k)| (n.to_owned(), k))
         );
-        let docs: Vec<_> = t.list("docs").iter().map(|e| e.name.clone()).collect();
+        let docs: Vec<_> = all("docs").iter().map(|e| e.name.clone()).collect();
         assert_eq!(docs, ["a", "c.txt", "escape", "style.css"]);
     }
 
@@ -1281,14 +1701,19 @@ mod tests {
                 .unwrap()
                 .content;
             let manifest = Manifest::decode(&root).unwrap();
-            let tree = futures_lite_block_on(Tree::load(manifest, root.len(), |l: Locator| {
-                let found = blocks.get(&l).ok_or("missing").and_then(|block| {
-                    codec::decode(block, Mode::Aes256, &l.key)
-                        .map(|d| d.content)
-                        .map_err(|_| "undecodable")
-                });
-                std::future::ready(found)
-            }))
+            let tree = futures_lite_block_on(Tree::load(
+                manifest,
+                root.len(),
+                Limits::CLIENT,
+                |l: Locator| {
+                    let found = blocks.get(&l).ok_or("missing").and_then(|block| {
+                        codec::decode(block, Mode::Aes256, &l.key)
+                            .map(|d| d.content)
+                            .map_err(|_| "undecodable")
+                    });
+                    std::future::ready(found)
+                },
+            ))
             .unwrap();
             assert_eq!(tree.files, files, "{limit}");
             assert_eq!(tree.directories.len(), 1);
@@ -1301,6 +1726,270 @@ mod tests {
             .build()
             .unwrap()
             .block_on(f)
+    }
+
+    /// A manifest block listing `subs` (URLs) and holding `files` empty files.
+    fn list_of(subs: &[Locator], files: &[&str]) -> Manifest {
+        Manifest {
+            bundles: subs.iter().map(Locator::to_string).collect(),
+            files: files
+                .iter()
+                .map(|f| ((*f).to_owned(), FileEntry::empty()))
+                .collect(),
+            ..Manifest::default()
+        }
+    }
+
+    /// Loads `root` from `blocks` (manifests by locator) within `limits`, counting the
+    /// fetches.
+    fn load_counting(
+        root: Manifest,
+        blocks: &std::collections::HashMap<Locator, Vec<u8>>,
+        limits: Limits,
+    ) -> (Result<Tree, BundleError>, usize) {
+        let fetches = std::cell::Cell::new(0usize);
+        let bytes = root.to_json().len();
+        let result = futures_lite_block_on(Tree::load(root, bytes, limits, |l: Locator| {
+            fetches.set(fetches.get() + 1);
+            std::future::ready(blocks.get(&l).cloned().ok_or("missing"))
+        }));
+        let result = result.map_err(|e| match e {
+            LoadError::Bundle(e) => e,
+            LoadError::Fetch(e) => panic!("fetch failed: {e}"),
+        });
+        (result, fetches.get())
+    }
+
+    /// The fan-out of issue 13: one sub-bundle listed thousands of times was loaded as
+    /// many times (and its own list again), since the bound counted loads. Now a
+    /// manifest listing a sub-bundle twice is refused before any fetch.
+    #[test]
+    fn a_sub_bundle_listed_twice_is_refused_before_any_fetch() {
+        let empty = codec::encode(&list_of(&[], &[]).to_json()).unwrap();
+        let fan = list_of(&vec![empty.locator; 7_100], &[]);
+        let fan_json = fan.to_json();
+        assert!(matches!(
+            Manifest::decode(&fan_json),
+            Err(BundleError::DuplicateBundle(_))
+        ));
+        let middle = codec::encode(&fan_json).unwrap();
+        let mut blocks = std::collections::HashMap::new();
+        blocks.insert(empty.locator, list_of(&[], &[]).to_json());
+        blocks.insert(middle.locator, fan_json);
+        // The root's list is checked as a whole by `load` too (a caller may not have
+        // decoded it): refused with no fetch.
+        let (result, fetches) =
+            load_counting(list_of(&[middle.locator; 2], &[]), &blocks, Limits::CLIENT);
+        assert!(
+            matches!(result, Err(BundleError::DuplicateBundle(_))),
+            "{result:?}"
+        );
+        assert_eq!(fetches, 0);
+        // Listed once by the root: the middle one's duplicates are refused after one
+        // fetch.
+        let (result, fetches) =
+            load_counting(list_of(&[middle.locator], &[]), &blocks, Limits::CLIENT);
+        assert!(
+            matches!(result, Err(BundleError::DuplicateBundle(_))),
+            "{result:?}"
+        );
+        assert_eq!(fetches, 1);
+        // Listed by two different manifests of one tree: refused as well.
+        let a = codec::encode(&list_of(&[empty.locator], &["a"]).to_json()).unwrap();
+        let b = codec::encode(&list_of(&[empty.locator], &["b"]).to_json()).unwrap();
+        blocks.insert(a.locator, list_of(&[empty.locator], &["a"]).to_json());
+        blocks.insert(b.locator, list_of(&[empty.locator], &["b"]).to_json());
+        let (result, fetches) = load_counting(
+            list_of(&[a.locator, b.locator], &[]),
+            &blocks,
+            Limits::CLIENT,
+        );
+        assert!(
+            matches!(result, Err(BundleError::DuplicateBundle(_))),
+            "{result:?}"
+        );
+        assert_eq!(fetches, 2);
+    }
+
+    /// Distinct sub-bundles: the loader counts them as they are listed, so it fetches at
+    /// most `limits.sub_bundles` of them, and stops at the entry and byte caps.
+    #[test]
+    fn the_loader_stops_at_its_caps() {
+        let limits = Limits {
+            sub_bundles: 10,
+            depth: 3,
+            entries: 1_000,
+            manifest_bytes: 1 << 20,
+        };
+        let mut blocks = std::collections::HashMap::new();
+        let mut leaves = Vec::new();
+        for i in 0..40 {
+            let names: Vec<String> = (0..20).map(|j| format!("f{i}-{j}")).collect();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let json = list_of(&[], &names).to_json();
+            let e = codec::encode(&json).unwrap();
+            blocks.insert(e.locator, json);
+            leaves.push(e.locator);
+        }
+        // 40 listed by the root at once: refused before any fetch.
+        let (result, fetches) = load_counting(list_of(&leaves, &[]), &blocks, limits);
+        assert!(
+            matches!(result, Err(BundleError::TooManyBundles(10))),
+            "{result:?}"
+        );
+        assert_eq!(fetches, 0);
+        // 4 lists of 10: the first list fits (4 + 10 = 14 > 10 is refused when the
+        // first list is merged), after one fetch.
+        let mut lists = Vec::new();
+        for group in leaves.chunks(10) {
+            let json = list_of(group, &[]).to_json();
+            let e = codec::encode(&json).unwrap();
+            blocks.insert(e.locator, json);
+            lists.push(e.locator);
+        }
+        let (result, fetches) = load_counting(list_of(&lists, &[]), &blocks, limits);
+        assert!(
+            matches!(result, Err(BundleError::TooManyBundles(10))),
+            "{result:?}"
+        );
+        assert_eq!(fetches, 1);
+        // Within the count, the entry cap: 20 entries a leaf, 1,000 at most.
+        let big = Limits {
+            sub_bundles: 100,
+            entries: 150,
+            ..limits
+        };
+        let (result, fetches) = load_counting(list_of(&leaves, &[]), &blocks, big);
+        assert!(
+            matches!(result, Err(BundleError::TooManyEntries(150))),
+            "{result:?}"
+        );
+        assert_eq!(fetches, 8);
+        // And the byte cap, counted before a manifest is parsed.
+        let leaf_bytes = blocks[&leaves[0]].len();
+        let small = Limits {
+            sub_bundles: 100,
+            entries: 100_000,
+            manifest_bytes: 3 * leaf_bytes + 10,
+            ..limits
+        };
+        let (result, _) = load_counting(list_of(&leaves[..5], &[]), &blocks, small);
+        assert!(
+            matches!(result, Err(BundleError::TooLarge(_))),
+            "{result:?}"
+        );
+        // Depth: a chain of lists one deeper than allowed.
+        let mut top = leaves[0];
+        for _ in 0..3 {
+            let json = list_of(&[top], &[]).to_json();
+            let e = codec::encode(&json).unwrap();
+            blocks.insert(e.locator, json);
+            top = e.locator;
+        }
+        let (result, fetches) = load_counting(list_of(&[top], &[]), &blocks, limits);
+        assert!(matches!(result, Err(BundleError::TooDeep(3))), "{result:?}");
+        assert_eq!(fetches, 3);
+        // Everything within bounds loads.
+        let (result, fetches) = load_counting(list_of(&leaves[..5], &[]), &blocks, limits);
+        assert_eq!(result.unwrap().files.len(), 100);
+        assert_eq!(fetches, 5);
+    }
+
+    /// Resolving is linear in the path: a path of 2,000 components resolves (or not)
+    /// with one hash step each, and paths past the bounds are not found.
+    #[test]
+    fn long_paths_resolve_within_bounds() {
+        let deep: Vec<&str> = vec!["d"; MAX_PATH_COMPONENTS];
+        let deep_path = deep.join("/");
+        let mut m = Manifest::default();
+        m.files.insert(format!("{deep_path}/f"), file(b"x"));
+        m.files.insert("top".into(), file(b"y"));
+        let mut link = FileEntry::empty();
+        link.link = Some("top".into());
+        m.files.insert("alias".into(), link);
+        let t = Tree::single(m).unwrap();
+        // At the component bound: a directory; one more is past it.
+        assert_eq!(t.lookup(&deep_path), Lookup::Directory(deep_path.clone()));
+        assert_eq!(t.lookup(&format!("{deep_path}/f")), Lookup::NotFound);
+        // `..` climbs back: 1,000 down and 1,000 up, then through the link.
+        let wander = format!("{}{}alias", "x/".repeat(1_000), "../".repeat(1_000));
+        assert!(matches!(t.lookup(&wander), Lookup::File("top", _)));
+        assert_eq!(t.lookup(&"../".repeat(3)), Lookup::NotFound);
+        assert_eq!(t.lookup(&"a".repeat(MAX_PATH_BYTES + 1)), Lookup::NotFound);
+        // Links are still found along a long path (the hash of each prefix).
+        let mut m = Manifest::default();
+        m.files.insert("real/deep/file".into(), file(b"z"));
+        m.directories
+            .insert("a/b/c".into(), Some("../../real".into()));
+        let t = Tree::single(m).unwrap();
+        assert!(matches!(
+            t.lookup("a/b/c/deep/file"),
+            Lookup::File("real/deep/file", _)
+        ));
+        assert_eq!(
+            t.lookup("a/b/c/deep"),
+            Lookup::Directory("real/deep".into())
+        );
+    }
+
+    /// Checking that nothing lies under a file is linear in a path's length: a manifest
+    /// path of 100,000 components (200 KB) used to hash each of its prefixes whole
+    /// (about 10^10 bytes hashed; minutes in a debug build).
+    #[test]
+    fn nesting_checks_are_linear_in_path_length() {
+        let deep = "a/".repeat(100_000);
+        let mut m = Manifest::default();
+        m.files.insert(format!("{deep}f"), file(b"x"));
+        m.files.insert("b".into(), file(b"y"));
+        assert!(Tree::single(m.clone()).is_ok());
+        // An overlap at the far end is still found.
+        m.files
+            .insert(deep.trim_end_matches('/').to_owned(), file(b"z"));
+        assert!(matches!(Tree::single(m), Err(BundleError::Overlap(..))));
+    }
+
+    /// Pages of a listing follow one another with the cursor, and every entry appears
+    /// once; a directory with children is skipped as a whole, a leaf right after itself.
+    #[test]
+    fn listings_come_in_pages() {
+        let mut m = Manifest::default();
+        for name in ["a.txt", "a/x", "a/y", "a!b", "b", "c/d/e", "z"] {
+            m.files.insert(name.into(), file(name.as_bytes()));
+        }
+        m.directories.insert("empty".into(), None);
+        m.directories.insert("empty!".into(), Some("a".into()));
+        let t = Tree::single(m).unwrap();
+        let whole: Vec<_> = t
+            .list_page("", None, usize::MAX, usize::MAX)
+            .entries
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(
+            whole,
+            ["a!b", "a.txt", "a", "b", "c", "empty", "empty!", "z"]
+        );
+        for per in 1..=whole.len() {
+            let mut seen = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let page = t.list_page("", after.as_deref(), per, usize::MAX);
+                assert!(page.entries.len() <= per);
+                seen.extend(page.entries.into_iter().map(|e| e.name));
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            assert_eq!(seen, whole, "{per} a page");
+        }
+        // The byte bound ends a page early, never before its first entry.
+        let page = t.list_page("", None, usize::MAX, 1);
+        assert_eq!(page.entries.len(), 1);
+        assert_eq!(page.next.as_deref(), Some("a!b"));
+        let page = t.list_page("a", None, usize::MAX, usize::MAX);
+        assert_eq!(page.entries.len(), 2);
+        assert_eq!(page.next, None);
     }
 
     #[test]

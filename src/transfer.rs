@@ -435,10 +435,15 @@ pub async fn open(remote: &Remote, locator: Locator) -> anyhow::Result<Opened> {
         return Ok(Opened::Data(content));
     }
     let manifest = Manifest::decode(&content)?;
-    let tree = Tree::load(manifest, content.len(), |sub: Locator| {
-        let remote = remote.clone();
-        async move { fetch(&remote, sub).await }
-    })
+    let tree = Tree::load(
+        manifest,
+        content.len(),
+        bundle::Limits::CLIENT,
+        |sub: Locator| {
+            let remote = remote.clone();
+            async move { fetch(&remote, sub).await }
+        },
+    )
     .await
     .map_err(|e| match e {
         bundle::LoadError::Bundle(e) => anyhow::Error::new(e),

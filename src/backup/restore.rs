@@ -220,21 +220,18 @@ fn select(tree: &Tree, path: &str) -> Tree {
             || k.strip_prefix(path)
                 .is_some_and(|rest| rest.starts_with('/'))
     };
-    Tree {
-        files: tree
-            .files
+    Tree::from_entries(
+        tree.files
             .iter()
             .filter(|(k, _)| under(k))
             .map(|(k, f)| (k.clone(), f.clone()))
             .collect(),
-        directories: tree
-            .directories
+        tree.directories
             .iter()
             .filter(|(k, _)| under(k))
             .map(|(k, d)| (k.clone(), d.clone()))
             .collect(),
-        manifest_bytes: 0,
-    }
+    )
 }
 
 /// Fetches and checks every block of this machine's latest run; writes nothing.

@@ -26,7 +26,8 @@ use super::handler::{
     if_range_allows, wait_param,
 };
 use super::range::{self, ByteRange};
-use crate::bundle::{FileEntry, ListEntry, Lookup, Tree, time_of};
+use super::route::RouteError;
+use crate::bundle::{FileEntry, ListEntry, Lookup, MAX_PATH_BYTES, Tree, time_of};
 use crate::codec::Locator;
 use crate::node::Opened;
 
@@ -42,6 +43,15 @@ const SANDBOX: &str = "sandbox allow-scripts allow-forms allow-popups allow-moda
 
 /// Files of one block or less are read whole; larger ones are streamed.
 const STREAM_ABOVE_CHUNKS: usize = 1;
+
+/// Entries in one page of a listing; a larger directory is listed in pages linked by
+/// `?after=` (the JSON's `next`, the HTML's "Next page"). An HTML page of this many
+/// ordinary entries is about 200 KB.
+pub const LISTING_PAGE: usize = 1000;
+
+/// A page also ends once its names and link targets reach this many bytes, so long
+/// names cannot make a page large (HTML escaping multiplies them by 6 at most).
+pub const LISTING_PAGE_BYTES: usize = 256 << 10;
 
 impl Handler {
     /// Answers a browsing route.
@@ -68,9 +78,11 @@ impl Handler {
             }
             (Opened::Bundle(_), None) => redirect(parts, "/")?,
             (Opened::Bundle(tree), Some(path)) => {
+                let query = parts.uri.query();
                 let view = View {
                     json,
-                    listing: asks_listing(parts.uri.query()),
+                    listing: asks_listing(query),
+                    after: query_param(query, "after"),
                 };
                 self.in_bundle(&tree, path, parts, view, &tag, wait).await?
             }
@@ -118,20 +130,23 @@ impl Handler {
         tree: &Arc<Tree>,
         raw: &str,
         parts: &Parts,
-        view: View,
+        view: View<'_>,
         tag: &str,
         wait: Duration,
     ) -> Result<Reply, ApiError> {
         let decoded = percent_decode_str(raw)
             .decode_utf8()
             .map_err(|_| not_in_bundle("the path is not UTF-8"))?;
+        if decoded.len() > MAX_PATH_BYTES {
+            return Err(RouteError::PathTooLong.into());
+        }
         let dir_form = decoded.is_empty() || decoded.ends_with('/');
         let path = decoded.trim_end_matches('/');
         match tree.lookup(path) {
             Lookup::File(name, file) if !dir_form => self.file(name, file, parts, tag, wait).await,
             Lookup::File(..) => Err(not_in_bundle("a file, not a directory")),
             Lookup::Directory(_) if !dir_form => redirect(parts, "/"),
-            Lookup::Directory(dir) if view.listing => Ok(listing(tree, &dir, view.json, tag)),
+            Lookup::Directory(dir) if view.listing => Ok(listing(tree, &dir, parts, &view, tag)),
             Lookup::Directory(dir) => {
                 let index = if dir.is_empty() {
                     "index.html".to_owned()
@@ -140,7 +155,7 @@ impl Handler {
                 };
                 match tree.lookup(&index) {
                     Lookup::File(name, file) => self.file(name, file, parts, tag, wait).await,
-                    _ => Ok(listing(tree, &dir, view.json, tag)),
+                    _ => Ok(listing(tree, &dir, parts, &view, tag)),
                 }
             }
             Lookup::NotFound => Err(not_in_bundle("no such file in the bundle")),
@@ -243,13 +258,15 @@ fn immutable(headers: &mut HeaderMap, tag: &str) {
 }
 
 /// How a directory is answered.
-#[derive(Debug, Clone, Copy)]
-struct View {
+#[derive(Debug, Clone)]
+struct View<'a> {
     /// A listing is JSON (`Accept: application/json`), else HTML.
     json: bool,
     /// `?listing`: the listing even when the directory has an `index.html` (the
     /// dashboard lists websites too).
     listing: bool,
+    /// `?after=`: the page of the listing after this cursor (percent-decoded).
+    after: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// True when the query has a `listing` parameter.
@@ -258,6 +275,37 @@ fn asks_listing(query: Option<&str>) -> bool {
         .into_iter()
         .flat_map(|q| q.split('&'))
         .any(|pair| pair == "listing" || pair.starts_with("listing="))
+}
+
+/// The percent-decoded value of parameter `name` in the query (`+` is a space), if it
+/// is there and UTF-8.
+fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<std::borrow::Cow<'a, str>> {
+    let value = query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))?;
+    if value.contains('+') {
+        let spaced = value.replace('+', " ");
+        return percent_decode_str(&spaced)
+            .decode_utf8()
+            .ok()
+            .map(|v| std::borrow::Cow::Owned(v.into_owned()));
+    }
+    percent_decode_str(value).decode_utf8().ok()
+}
+
+/// The query of the next page: this one's parameters but `after`, then `after=next`.
+fn next_query(query: Option<&str>, next: &str) -> String {
+    let mut out = String::from("?");
+    for pair in query.into_iter().flat_map(|q| q.split('&')) {
+        if pair.is_empty() || pair == "after" || pair.starts_with("after=") {
+            continue;
+        }
+        out.push_str(pair);
+        out.push('&');
+    }
+    out.push_str("after=");
+    out.extend(utf8_percent_encode(next, SEGMENT));
+    out
 }
 
 /// The entity tag of decrypted content: `"<id>"` (DESIGN 3), the id in its URL; the URL
@@ -314,29 +362,39 @@ fn not_in_bundle(why: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_in_bundle", why)
 }
 
-/// A directory listing: JSON `{"path", "entries": [...]}` or an HTML page of links.
-fn listing(tree: &Tree, dir: &str, json: bool, tag: &str) -> Reply {
-    let entries = tree.list(dir);
+/// One page of a directory listing (`LISTING_PAGE` entries at most): JSON
+/// `{"path", "entries": [...], "next"?}` or an HTML page of links with a "Next page"
+/// link. `next` is a relative reference (`?...&after=...`) to the following page.
+fn listing(tree: &Tree, dir: &str, parts: &Parts, view: &View<'_>, tag: &str) -> Reply {
+    let page = tree.list_page(dir, view.after.as_deref(), LISTING_PAGE, LISTING_PAGE_BYTES);
+    let next = page
+        .next
+        .as_deref()
+        .map(|n| next_query(parts.uri.query(), n));
     let shown = if dir.is_empty() {
         "/".to_owned()
     } else {
         format!("/{dir}/")
     };
-    let mut reply = if json {
-        let body = serde_json::json!({ "path": shown, "entries": entries }).to_string();
-        Reply::new(StatusCode::OK, "application/json", body)
+    let mut reply = if view.json {
+        let mut body = serde_json::json!({ "path": shown, "entries": page.entries });
+        if let (Some(next), serde_json::Value::Object(map)) = (&next, &mut body) {
+            map.insert("next".into(), next.clone().into());
+        }
+        Reply::new(StatusCode::OK, "application/json", body.to_string())
     } else {
         Reply::new(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            listing_html(&shown, &entries),
+            listing_html(&shown, &page.entries, next.as_deref()),
         )
     };
     immutable(&mut reply.headers, tag);
     reply
 }
 
-fn listing_html(shown: &str, entries: &[ListEntry]) -> String {
+fn listing_html(shown: &str, entries: &[ListEntry], next: Option<&str>) -> String {
+    use std::fmt::Write;
     let title = escape_html(&format!("Index of {shown}"));
     let mut html = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -364,11 +422,21 @@ fn listing_html(shown: &str, entries: &[ListEntry]) -> String {
             .as_deref()
             .map(|t| format!(" &rarr; {}", escape_html(t)))
             .unwrap_or_default();
-        html.push_str(&format!(
-            "<tr><td><a href=\"{href}\">{label}</a>{arrow}</td><td class=\"n\">{size}</td><td>{modified}</td></tr>\n"
-        ));
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            html,
+            "<tr><td><a href=\"{href}\">{label}</a>{arrow}</td><td class=\"n\">{size}</td><td>{modified}</td></tr>"
+        );
     }
-    html.push_str("</tbody></table></body></html>\n");
+    html.push_str("</tbody></table>\n");
+    if let Some(next) = next {
+        let _ = writeln!(
+            html,
+            "<p><a rel=\"next\" href=\"{}\">Next page</a></p>",
+            escape_html(next)
+        );
+    }
+    html.push_str("</body></html>\n");
     html
 }
 
@@ -404,6 +472,26 @@ mod tests {
         assert_eq!(
             utf8_percent_encode("a b/c?.html", SEGMENT).to_string(),
             "a%20b%2Fc%3F.html"
+        );
+    }
+
+    #[test]
+    fn listing_queries() {
+        assert_eq!(
+            query_param(Some("a=1&after=x%2Fy"), "after").as_deref(),
+            Some("x/y")
+        );
+        assert_eq!(
+            query_param(Some("after=a+b"), "after").as_deref(),
+            Some("a b")
+        );
+        assert_eq!(query_param(Some("afterx=1"), "after"), None);
+        assert_eq!(query_param(Some("after=%ff"), "after"), None);
+        assert_eq!(query_param(None, "after"), None);
+        assert_eq!(next_query(None, "d/"), "?after=d%2F");
+        assert_eq!(
+            next_query(Some("listing&after=old&wait=1"), "a b"),
+            "?listing&wait=1&after=a%20b"
         );
     }
 

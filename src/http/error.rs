@@ -60,6 +60,9 @@ impl From<RouteError> for ApiError {
             RouteError::BadKey(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "bad_key", e.to_string())
             }
+            RouteError::PathTooLong => {
+                ApiError::new(StatusCode::URI_TOO_LONG, "path_too_long", e.to_string())
+            }
             RouteError::MethodNotAllowed { allow } => ApiError {
                 allow: Some(allow),
                 ..ApiError::new(

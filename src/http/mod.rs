@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 
 pub use body::{Body, FileBody};
 pub use conn::{PRESSED_ALLOWANCE, RESERVE_DIVISOR};
+pub use content::{LISTING_PAGE, LISTING_PAGE_BYTES};
 pub use error::{ApiError, RETRY_AFTER_SECS};
 pub use handler::{BODY_RATE_GRACE, BODY_READ_TIMEOUT, Handler, MIN_BODY_RATE};
 pub use range::ByteRange;

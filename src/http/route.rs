@@ -4,6 +4,7 @@
 use hyper::Method;
 
 use super::assets::Asset;
+use crate::bundle::{MAX_PATH_BYTES, MAX_PATH_COMPONENTS};
 use crate::codec::{Key, Locator, Mode};
 use crate::id::{BlockId, IdError};
 
@@ -85,6 +86,12 @@ pub enum RouteError {
     /// A path segment that should be a key is not one.
     #[error("bad key: {0}")]
     BadKey(IdError),
+    /// A path inside a bundle over `MAX_PATH_BYTES` (decoded; three times that
+    /// percent-encoded) or `MAX_PATH_COMPONENTS`.
+    #[error(
+        "the path inside the bundle is too long (at most {MAX_PATH_BYTES} bytes and {MAX_PATH_COMPONENTS} components)"
+    )]
+    PathTooLong,
     /// The resource exists but not for this method.
     #[error("method not allowed; allowed: {allow}")]
     MethodNotAllowed {
@@ -211,6 +218,15 @@ fn content_view(id: BlockId, view: &str) -> Result<(Locator, Option<&str>), Rout
         .parse()
         .map_err(RouteError::BadKey)?;
     let rest = parts.next();
+    if let Some(rest) = rest {
+        // Refused before any work: resolving is linear, but a path nobody's bundle can
+        // hold should not cost a tree load. Percent-encoding triples a byte at most.
+        if rest.len() > 3 * MAX_PATH_BYTES
+            || rest.bytes().filter(|&b| b == b'/').count() >= MAX_PATH_COMPONENTS
+        {
+            return Err(RouteError::PathTooLong);
+        }
+    }
     if mode == Mode::Passphrase && rest.is_some() {
         // Passphrase content is a single record, never a bundle.
         return Err(RouteError::NotFound);
@@ -377,6 +393,37 @@ mod tests {
                 &put,
                 format!("/sha256/{ID}/aes256/{ID}/"),
                 Err(RouteError::MethodNotAllowed { allow: READ_ONLY }),
+            ),
+            (
+                &get,
+                format!(
+                    "/sha256/{ID}/aes256/{ID}/{}",
+                    "a/".repeat(MAX_PATH_COMPONENTS - 1)
+                ),
+                Ok(Route::Content {
+                    locator: Locator {
+                        id,
+                        mode: Mode::Aes256,
+                        key: Key(id.0),
+                    },
+                    rest: Some(&*"a/".repeat(MAX_PATH_COMPONENTS - 1).leak()),
+                }),
+            ),
+            (
+                &get,
+                format!(
+                    "/sha256/{ID}/aes256/{ID}/{}",
+                    "a/".repeat(MAX_PATH_COMPONENTS)
+                ),
+                Err(RouteError::PathTooLong),
+            ),
+            (
+                &get,
+                format!(
+                    "/sha256/{ID}/aes256/{ID}/{}",
+                    "a".repeat(3 * MAX_PATH_BYTES + 1)
+                ),
+                Err(RouteError::PathTooLong),
             ),
             (&get, "/sha512/x".into(), Err(RouteError::NotFound)),
             (&get, "/etc/passwd".into(), Err(RouteError::NotFound)),

@@ -4,7 +4,7 @@
 //! through `Node::get_block`, so missing blocks are waited for (and asked of the mesh)
 //! exactly like raw block requests. No HTTP types.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::{Node, NodeError, blocking};
-use crate::bundle::{FileEntry, LoadError, Manifest, Tree, parse_chunk_url};
+use crate::bundle::{FileEntry, Limits, LoadError, Manifest, Tree, parse_chunk_url};
 use crate::codec::{self, Key, Locator, Mode, Recipe};
 use crate::id::BlockId;
 
@@ -32,8 +32,42 @@ const STREAM_QUEUE: usize = 2;
 /// name: a passphrase opening (tag only) must never vouch for a convergent one.
 const RECIPE_CACHE_ENTRIES: usize = 65_536;
 
-/// Bundle trees kept parsed, measured by their manifests' encoded bytes.
+/// Bundle trees kept parsed, measured by `Tree::footprint` (their memory). Holds at
+/// least two trees of the largest size `SERVE_LIMITS` allows, so any tree served is
+/// cached and reading its files does not parse it again.
 const TREE_CACHE_BYTES: usize = 64 << 20;
+
+/// Most sub-bundles in a tree the node serves. `pack` fills sub-bundles to about one
+/// block, so `SERVE_MAX_MANIFEST_BYTES` of manifests is about 16 of them (and a list
+/// of them); the rest is headroom for other writers' smaller ones. Each costs one block
+/// fetch and decryption (at most 1 MiB), so this bounds the work of one request.
+pub const SERVE_MAX_SUB_BUNDLES: usize = 64;
+
+/// Most entries in a tree the node serves: about 130 bytes of map and header each
+/// beyond the manifest's own bytes, so 8 MiB at most on top of those.
+pub const SERVE_MAX_ENTRIES: usize = 65_536;
+
+/// Most manifest bytes (decrypted JSON) in a tree the node serves. A parsed tree takes
+/// about 1.3 times its JSON plus the entries' overhead, so with `SERVE_MAX_ENTRIES` a
+/// tree stays near 30 MiB, under the 64 MiB one request may take.
+pub const SERVE_MAX_MANIFEST_BYTES: usize = 16 << 20;
+
+/// What the node loads of anyone's bundle: bounded work and memory per request, and a
+/// quick `422` past any bound (a client loading its own data uses `Limits::CLIENT`).
+pub const SERVE_LIMITS: Limits = Limits {
+    sub_bundles: SERVE_MAX_SUB_BUNDLES,
+    depth: crate::bundle::MAX_DEPTH,
+    entries: SERVE_MAX_ENTRIES,
+    manifest_bytes: SERVE_MAX_MANIFEST_BYTES,
+};
+
+// Whatever the dashboard uploads stays browsable here: at most `MAX_UPLOAD_FILES`
+// entries, and 16 GiB of chunks is about 3 MB of their JSON.
+const _: () = assert!(super::upload::MAX_UPLOAD_FILES < SERVE_MAX_ENTRIES);
+
+/// Trees loaded at once (others wait their turn), so concurrent requests for different
+/// large trees hold at most this many trees' worth of memory beyond the cache.
+const MAX_TREE_LOADS: usize = 4;
 
 /// Whole-file digests remembered, so a file is read once, not twice, per request.
 const DIGEST_CACHE_ENTRIES: usize = 16_384;
@@ -52,11 +86,40 @@ pub(super) struct ContentCaches {
     recipes: Mutex<LruCache<(BlockId, Mode, Key), Recipe>>,
     trees: Mutex<TreeCache>,
     digests: Mutex<LruCache<[u8; 32], [u8; 32]>>,
+    /// One turn per tree being loaded: requests for a tree that is loading wait for it
+    /// and then find it cached, instead of loading it again beside it.
+    loading: Mutex<HashMap<Locator, Arc<tokio::sync::Mutex<()>>>>,
+    /// `MAX_TREE_LOADS` permits.
+    loads: tokio::sync::Semaphore,
 }
 
 struct TreeCache {
-    entries: LruCache<Locator, Arc<Tree>>,
+    /// Trees with their footprints.
+    entries: LruCache<Locator, (Arc<Tree>, usize)>,
     bytes: usize,
+}
+
+impl TreeCache {
+    fn get(&mut self, locator: &Locator) -> Option<Arc<Tree>> {
+        self.entries.get(locator).map(|(tree, _)| tree.clone())
+    }
+
+    /// Keeps `tree`, whose `footprint` is `size` (measured before taking the lock).
+    fn put(&mut self, locator: Locator, tree: Arc<Tree>, size: usize) {
+        if size > TREE_CACHE_BYTES / 2 {
+            return;
+        }
+        self.bytes += size;
+        if let Some((_, old)) = self.entries.put(locator, (tree, size)) {
+            self.bytes -= old;
+        }
+        while self.bytes > TREE_CACHE_BYTES {
+            let Some((_, (_, old))) = self.entries.pop_lru() else {
+                break;
+            };
+            self.bytes -= old;
+        }
+    }
 }
 
 impl ContentCaches {
@@ -69,6 +132,42 @@ impl ContentCaches {
                 bytes: 0,
             }),
             digests: Mutex::new(LruCache::new(n(DIGEST_CACHE_ENTRIES))),
+            loading: Mutex::new(HashMap::new()),
+            loads: tokio::sync::Semaphore::new(MAX_TREE_LOADS),
+        }
+    }
+}
+
+/// A request's place in line for loading one tree: requests for the same tree share a
+/// gate, so one loads it and the others then find it cached. The gate leaves the map
+/// when its last holder drops its turn (also when a request is dropped mid-load).
+struct Turn<'a> {
+    map: &'a Mutex<HashMap<Locator, Arc<tokio::sync::Mutex<()>>>>,
+    locator: Locator,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<'a> Turn<'a> {
+    fn take(
+        map: &'a Mutex<HashMap<Locator, Arc<tokio::sync::Mutex<()>>>>,
+        locator: &Locator,
+    ) -> Turn<'a> {
+        let gate = lock(map).entry(*locator).or_default().clone();
+        Turn {
+            map,
+            locator: *locator,
+            gate,
+        }
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut map = lock(self.map);
+        // The map's reference and this one: nobody else holds or waits at the gate (a
+        // new holder would have to take it from the map, under this lock).
+        if Arc::strong_count(&self.gate) <= 2 {
+            map.remove(&self.locator);
         }
     }
 }
@@ -107,25 +206,60 @@ impl Drop for StreamGuard {
 }
 
 impl Node {
-    /// Opens `locator`: the decrypted block, or the bundle tree it is the root of.
-    /// A wrong key is `WrongKey`; a malformed manifest is `BadBundle`.
+    /// Opens `locator`: the decrypted block, or the bundle tree it is the root of
+    /// (loaded within `SERVE_LIMITS`). A wrong key is `WrongKey`; a malformed manifest,
+    /// or one past a bound, is `BadBundle`.
     pub async fn open_content(
         self: &Arc<Self>,
         locator: &Locator,
         wait: Duration,
     ) -> Result<Opened, NodeError> {
-        if let Some(tree) = lock(&self.content.trees).entries.get(locator) {
-            return Ok(Opened::Bundle(tree.clone()));
+        if let Some(tree) = lock(&self.content.trees).get(locator) {
+            return Ok(Opened::Bundle(tree));
         }
         let content = self.decrypt(locator, wait).await?;
         // Passphrase content is a single record (DESIGN 3 gives it no paths).
         if locator.mode == Mode::Passphrase || !Manifest::looks_like(&content) {
             return Ok(Opened::Data(content));
         }
+        // Requests for a tree being loaded wait here, holding only its root's bytes,
+        // then find it cached.
+        let turn = Turn::take(&self.content.loading, locator);
+        let _turn = turn.gate.lock().await;
+        if let Some(tree) = lock(&self.content.trees).get(locator) {
+            return Ok(Opened::Bundle(tree));
+        }
         let manifest =
             Manifest::decode(&content).map_err(|e| NodeError::BadBundle(e.to_string()))?;
+        let root_bytes = content.len();
+        drop(content);
+        // One block has nothing to fetch and is bounded by itself: no permit to wait for.
+        let _permit = match manifest.bundles.is_empty() {
+            true => None,
+            false => Some(
+                self.content
+                    .loads
+                    .acquire()
+                    .await
+                    .map_err(|e| NodeError::Task(e.to_string()))?,
+            ),
+        };
+        let tree = Arc::new(self.load_tree(manifest, root_bytes, wait).await?);
+        let size = tree.footprint();
+        lock(&self.content.trees).put(*locator, tree.clone(), size);
+        Ok(Opened::Bundle(tree))
+    }
+
+    /// Loads the tree of a root manifest within `SERVE_LIMITS`, fetching sub-bundles
+    /// through `decrypt`.
+    async fn load_tree(
+        self: &Arc<Self>,
+        manifest: Manifest,
+        root_bytes: usize,
+        wait: Duration,
+    ) -> Result<Tree, NodeError> {
         let node = self.clone();
-        let tree = Tree::load(manifest, content.len(), move |sub: Locator| {
+        Tree::load(manifest, root_bytes, SERVE_LIMITS, move |sub: Locator| {
             let node = node.clone();
             async move { node.decrypt(&sub, wait).await.map(|b| b.to_vec()) }
         })
@@ -133,22 +267,7 @@ impl Node {
         .map_err(|e| match e {
             LoadError::Bundle(e) => NodeError::BadBundle(e.to_string()),
             LoadError::Fetch(e) => e,
-        })?;
-        let tree = Arc::new(tree);
-        let mut cache = lock(&self.content.trees);
-        if tree.manifest_bytes <= TREE_CACHE_BYTES / 4 {
-            cache.bytes += tree.manifest_bytes;
-            if let Some(old) = cache.entries.put(*locator, tree.clone()) {
-                cache.bytes -= old.manifest_bytes;
-            }
-            while cache.bytes > TREE_CACHE_BYTES {
-                let Some((_, old)) = cache.entries.pop_lru() else {
-                    break;
-                };
-                cache.bytes -= old.manifest_bytes;
-            }
-        }
-        Ok(Opened::Bundle(tree))
+        })
     }
 
     /// The block of `locator`, decrypted and verified (once per block and key; later
