@@ -17,7 +17,6 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::http::request::Parts;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use sha2::{Digest, Sha256};
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::ApiError;
@@ -27,7 +26,7 @@ use super::handler::{
 };
 use super::range::{self, ByteRange};
 use super::route::RouteError;
-use crate::bundle::{FileEntry, ListEntry, Lookup, MAX_PATH_BYTES, Tree, time_of};
+use crate::bundle::{FileEntry, ListEntry, Lookup, MAX_PATH_BYTES, Outline, time_of};
 use crate::codec::Locator;
 use crate::node::Opened;
 
@@ -77,14 +76,15 @@ impl Handler {
                 return Err(not_in_bundle("this content is not a bundle"));
             }
             (Opened::Bundle(_), None) => redirect(parts, "/")?,
-            (Opened::Bundle(tree), Some(path)) => {
+            (Opened::Bundle(outline), Some(path)) => {
                 let query = parts.uri.query();
                 let view = View {
                     json,
                     listing: asks_listing(query),
                     after: query_param(query, "after"),
                 };
-                self.in_bundle(&tree, path, parts, view, &tag, wait).await?
+                self.in_bundle(&outline, path, parts, view, &tag, wait)
+                    .await?
             }
         };
         reply.headers.insert(
@@ -127,7 +127,7 @@ impl Handler {
     /// A path inside a bundle: a file, a directory (index.html or listing), a redirect.
     async fn in_bundle(
         &self,
-        tree: &Arc<Tree>,
+        outline: &Outline,
         raw: &str,
         parts: &Parts,
         view: View<'_>,
@@ -142,20 +142,25 @@ impl Handler {
         }
         let dir_form = decoded.is_empty() || decoded.ends_with('/');
         let path = decoded.trim_end_matches('/');
-        match tree.lookup(path) {
-            Lookup::File(name, file) if !dir_form => self.file(name, file, parts, tag, wait).await,
+        let loader = self.node.parts(wait);
+        match outline.lookup(path, &loader).await? {
+            Lookup::File(name, file) if !dir_form => {
+                self.file(&name, &file, parts, tag, wait).await
+            }
             Lookup::File(..) => Err(not_in_bundle("a file, not a directory")),
             Lookup::Directory(_) if !dir_form => redirect(parts, "/"),
-            Lookup::Directory(dir) if view.listing => Ok(listing(tree, &dir, parts, &view, tag)),
+            Lookup::Directory(dir) if view.listing => {
+                listing(outline, &loader, &dir, parts, &view, tag).await
+            }
             Lookup::Directory(dir) => {
                 let index = if dir.is_empty() {
                     "index.html".to_owned()
                 } else {
                     format!("{dir}/index.html")
                 };
-                match tree.lookup(&index) {
-                    Lookup::File(name, file) => self.file(name, file, parts, tag, wait).await,
-                    _ => Ok(listing(tree, &dir, parts, &view, tag)),
+                match outline.lookup(&index, &loader).await? {
+                    Lookup::File(name, file) => self.file(&name, &file, parts, tag, wait).await,
+                    _ => listing(outline, &loader, &dir, parts, &view, tag).await,
                 }
             }
             Lookup::NotFound => Err(not_in_bundle("no such file in the bundle")),
@@ -365,8 +370,18 @@ fn not_in_bundle(why: &str) -> ApiError {
 /// One page of a directory listing (`LISTING_PAGE` entries at most): JSON
 /// `{"path", "entries": [...], "next"?}` or an HTML page of links with a "Next page"
 /// link. `next` is a relative reference (`?...&after=...`) to the following page.
-fn listing(tree: &Tree, dir: &str, parts: &Parts, view: &View<'_>, tag: &str) -> Reply {
-    let page = tree.list_page(dir, view.after.as_deref(), LISTING_PAGE, LISTING_PAGE_BYTES);
+async fn listing(
+    outline: &Outline,
+    loader: &crate::node::Parts,
+    dir: &str,
+    parts: &Parts,
+    view: &View<'_>,
+    tag: &str,
+) -> Result<Reply, ApiError> {
+    let after = view.after.as_deref();
+    let page = outline
+        .list_page(dir, after, LISTING_PAGE, LISTING_PAGE_BYTES, loader)
+        .await?;
     let next = page
         .next
         .as_deref()
@@ -390,7 +405,7 @@ fn listing(tree: &Tree, dir: &str, parts: &Parts, view: &View<'_>, tag: &str) ->
         )
     };
     immutable(&mut reply.headers, tag);
-    reply
+    Ok(reply)
 }
 
 fn listing_html(shown: &str, entries: &[ListEntry], next: Option<&str>) -> String {

@@ -5,6 +5,7 @@
 //! exactly like raw block requests. No HTTP types.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +16,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::{Node, NodeError, blocking};
-use crate::bundle::{FileEntry, Limits, LoadError, Manifest, Tree, parse_chunk_url};
+use crate::bundle::{
+    FileEntry, Limits, LoadError, Loader, Manifest, Outline, Part, Tree, parse_chunk_url,
+};
 use crate::codec::{self, Key, Locator, Mode, Recipe};
 use crate::id::BlockId;
 
@@ -32,25 +35,34 @@ const STREAM_QUEUE: usize = 2;
 /// name: a passphrase opening (tag only) must never vouch for a convergent one.
 const RECIPE_CACHE_ENTRIES: usize = 65_536;
 
-/// Bundle trees kept parsed, measured by `Tree::footprint` (their memory). Holds at
-/// least two trees of the largest size `SERVE_LIMITS` allows, so any tree served is
-/// cached and reading its files does not parse it again.
-const TREE_CACHE_BYTES: usize = 64 << 20;
+/// Bundle outlines kept, measured by `Outline::footprint`: the root manifest's entries
+/// and a few paths per sub-bundle, so even the largest tree `SERVE_LIMITS` allows
+/// outlines in a few MiB, and reading its files does not outline it again.
+const OUTLINE_CACHE_BYTES: usize = 32 << 20;
 
-/// Most sub-bundles in a tree the node serves. `pack` fills sub-bundles to about one
-/// block, so `SERVE_MAX_MANIFEST_BYTES` of manifests is about 16 of them (and a list
-/// of them); the rest is headroom for other writers' smaller ones. Each costs one block
-/// fetch and decryption (at most 1 MiB), so this bounds the work of one request.
-pub const SERVE_MAX_SUB_BUNDLES: usize = 64;
+/// Sub-bundles kept parsed (`Tree::part`), measured by `Tree::footprint`: a full block
+/// of entries takes a few MiB parsed, so this keeps the dozen or so a busy site's
+/// requests read.
+const PART_CACHE_BYTES: usize = 64 << 20;
 
-/// Most entries in a tree the node serves: about 130 bytes of map and header each
-/// beyond the manifest's own bytes, so 8 MiB at most on top of those.
-pub const SERVE_MAX_ENTRIES: usize = 65_536;
+/// Bundles refused (`BadBundle`) remembered with their reason, so a request for a
+/// malformed or oversized tree is answered without outlining it again.
+const REFUSED_ENTRIES: usize = 4_096;
 
-/// Most manifest bytes (decrypted JSON) in a tree the node serves. A parsed tree takes
-/// about 1.3 times its JSON plus the entries' overhead, so with `SERVE_MAX_ENTRIES` a
-/// tree stays near 30 MiB, under the 64 MiB one request may take.
-pub const SERVE_MAX_MANIFEST_BYTES: usize = 16 << 20;
+/// Most sub-bundles in a tree the node serves. Outlining a tree reads each one once
+/// (one block fetch and decryption, at most 1 MiB); `SERVE_MAX_MANIFEST_BYTES` bounds
+/// their bytes together. `pack` fills each to about one block: 128 MiB of manifests.
+pub const SERVE_MAX_SUB_BUNDLES: usize = 1_024;
+
+/// Most entries in a tree the node serves (and most directories its paths imply):
+/// outlining checks the whole tree with 8 bytes per entry, so 16 MiB at most, and the
+/// outline keeps none of them. Two million: any bundle a person browses.
+pub const SERVE_MAX_ENTRIES: usize = 2 << 20;
+
+/// Most manifest bytes (decrypted JSON) in a tree the node serves: what outlining one
+/// tree parses, about a CPU-second at most, once (the outline is then cached, and a
+/// refused tree's reason too).
+pub const SERVE_MAX_MANIFEST_BYTES: usize = 128 << 20;
 
 /// What the node loads of anyone's bundle: bounded work and memory per request, and a
 /// quick `422` past any bound (a client loading its own data uses `Limits::CLIENT`).
@@ -65,9 +77,13 @@ pub const SERVE_LIMITS: Limits = Limits {
 // entries, and 16 GiB of chunks is about 3 MB of their JSON.
 const _: () = assert!(super::upload::MAX_UPLOAD_FILES < SERVE_MAX_ENTRIES);
 
-/// Trees loaded at once (others wait their turn), so concurrent requests for different
-/// large trees hold at most this many trees' worth of memory beyond the cache.
-const MAX_TREE_LOADS: usize = 4;
+/// Trees outlined at once (others wait their turn), so concurrent requests for different
+/// large trees hold at most this many outlines in the making.
+const MAX_OUTLINES_BUILT: usize = 4;
+
+/// Sub-bundles parsed at once (others wait their turn): each holds a block and its
+/// parsed entries, a few MiB, until the part cache takes it.
+const MAX_PARTS_PARSED: usize = 4;
 
 /// Whole-file digests remembered, so a file is read once, not twice, per request.
 const DIGEST_CACHE_ENTRIES: usize = 16_384;
@@ -77,43 +93,56 @@ const DIGEST_CACHE_ENTRIES: usize = 16_384;
 pub enum Opened {
     /// The content of one block that is not a manifest.
     Data(Bytes),
-    /// A bundle, with all its sub-bundles merged and checked.
-    Bundle(Arc<Tree>),
+    /// A bundle, outlined and checked (its sub-bundles are read as paths need them).
+    Bundle(Arc<Outline>),
 }
 
 /// Caches behind the content routes.
 pub(super) struct ContentCaches {
     recipes: Mutex<LruCache<(BlockId, Mode, Key), Recipe>>,
-    trees: Mutex<TreeCache>,
+    outlines: Mutex<SizedLru<Outline>>,
+    parts: Mutex<SizedLru<Tree>>,
+    refused: Mutex<LruCache<Locator, String>>,
     digests: Mutex<LruCache<[u8; 32], [u8; 32]>>,
-    /// One turn per tree being loaded: requests for a tree that is loading wait for it
-    /// and then find it cached, instead of loading it again beside it.
+    /// One turn per outline or part being made: requests for one that is being made
+    /// wait for it and then find it cached, instead of making it again beside it.
     loading: Mutex<HashMap<Locator, Arc<tokio::sync::Mutex<()>>>>,
-    /// `MAX_TREE_LOADS` permits.
-    loads: tokio::sync::Semaphore,
+    /// `MAX_OUTLINES_BUILT` permits.
+    outlining: tokio::sync::Semaphore,
+    /// `MAX_PARTS_PARSED` permits.
+    parsing: tokio::sync::Semaphore,
 }
 
-struct TreeCache {
-    /// Trees with their footprints.
-    entries: LruCache<Locator, (Arc<Tree>, usize)>,
+/// An LRU cache bounded by the bytes its values hold (measured by the caller).
+struct SizedLru<V> {
+    entries: LruCache<Locator, (Arc<V>, usize)>,
     bytes: usize,
+    max: usize,
 }
 
-impl TreeCache {
-    fn get(&mut self, locator: &Locator) -> Option<Arc<Tree>> {
-        self.entries.get(locator).map(|(tree, _)| tree.clone())
+impl<V> SizedLru<V> {
+    fn new(max: usize) -> SizedLru<V> {
+        SizedLru {
+            entries: LruCache::unbounded(),
+            bytes: 0,
+            max,
+        }
     }
 
-    /// Keeps `tree`, whose `footprint` is `size` (measured before taking the lock).
-    fn put(&mut self, locator: Locator, tree: Arc<Tree>, size: usize) {
-        if size > TREE_CACHE_BYTES / 2 {
+    fn get(&mut self, locator: &Locator) -> Option<Arc<V>> {
+        self.entries.get(locator).map(|(value, _)| value.clone())
+    }
+
+    /// Keeps `value`, whose footprint is `size` (measured before taking the lock).
+    fn put(&mut self, locator: Locator, value: Arc<V>, size: usize) {
+        if size > self.max / 2 {
             return;
         }
         self.bytes += size;
-        if let Some((_, old)) = self.entries.put(locator, (tree, size)) {
+        if let Some((_, old)) = self.entries.put(locator, (value, size)) {
             self.bytes -= old;
         }
-        while self.bytes > TREE_CACHE_BYTES {
+        while self.bytes > self.max {
             let Some((_, (_, old))) = self.entries.pop_lru() else {
                 break;
             };
@@ -127,13 +156,13 @@ impl ContentCaches {
         let n = |n: usize| std::num::NonZeroUsize::new(n).unwrap_or(std::num::NonZeroUsize::MIN);
         ContentCaches {
             recipes: Mutex::new(LruCache::new(n(RECIPE_CACHE_ENTRIES))),
-            trees: Mutex::new(TreeCache {
-                entries: LruCache::unbounded(),
-                bytes: 0,
-            }),
+            outlines: Mutex::new(SizedLru::new(OUTLINE_CACHE_BYTES)),
+            parts: Mutex::new(SizedLru::new(PART_CACHE_BYTES)),
+            refused: Mutex::new(LruCache::new(n(REFUSED_ENTRIES))),
             digests: Mutex::new(LruCache::new(n(DIGEST_CACHE_ENTRIES))),
             loading: Mutex::new(HashMap::new()),
-            loads: tokio::sync::Semaphore::new(MAX_TREE_LOADS),
+            outlining: tokio::sync::Semaphore::new(MAX_OUTLINES_BUILT),
+            parsing: tokio::sync::Semaphore::new(MAX_PARTS_PARSED),
         }
     }
 }
@@ -196,6 +225,20 @@ impl FileStream {
     }
 }
 
+/// A node's `Loader` of outline parts, with one request's wait for missing blocks.
+pub struct Parts {
+    node: Arc<Node>,
+    wait: Duration,
+}
+
+impl Loader for Parts {
+    type Error = NodeError;
+
+    fn part(&self, part: &Part) -> impl Future<Output = Result<Arc<Tree>, NodeError>> + Send {
+        self.node.part(part, self.wait)
+    }
+}
+
 /// Stops a file stream's reader task when dropped.
 pub struct StreamGuard(JoinHandle<()>);
 
@@ -206,68 +249,121 @@ impl Drop for StreamGuard {
 }
 
 impl Node {
-    /// Opens `locator`: the decrypted block, or the bundle tree it is the root of
-    /// (loaded within `SERVE_LIMITS`). A wrong key is `WrongKey`; a malformed manifest,
-    /// or one past a bound, is `BadBundle`.
+    /// Opens `locator`: the decrypted block, or the outline of the bundle it is the root
+    /// of (built within `SERVE_LIMITS`). A wrong key is `WrongKey`; a malformed manifest,
+    /// or one past a bound, is `BadBundle` (remembered: asked again, it is refused at once).
     pub async fn open_content(
         self: &Arc<Self>,
         locator: &Locator,
         wait: Duration,
     ) -> Result<Opened, NodeError> {
-        if let Some(tree) = lock(&self.content.trees).get(locator) {
-            return Ok(Opened::Bundle(tree));
+        if let Some(outline) = self.cached_outline(locator)? {
+            return Ok(Opened::Bundle(outline));
         }
         let content = self.decrypt(locator, wait).await?;
         // Passphrase content is a single record (DESIGN 3 gives it no paths).
         if locator.mode == Mode::Passphrase || !Manifest::looks_like(&content) {
             return Ok(Opened::Data(content));
         }
-        // Requests for a tree being loaded wait here, holding only its root's bytes,
+        // Requests for a tree being outlined wait here, holding only its root's bytes,
         // then find it cached.
         let turn = Turn::take(&self.content.loading, locator);
         let _turn = turn.gate.lock().await;
-        if let Some(tree) = lock(&self.content.trees).get(locator) {
-            return Ok(Opened::Bundle(tree));
+        if let Some(outline) = self.cached_outline(locator)? {
+            return Ok(Opened::Bundle(outline));
         }
+        let outline = match self.outline(&content, wait).await {
+            Err(NodeError::BadBundle(why)) => {
+                lock(&self.content.refused).put(*locator, why.clone());
+                return Err(NodeError::BadBundle(why));
+            }
+            other => Arc::new(other?),
+        };
+        let size = outline.footprint();
+        lock(&self.content.outlines).put(*locator, outline.clone(), size);
+        Ok(Opened::Bundle(outline))
+    }
+
+    /// The outline of `locator` if cached; its refusal if it was refused.
+    fn cached_outline(&self, locator: &Locator) -> Result<Option<Arc<Outline>>, NodeError> {
+        if let Some(why) = lock(&self.content.refused).get(locator) {
+            return Err(NodeError::BadBundle(why.clone()));
+        }
+        Ok(lock(&self.content.outlines).get(locator))
+    }
+
+    /// Outlines the bundle of root manifest `content` within `SERVE_LIMITS`, fetching
+    /// sub-bundles through `decrypt`.
+    async fn outline(
+        self: &Arc<Self>,
+        content: &[u8],
+        wait: Duration,
+    ) -> Result<Outline, NodeError> {
         let manifest =
-            Manifest::decode(&content).map_err(|e| NodeError::BadBundle(e.to_string()))?;
-        let root_bytes = content.len();
-        drop(content);
+            Manifest::decode(content).map_err(|e| NodeError::BadBundle(e.to_string()))?;
         // One block has nothing to fetch and is bounded by itself: no permit to wait for.
         let _permit = match manifest.bundles.is_empty() {
             true => None,
             false => Some(
                 self.content
-                    .loads
+                    .outlining
                     .acquire()
                     .await
                     .map_err(|e| NodeError::Task(e.to_string()))?,
             ),
         };
-        let tree = Arc::new(self.load_tree(manifest, root_bytes, wait).await?);
-        let size = tree.footprint();
-        lock(&self.content.trees).put(*locator, tree.clone(), size);
-        Ok(Opened::Bundle(tree))
-    }
-
-    /// Loads the tree of a root manifest within `SERVE_LIMITS`, fetching sub-bundles
-    /// through `decrypt`.
-    async fn load_tree(
-        self: &Arc<Self>,
-        manifest: Manifest,
-        root_bytes: usize,
-        wait: Duration,
-    ) -> Result<Tree, NodeError> {
         let node = self.clone();
-        Tree::load(manifest, root_bytes, SERVE_LIMITS, move |sub: Locator| {
+        let fetch = move |sub: Locator| {
             let node = node.clone();
             async move { node.decrypt(&sub, wait).await.map(|b| b.to_vec()) }
-        })
-        .await
-        .map_err(|e| match e {
-            LoadError::Bundle(e) => NodeError::BadBundle(e.to_string()),
-            LoadError::Fetch(e) => e,
-        })
+        };
+        // The parts are parsed anyway: the first requests after find them cached.
+        let keep = |locator: Locator, part: Tree| {
+            let size = part.footprint();
+            lock(&self.content.parts).put(locator, Arc::new(part), size);
+        };
+        Outline::build(manifest, content.len(), SERVE_LIMITS, fetch, keep)
+            .await
+            .map_err(|e| match e {
+                LoadError::Bundle(e) => NodeError::BadBundle(e.to_string()),
+                LoadError::Fetch(e) => e,
+            })
+    }
+
+    /// The parsed entries of one sub-bundle of an outline (cached).
+    async fn part(self: &Arc<Self>, part: &Part, wait: Duration) -> Result<Arc<Tree>, NodeError> {
+        let locator = part.locator;
+        if let Some(tree) = lock(&self.content.parts).get(&locator) {
+            return Ok(tree);
+        }
+        let turn = Turn::take(&self.content.loading, &locator);
+        let _turn = turn.gate.lock().await;
+        if let Some(tree) = lock(&self.content.parts).get(&locator) {
+            return Ok(tree);
+        }
+        let _permit = self
+            .content
+            .parsing
+            .acquire()
+            .await
+            .map_err(|e| NodeError::Task(e.to_string()))?;
+        let content = self.decrypt(&locator, wait).await?;
+        let bytes = content.len();
+        let tree = blocking(move || Manifest::decode_sub(&locator, &content))
+            .await?
+            .map(|m| Arc::new(Tree::part(m, bytes)))
+            .map_err(|e| NodeError::BadBundle(e.to_string()))?;
+        let size = tree.footprint();
+        lock(&self.content.parts).put(locator, tree.clone(), size);
+        Ok(tree)
+    }
+
+    /// Reads the sub-bundles of outlines for one request.
+    pub fn parts(self: &Arc<Self>, wait: Duration) -> Parts {
+        Parts {
+            node: self.clone(),
+            wait,
+        }
     }
 
     /// The block of `locator`, decrypted and verified (once per block and key; later

@@ -23,8 +23,8 @@ pub use admin::{
     MAX_REPIN, PIN_FLUSH_INTERVAL, PIN_HEADER, PinOutcome, Repin, Repinned, StatRow, StatsPage,
 };
 pub use content::{
-    FileStream, Opened, PREFETCH_BLOCKS, SERVE_LIMITS, SERVE_MAX_ENTRIES, SERVE_MAX_MANIFEST_BYTES,
-    SERVE_MAX_SUB_BUNDLES, StreamGuard,
+    FileStream, Opened, PREFETCH_BLOCKS, Parts, SERVE_LIMITS, SERVE_MAX_ENTRIES,
+    SERVE_MAX_MANIFEST_BYTES, SERVE_MAX_SUB_BUNDLES, StreamGuard,
 };
 pub use history::{HISTORY_POINTS, HISTORY_STEP, Point, Totals};
 pub use metrics::{Gauges, Metrics};

@@ -14,7 +14,6 @@ use std::fs;
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::io;
 use std::marker::PhantomData;
-use std::ops::Bound;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -25,6 +24,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, CodecError, Encoded, Locator, Mode};
 use crate::id::MAX_BLOCK_SIZE;
+
+mod served;
+pub use served::{Loader, Lookup, Outline, Part};
 
 /// `modified` counts seconds from 2001-01-01T00:00:00Z; this is that instant in Unix time.
 pub const MODIFIED_EPOCH_UNIX: f64 = 978_307_200.0;
@@ -124,6 +126,10 @@ pub enum BundleError {
     /// The tree has more entries than the reader accepts.
     #[error("too many entries (at most {0})")]
     TooManyEntries(usize),
+    /// The manifests disagree across blocks (a path twice, an entry under a file), or
+    /// their blocks' path ranges overlap more than a server follows.
+    #[error("{0}")]
+    Inconsistent(&'static str),
     /// The tree's manifests are larger than the reader accepts.
     #[error("manifests too large (at most {0} bytes in all)")]
     TooLarge(usize),
@@ -274,6 +280,19 @@ impl Manifest {
             }
         }
         Ok(manifest)
+    }
+
+    /// `decode` for the content of sub-bundle `locator`: content that is not meant as a
+    /// manifest at all is `NotAManifest`.
+    pub fn decode_sub(locator: &Locator, content: &[u8]) -> Result<Manifest, BundleError> {
+        Manifest::decode(content).map_err(|e| {
+            // Parsed once; only a failure asks whether it was meant as a manifest.
+            if Manifest::looks_like(content) {
+                e
+            } else {
+                BundleError::NotAManifest(locator.to_string())
+            }
+        })
     }
 
     /// Compact JSON with sorted keys.
@@ -470,17 +489,6 @@ pub enum LoadError<E> {
     Fetch(E),
 }
 
-/// What a path in a tree names.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Lookup<'a> {
-    /// A file (links already followed), and its resolved path.
-    File(&'a str, &'a FileEntry),
-    /// A directory (the root is `""`), resolved.
-    Directory(String),
-    /// Nothing (or a link leading out of the bundle or in circles).
-    NotFound,
-}
-
 /// One entry of a directory listing.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ListEntry {
@@ -651,14 +659,7 @@ impl Tree {
         while let Some((locator, depth)) = queue.pop_front() {
             let content = fetch(locator).await.map_err(LoadError::Fetch)?;
             budget.bytes(content.len())?;
-            let manifest = Manifest::decode(&content).map_err(|e| {
-                // Parsed once; only a failure asks whether it was meant as a manifest.
-                if Manifest::looks_like(&content) {
-                    e
-                } else {
-                    BundleError::NotAManifest(locator.to_string())
-                }
-            })?;
+            let manifest = Manifest::decode_sub(&locator, &content)?;
             budget.admit(&manifest, depth, &mut queue)?;
             tree.merge(manifest, content.len())?;
         }
@@ -676,6 +677,17 @@ impl Tree {
         tree.merge(manifest, size)?;
         tree.check_nesting()?;
         Ok(tree)
+    }
+
+    /// The entries of one manifest block as they are, unchecked against the others
+    /// (`Outline` checks a tree's blocks together when it is built).
+    pub fn part(manifest: Manifest, bytes: usize) -> Tree {
+        Tree {
+            files: manifest.files,
+            directories: manifest.directories,
+            manifest_bytes: bytes,
+            links: OnceLock::new(),
+        }
     }
 
     fn merge(&mut self, manifest: Manifest, bytes: usize) -> Result<(), BundleError> {
@@ -792,218 +804,6 @@ impl Tree {
     /// Total bytes of all files.
     pub fn total_size(&self) -> u64 {
         self.files.values().map(|f| f.size).sum()
-    }
-
-    /// What `path` (decoded, without leading or trailing `/`; `""` for the root) names,
-    /// following links that stay inside the bundle.
-    pub fn lookup(&self, path: &str) -> Lookup<'_> {
-        let Some(resolved) = self.resolve(path) else {
-            return Lookup::NotFound;
-        };
-        if let Some((key, file)) = self.files.get_key_value(resolved.as_str()) {
-            return Lookup::File(key, file);
-        }
-        if self.is_directory(&resolved) {
-            return Lookup::Directory(resolved);
-        }
-        Lookup::NotFound
-    }
-
-    fn is_directory(&self, path: &str) -> bool {
-        if path.is_empty() || self.directories.get(path) == Some(&None) {
-            return true;
-        }
-        let prefix = format!("{path}/");
-        let under = |keys: &mut dyn Iterator<Item = &String>| {
-            keys.next().is_some_and(|k| k.starts_with(&prefix))
-        };
-        under(&mut self.files.range(prefix.clone()..).map(|(k, _)| k))
-            || under(&mut self.directories.range(prefix.clone()..).map(|(k, _)| k))
-    }
-
-    /// `path` with every link along it replaced by its target; `None` when a link
-    /// leaves the bundle, the hops run out, or the path grows past `MAX_PATH_BYTES` or
-    /// `MAX_PATH_COMPONENTS`. Linear in the path: the resolved path grows in place, and
-    /// each prefix is tested for a link by a hash folded one component at a time (a map
-    /// lookup only on a hash match).
-    fn resolve(&self, path: &str) -> Option<String> {
-        let (state, links) = self.links.get_or_init(|| {
-            let state = RandomState::new();
-            let files = self.files.iter().filter(|(_, f)| f.link.is_some());
-            let dirs = self.directories.iter().filter(|(_, t)| t.is_some());
-            let links = files
-                .map(|(p, _)| p)
-                .chain(dirs.map(|(p, _)| p))
-                .map(|p| path_hash(&state, p))
-                .collect();
-            (state, links)
-        });
-        // Components still to walk, the next one last.
-        let mut pending: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).rev().collect();
-        let mut current = String::new();
-        // For each component of `current`: the length and hash of the path before it.
-        let mut levels: Vec<(usize, PrefixHash)> = Vec::new();
-        let mut hash = PrefixHash::new(state);
-        let mut hops = 0;
-        while let Some(part) = pending.pop() {
-            match part {
-                "." => continue,
-                ".." => {
-                    let (len, before) = levels.pop()?;
-                    current.truncate(len);
-                    hash = before;
-                    continue;
-                }
-                _ => {}
-            }
-            levels.push((current.len(), hash.clone()));
-            if !current.is_empty() {
-                current.push('/');
-            }
-            current.push_str(part);
-            let at = hash.push(part);
-            if current.len() > MAX_PATH_BYTES || levels.len() > MAX_PATH_COMPONENTS {
-                return None;
-            }
-            if !links.contains(&at) {
-                continue;
-            }
-            let target = match (
-                self.files.get(current.as_str()),
-                self.directories.get(current.as_str()),
-            ) {
-                (Some(FileEntry { link: Some(t), .. }), _) => t,
-                (_, Some(Some(t))) => t,
-                _ => continue,
-            };
-            hops += 1;
-            if hops > MAX_LINK_HOPS || target.starts_with('/') {
-                return None;
-            }
-            let (len, before) = levels.pop()?;
-            current.truncate(len);
-            hash = before;
-            pending.extend(target.split('/').filter(|p| !p.is_empty()).rev());
-            if pending.len() > MAX_PATH_COMPONENTS {
-                return None;
-            }
-        }
-        Some(current)
-    }
-
-    /// Up to `limit` entries directly inside directory `dir` (`""` for the root), in
-    /// path order, starting after the cursor `after` (a previous page's `next`); the
-    /// page also ends once its names and link targets reach `max_bytes`. Each entry
-    /// costs one map search, whatever lies below it: a listing never walks the tree.
-    pub fn list_page(
-        &self,
-        dir: &str,
-        after: Option<&str>,
-        limit: usize,
-        max_bytes: usize,
-    ) -> ListPage {
-        let prefix = if dir.is_empty() {
-            String::new()
-        } else {
-            format!("{dir}/")
-        };
-        let mut from = match after {
-            None => Bound::Included(prefix.clone()),
-            Some(cursor) => match cursor.strip_suffix('/') {
-                // Past everything under that directory: `0` follows `/` in ASCII.
-                Some(name) => Bound::Included(format!("{prefix}{name}0")),
-                None => Bound::Excluded(format!("{prefix}{cursor}")),
-            },
-        };
-        let mut page = ListPage::default();
-        let mut bytes = 0usize;
-        let mut cursor = String::new();
-        while let Some((path, entry)) = self.first_from(&from) {
-            let Some(rest) = path.strip_prefix(&prefix) else {
-                break;
-            };
-            if page.entries.len() >= limit || bytes >= max_bytes {
-                page.next = Some(cursor);
-                break;
-            }
-            // A directory with entries below resumes past all of them (`/` form of the
-            // cursor); a leaf right after itself (bare form).
-            let entry = match rest.split_once('/') {
-                Some((name, _)) => {
-                    from = Bound::Included(format!("{prefix}{name}0"));
-                    cursor = format!("{name}/");
-                    ListEntry {
-                        name: name.to_owned(),
-                        kind: "dir",
-                        size: None,
-                        modified: None,
-                        link: None,
-                    }
-                }
-                None => {
-                    from = Bound::Excluded(path.to_owned());
-                    rest.clone_into(&mut cursor);
-                    list_entry(rest, entry)
-                }
-            };
-            bytes += entry.name.len() + entry.link.as_ref().map_or(0, String::len);
-            page.entries.push(entry);
-        }
-        page
-    }
-
-    /// The first entry (file or directory) at or after `from`, in path order.
-    fn first_from(&self, from: &Bound<String>) -> Option<(&str, Leaf<'_>)> {
-        let range = (from.as_ref(), Bound::Unbounded);
-        let file = self
-            .files
-            .range::<String, _>(range)
-            .next()
-            .map(|(k, f)| (k.as_str(), Leaf::File(f)));
-        let dir = self
-            .directories
-            .range::<String, _>(range)
-            .next()
-            .map(|(k, t)| (k.as_str(), Leaf::Directory(t.as_deref())));
-        match (file, dir) {
-            (Some(f), Some(d)) => Some(if f.0 <= d.0 { f } else { d }),
-            (f, d) => f.or(d),
-        }
-    }
-}
-
-/// What a path of the tree's maps holds.
-#[derive(Debug, Clone, Copy)]
-enum Leaf<'a> {
-    File(&'a FileEntry),
-    /// An empty directory (`None`) or a link to one.
-    Directory(Option<&'a str>),
-}
-
-/// The listing entry of a leaf directly inside the listed directory.
-fn list_entry(name: &str, leaf: Leaf<'_>) -> ListEntry {
-    match leaf {
-        Leaf::File(f) => ListEntry {
-            name: name.to_owned(),
-            kind: if f.link.is_some() { "link" } else { "file" },
-            size: f.link.is_none().then_some(f.size),
-            modified: Some(f.modified),
-            link: f.link.clone(),
-        },
-        Leaf::Directory(Some(target)) => ListEntry {
-            name: name.to_owned(),
-            kind: "link",
-            size: None,
-            modified: None,
-            link: Some(target.to_owned()),
-        },
-        Leaf::Directory(None) => ListEntry {
-            name: name.to_owned(),
-            kind: "dir",
-            size: None,
-            modified: None,
-            link: None,
-        },
     }
 }
 
@@ -1630,15 +1430,15 @@ mod tests {
         let t = Tree::single(m).unwrap();
         assert!(matches!(
             t.lookup("index.html"),
-            Lookup::File("index.html", _)
+            Lookup::File(ref p, _) if p == "index.html"
         ));
         assert!(matches!(
             t.lookup("docs/style.css"),
-            Lookup::File("css/site.css", _)
+            Lookup::File(ref p, _) if p == "css/site.css"
         ));
         assert!(matches!(
             t.lookup("alias/b.txt"),
-            Lookup::File("docs/a/b.txt", _)
+            Lookup::File(ref p, _) if p == "docs/a/b.txt"
         ));
         assert_eq!(t.lookup(""), Lookup::Directory(String::new()));
         assert_eq!(t.lookup("docs"), Lookup::Directory("docs".into()));
@@ -1913,7 +1713,7 @@ mod tests {
         assert_eq!(t.lookup(&format!("{deep_path}/f")), Lookup::NotFound);
         // `..` climbs back: 1,000 down and 1,000 up, then through the link.
         let wander = format!("{}{}alias", "x/".repeat(1_000), "../".repeat(1_000));
-        assert!(matches!(t.lookup(&wander), Lookup::File("top", _)));
+        assert!(matches!(t.lookup(&wander), Lookup::File(ref p, _) if p == "top"));
         assert_eq!(t.lookup(&"../".repeat(3)), Lookup::NotFound);
         assert_eq!(t.lookup(&"a".repeat(MAX_PATH_BYTES + 1)), Lookup::NotFound);
         // Links are still found along a long path (the hash of each prefix).
@@ -1924,7 +1724,7 @@ mod tests {
         let t = Tree::single(m).unwrap();
         assert!(matches!(
             t.lookup("a/b/c/deep/file"),
-            Lookup::File("real/deep/file", _)
+            Lookup::File(ref p, _) if p == "real/deep/file"
         ));
         assert_eq!(
             t.lookup("a/b/c/deep"),
