@@ -224,14 +224,18 @@ where
             f.write_str("an object with unique keys")
         }
         fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
-            let mut map = BTreeMap::new();
-            while let Some((k, v)) = access.next_entry::<String, V>()? {
-                if map.contains_key(&k) {
-                    return Err(serde::de::Error::custom(format!("duplicate entry {k:?}")));
-                }
-                map.insert(k, v);
+            // Collected, sorted (manifests are written sorted: a linear check) and built
+            // in bulk, rather than searched twice and inserted entry by entry.
+            let mut entries: Vec<(String, V)> = Vec::new();
+            while let Some(entry) = access.next_entry::<String, V>()? {
+                entries.push(entry);
             }
-            Ok(map)
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            if let Some(pair) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
+                let k = &pair[0].0;
+                return Err(serde::de::Error::custom(format!("duplicate entry {k:?}")));
+            }
+            Ok(entries.into_iter().collect())
         }
     }
     d.deserialize_map(Unique(PhantomData))

@@ -415,7 +415,9 @@ pub struct Outline {
 
 impl Outline {
     /// Outlines the bundle whose root manifest is `root`, fetching sub-bundles with
-    /// `fetch` one at a time and keeping none of their entries. Bounded as `Tree::load`
+    /// `fetch` one at a time (a sub-bundle's manifest as `Manifest::decode_sub` reads
+    /// it, and its size in bytes; a server parses them off its async threads) and
+    /// keeping none of their entries. Bounded as `Tree::load`
     /// (sub-bundles counted when listed, entries and bytes before they are kept); also
     /// refuses a tree whose blocks list one path twice or an entry under a file, a link
     /// or an empty directory, and blocks whose path ranges overlap more than
@@ -431,7 +433,7 @@ impl Outline {
     ) -> Result<Outline, LoadError<E>>
     where
         F: FnMut(Locator) -> Fut,
-        Fut: Future<Output = Result<Vec<u8>, E>>,
+        Fut: Future<Output = Result<(Manifest, usize), E>>,
         K: FnMut(Locator, Tree),
     {
         let mut budget = Budget::new(limits);
@@ -444,11 +446,8 @@ impl Outline {
         let mut parts = Vec::new();
         let root = Tree::part(root, root_bytes);
         while let Some((locator, depth)) = queue.pop_front() {
-            let content = fetch(locator).await.map_err(LoadError::Fetch)?;
-            budget.bytes(content.len())?;
-            let manifest = Manifest::decode_sub(&locator, &content)?;
-            let bytes = content.len();
-            drop(content);
+            let (manifest, bytes) = fetch(locator).await.map_err(LoadError::Fetch)?;
+            budget.bytes(bytes)?;
             budget.admit(&manifest, depth, &mut queue)?;
             check.add(&manifest)?;
             entries += manifest.files.len() + manifest.directories.len();
@@ -585,7 +584,7 @@ impl<L: Loader> Entries for View<'_, L> {
     async fn first_key(&self, from: &Bound<String>) -> Result<Option<String>, Self::Error> {
         // A span starting at or after `from` starts with its first such key: known
         // without reading it. Only spans that hold `from` itself are read.
-        let mut best = self.outline.root.first_here(from);
+        let mut known: Option<&str> = None;
         let mut straddling: Vec<&Part> = Vec::new();
         for part in &self.outline.parts {
             for (first, last) in part.spans() {
@@ -593,12 +592,13 @@ impl<L: Loader> Entries for View<'_, L> {
                     continue;
                 }
                 if reaches(first, from) {
-                    best = least(best, Some(first.clone()));
+                    known = Some(known.map_or(first.as_str(), |k| k.min(first.as_str())));
                 } else if !straddling.iter().any(|p| std::ptr::eq(*p, part)) {
                     straddling.push(part);
                 }
             }
         }
+        let mut best = least(self.outline.root.first_here(from), known.map(str::to_owned));
         for part in straddling {
             let found = self.loader.part(part).await?.first_here(from);
             best = least(best, found);
@@ -807,7 +807,14 @@ mod tests {
             root,
             bytes,
             Limits::CLIENT,
-            |l: Locator| std::future::ready(blocks.contents.get(&l).cloned().ok_or("missing")),
+            |l: Locator| {
+                let content = blocks.contents.get(&l).ok_or("missing");
+                let decoded = content.and_then(|c| {
+                    let m = Manifest::decode_sub(&l, c).map_err(|_| "not a manifest")?;
+                    Ok((m, c.len()))
+                });
+                std::future::ready(decoded)
+            },
             |_, _| {},
         ))
         .map_err(|e| match e {
@@ -982,7 +989,7 @@ mod tests {
             m,
             bytes,
             limits,
-            |_: Locator| std::future::ready(Err::<Vec<u8>, _>("no fetch")),
+            |_: Locator| std::future::ready(Err::<(Manifest, usize), _>("no fetch")),
             |_, _| {},
         ));
         assert!(matches!(

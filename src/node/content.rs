@@ -41,9 +41,9 @@ const RECIPE_CACHE_ENTRIES: usize = 65_536;
 const OUTLINE_CACHE_BYTES: usize = 32 << 20;
 
 /// Sub-bundles kept parsed (`Tree::part`), measured by `Tree::footprint`: a full block
-/// of entries takes a few MiB parsed, so this keeps the dozen or so a busy site's
-/// requests read.
-const PART_CACHE_BYTES: usize = 64 << 20;
+/// of entries takes a few MiB parsed, so this keeps the handful a site's requests read
+/// most (a sub-bundle not kept costs one block read and parse, a few milliseconds).
+const PART_CACHE_BYTES: usize = 16 << 20;
 
 /// Bundles refused (`BadBundle`) remembered with their reason, so a request for a
 /// malformed or oversized tree is answered without outlining it again.
@@ -51,7 +51,8 @@ const REFUSED_ENTRIES: usize = 4_096;
 
 /// Most sub-bundles in a tree the node serves. Outlining a tree reads each one once
 /// (one block fetch and decryption, at most 1 MiB); `SERVE_MAX_MANIFEST_BYTES` bounds
-/// their bytes together. `pack` fills each to about one block: 128 MiB of manifests.
+/// their bytes together (`pack` fills each to about one block, so 128 of them reach
+/// it; the rest is headroom for writers of smaller ones).
 pub const SERVE_MAX_SUB_BUNDLES: usize = 1_024;
 
 /// Most entries in a tree the node serves (and most directories its paths imply):
@@ -61,7 +62,8 @@ pub const SERVE_MAX_ENTRIES: usize = 2 << 20;
 
 /// Most manifest bytes (decrypted JSON) in a tree the node serves: what outlining one
 /// tree parses, about a CPU-second at most, once (the outline is then cached, and a
-/// refused tree's reason too).
+/// refused tree's reason too). About 500,000 files of one chunk each (a chunk's URL
+/// is most of an entry), or two million empty ones.
 pub const SERVE_MAX_MANIFEST_BYTES: usize = 128 << 20;
 
 /// What the node loads of anyone's bundle: bounded work and memory per request, and a
@@ -315,7 +317,13 @@ impl Node {
         let node = self.clone();
         let fetch = move |sub: Locator| {
             let node = node.clone();
-            async move { node.decrypt(&sub, wait).await.map(|b| b.to_vec()) }
+            async move {
+                let content = node.decrypt(&sub, wait).await?;
+                let bytes = content.len();
+                let manifest = blocking(move || Manifest::decode_sub(&sub, &content)).await?;
+                let manifest = manifest.map_err(|e| NodeError::BadBundle(e.to_string()))?;
+                Ok((manifest, bytes))
+            }
         };
         // The parts are parsed anyway: the first requests after find them cached.
         let keep = |locator: Locator, part: Tree| {

@@ -431,7 +431,10 @@ async fn million_entry_bundles_are_served_and_larger_ones_refused() {
     assert!(listing["next"].is_string(), "{listing}");
     let before = reads(&stats_of(&node).await);
     // Outlined once: every sub-bundle read once (a few again for the listings).
-    assert!((50..=53).contains(&(before - start)), "{start} then {before} reads");
+    assert!(
+        (50..=53).contains(&(before - start)),
+        "{start} then {before} reads"
+    );
     for (i, part) in [(0, first), (19_999, first + 49), (12_345, first + 25)] {
         let r = node.get(&format!("{base}d{part}/{i}")).await;
         assert_eq!(r.status, StatusCode::OK, "d{part}/{i}");
