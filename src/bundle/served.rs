@@ -60,6 +60,10 @@ trait Entries: Sync {
     ) -> impl Future<Output = Result<Option<String>, Self::Error>>;
     /// The hash key and the hashes (`path_hash`) of every link's path.
     fn links(&self) -> (&RandomState, &HashSet<u64>);
+    /// Whether this answer has read as many blocks as one page may (`Loader::spent`).
+    fn spent(&self) -> bool {
+        false
+    }
 }
 
 /// Whether `key` lies at or after `from`.
@@ -285,7 +289,9 @@ async fn list_page<E: Entries>(
         let Some(rest) = path.strip_prefix(&prefix) else {
             break;
         };
-        if page.entries.len() >= limit || bytes >= max_bytes {
+        // A page ends at its bounds, never before its first entry.
+        let full = page.entries.len() >= limit || bytes >= max_bytes;
+        if full || (!page.entries.is_empty() && entries.spent()) {
             page.next = Some(cursor);
             break;
         }
@@ -393,6 +399,12 @@ pub trait Loader: Sync {
     type Error;
     /// The entries of `part`'s manifest block.
     fn part(&self, part: &Part) -> impl Future<Output = Result<Arc<Tree>, Self::Error>> + Send;
+    /// True once this loader has read as many blocks as one answer should: a listing
+    /// page then ends early (its `next` cursor resumes it), so one request's work stays
+    /// bounded when each entry lies in another sub-bundle.
+    fn spent(&self) -> bool {
+        false
+    }
 }
 
 /// A bundle as a server holds it: the root manifest's entries, and for each sub-bundle
@@ -609,6 +621,10 @@ impl<L: Loader> Entries for View<'_, L> {
     fn links(&self) -> (&RandomState, &HashSet<u64>) {
         (&self.outline.state, &self.outline.links)
     }
+
+    fn spent(&self) -> bool {
+        self.loader.spent()
+    }
 }
 
 /// The checks of a whole tree made while outlining it, one block at a time, by keyed
@@ -735,6 +751,8 @@ mod tests {
     struct Blocks {
         contents: HashMap<Locator, Vec<u8>>,
         reads: AtomicUsize,
+        /// `spent` once this many parts were read.
+        budget: usize,
     }
 
     impl Loader for Blocks {
@@ -754,6 +772,10 @@ mod tests {
                     Ok(Arc::new(Tree::part(m, c.len())))
                 });
             std::future::ready(found)
+        }
+
+        fn spent(&self) -> bool {
+            self.reads.load(Ordering::Relaxed) >= self.budget
         }
     }
 
@@ -798,6 +820,7 @@ mod tests {
         let blocks = Blocks {
             contents,
             reads: AtomicUsize::new(0),
+            budget: usize::MAX,
         };
         (Manifest::decode(&root).unwrap(), root.len(), blocks)
     }
@@ -926,6 +949,7 @@ mod tests {
             let mut store = Blocks {
                 contents: HashMap::new(),
                 reads: AtomicUsize::new(0),
+                budget: usize::MAX,
             };
             let mut urls = Vec::new();
             for m in blocks {
@@ -996,5 +1020,51 @@ mod tests {
             result,
             Err(LoadError::Bundle(BundleError::TooManyEntries(1_000)))
         ));
+    }
+
+    /// A listing whose every entry lies in another sub-bundle ends its page once the
+    /// loader is spent, and the pages still list everything, each once.
+    #[test]
+    fn a_spent_loader_ends_pages_early() {
+        let mut files = BTreeMap::new();
+        for i in 0..40 {
+            files.insert(format!("f{i:02}"), entry(1));
+            for j in 0..60 {
+                files.insert(format!("f{i:02}x/{j:02}"), entry(0));
+            }
+        }
+        let (root, bytes, mut blocks) = packed(&files, &BTreeMap::new(), 4 << 10);
+        let outline = outline(root, bytes, &blocks).unwrap();
+        assert!(outline.parts().len() > 20, "{}", outline.parts().len());
+        let whole: Vec<String> = files
+            .keys()
+            .filter_map(|k| k.split('/').next())
+            .map(str::to_owned)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        let mut pages = 0;
+        blocks.budget = 3;
+        loop {
+            blocks.reads.store(0, Ordering::Relaxed);
+            let page =
+                block_on(outline.list_page("", after.as_deref(), 1_000, usize::MAX, &blocks))
+                    .unwrap();
+            assert!(!page.entries.is_empty());
+            // Spent after 3 reads: one more entry at most reads one more block.
+            assert!(blocks.reads.load(Ordering::Relaxed) <= 4 + 2);
+            pages += 1;
+            seen.extend(page.entries.into_iter().map(|e| e.name));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let mut sorted = whole.clone();
+        sorted.sort_by_key(|n| n.clone() + if files.contains_key(n) { "" } else { "/" });
+        assert_eq!(seen, sorted);
+        assert!(pages > 5, "{pages} pages");
     }
 }

@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,6 +45,17 @@ const OUTLINE_CACHE_BYTES: usize = 32 << 20;
 /// of entries takes a few MiB parsed, so this keeps the handful a site's requests read
 /// most (a sub-bundle not kept costs one block read and parse, a few milliseconds).
 const PART_CACHE_BYTES: usize = 16 << 20;
+
+/// Sub-bundle blocks one listing page reads (beyond the part cache) before it ends early
+/// with a `next` cursor: about 8 MiB of manifests to parse, some tens of milliseconds,
+/// when every entry of a directory lies in another sub-bundle.
+const PAGE_PART_READS: usize = 8;
+
+/// Most sub-bundle blocks one request reads (beyond the part cache). Resolving a path
+/// reads at most `MAX_PART_OVERLAP` blocks for each of its map searches (3 for a path
+/// with no link in what `pack` writes, as many again per link followed, 8 links at
+/// most), so only crafted bundles reach it: a `422` then.
+const MAX_PART_READS: usize = 64;
 
 /// Bundles refused (`BadBundle`) remembered with their reason, so a request for a
 /// malformed or oversized tree is answered without outlining it again.
@@ -231,13 +243,19 @@ impl FileStream {
 pub struct Parts {
     node: Arc<Node>,
     wait: Duration,
+    /// Sub-bundle blocks read (not found in the part cache) so far.
+    reads: AtomicUsize,
 }
 
 impl Loader for Parts {
     type Error = NodeError;
 
     fn part(&self, part: &Part) -> impl Future<Output = Result<Arc<Tree>, NodeError>> + Send {
-        self.node.part(part, self.wait)
+        self.node.part(part, self.wait, &self.reads)
+    }
+
+    fn spent(&self) -> bool {
+        self.reads.load(Ordering::Relaxed) >= PAGE_PART_READS
     }
 }
 
@@ -338,8 +356,14 @@ impl Node {
             })
     }
 
-    /// The parsed entries of one sub-bundle of an outline (cached).
-    async fn part(self: &Arc<Self>, part: &Part, wait: Duration) -> Result<Arc<Tree>, NodeError> {
+    /// The parsed entries of one sub-bundle of an outline (cached); `reads` counts the
+    /// blocks read for one request, which reads at most `MAX_PART_READS`.
+    async fn part(
+        self: &Arc<Self>,
+        part: &Part,
+        wait: Duration,
+        reads: &AtomicUsize,
+    ) -> Result<Arc<Tree>, NodeError> {
         let locator = part.locator;
         if let Some(tree) = lock(&self.content.parts).get(&locator) {
             return Ok(tree);
@@ -348,6 +372,11 @@ impl Node {
         let _turn = turn.gate.lock().await;
         if let Some(tree) = lock(&self.content.parts).get(&locator) {
             return Ok(tree);
+        }
+        if reads.fetch_add(1, Ordering::Relaxed) >= MAX_PART_READS {
+            return Err(NodeError::BadBundle(format!(
+                "answering needs more than {MAX_PART_READS} of the bundle's sub-bundles"
+            )));
         }
         let _permit = self
             .content
@@ -371,6 +400,7 @@ impl Node {
         Parts {
             node: self.clone(),
             wait,
+            reads: AtomicUsize::new(0),
         }
     }
 

@@ -447,6 +447,52 @@ async fn million_entry_bundles_are_served_and_larger_ones_refused() {
     node.stop().await;
 }
 
+/// A listing whose every file lies in another large sub-bundle ends its page early
+/// (with `next`) once it has read a few blocks past the cache, so one request's work
+/// stays bounded; the pages still list every entry once.
+#[tokio::test(flavor = "multi_thread")]
+async fn listings_read_a_bounded_number_of_sub_bundles_per_page() {
+    let node = TestNode::start().await;
+    let mut leaves = Vec::new();
+    let mut want = Vec::new();
+    // Each leaf: a file `dNN` and 20,000 entries under `dNNx/` (a few MiB parsed, so
+    // the part cache cannot hold them all).
+    for part in 0..14 {
+        let mut names: Vec<String> = (0..20_000).map(|i| format!("d{part:02}x/{i}")).collect();
+        names.push(format!("d{part:02}"));
+        want.push(format!("d{part:02}"));
+        want.push(format!("d{part:02}x"));
+        let leaf = manifest_block(&[], &names);
+        node.put(&leaf.block).await;
+        leaves.push(leaf.locator);
+    }
+    let root = manifest_block(&leaves, &[]);
+    node.put(&root.block).await;
+    let base = format!("{}/", root.locator);
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    let mut path = base.clone();
+    loop {
+        let listing = json_listing(&node, &path).await;
+        pages += 1;
+        let entries = listing["entries"].as_array().unwrap();
+        assert!(!entries.is_empty());
+        seen.extend(
+            entries
+                .iter()
+                .map(|e| e["name"].as_str().unwrap().to_owned()),
+        );
+        match listing["next"].as_str() {
+            Some(next) => path = format!("{base}{next}"),
+            None => break,
+        }
+        assert!(pages < 30, "the pages do not end");
+    }
+    assert_eq!(seen, want);
+    assert!(pages > 1, "one page read every sub-bundle");
+    node.stop().await;
+}
+
 /// A directory listing, as JSON.
 async fn json_listing(node: &TestNode, path: &str) -> serde_json::Value {
     let accept = [("accept", "application/json")];
