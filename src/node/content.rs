@@ -91,9 +91,10 @@ pub const SERVE_LIMITS: Limits = Limits {
 // entries, and 16 GiB of chunks is about 3 MB of their JSON.
 const _: () = assert!(super::upload::MAX_UPLOAD_FILES < SERVE_MAX_ENTRIES);
 
-/// Trees outlined at once (others wait their turn), so concurrent requests for different
-/// large trees hold at most this many outlines in the making.
-const MAX_OUTLINES_BUILT: usize = 4;
+/// Trees outlined at once (others wait their turn): outlining is CPU work (one core
+/// each) and holds up to 32 MiB of path hashes at the bounds, so concurrent requests for
+/// different large trees hold at most this many outlines in the making.
+const MAX_OUTLINES_BUILT: usize = 2;
 
 /// Sub-bundles parsed at once (others wait their turn): each holds a block and its
 /// parsed entries, a few MiB, until the part cache takes it.
