@@ -49,6 +49,10 @@ struct ClientArgs {
     /// No progress bars and no summary lines.
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// File holding the node's admin token, for pins (else LIBERNET_TOKEN, or the
+    /// default store's token for a node on this machine).
+    #[arg(long, global = true, value_name = "FILE")]
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,12 +60,45 @@ enum Command {
     /// Run a node over one store until SIGINT or SIGTERM.
     Serve(ServeArgs),
     /// Encrypt a file, a directory or standard input (`-`) into the node; prints the URL.
+    ///
+    /// Its blocks are pinned on the node for `--holder` when the node's admin token is
+    /// at hand (LIBERNET_TOKEN, --token-file, or the default store's token for a node on
+    /// this machine), so a full quota never evicts them; `--no-pin` opts out.
     Put {
         /// File, directory, or `-` for standard input.
         path: PathBuf,
         /// File name for standard input's content.
         #[arg(long, default_value = "stdin")]
         name: String,
+        #[command(flatten)]
+        pin: PutPin,
+    },
+    /// Pin content on the node for a holder, so eviction never removes it: every block
+    /// of each URL (a whole bundle, whatever path inside it), or block ids. Needs the
+    /// node's admin token.
+    Pin {
+        /// Content URLs (`http://HOST/sha256/...` or `/sha256/...`) or block ids.
+        #[arg(required = true)]
+        urls: Vec<String>,
+        /// Whose pins: `put` pins for `put`.
+        #[arg(long, default_value = transfer::PUT_HOLDER)]
+        holder: String,
+    },
+    /// Release a holder's pins of every block of each URL (or of block ids); blocks
+    /// another holder pins stay pinned. Needs the node's admin token.
+    Unpin {
+        /// Content URLs or block ids, as for `pin`.
+        #[arg(required = true)]
+        urls: Vec<String>,
+        /// Whose pins.
+        #[arg(long, default_value = transfer::PUT_HOLDER)]
+        holder: String,
+    },
+    /// List the ids a holder pins on the node, one a line. Needs the node's admin token.
+    Pins {
+        /// Whose pins.
+        #[arg(long, default_value = transfer::PUT_HOLDER)]
+        holder: String,
     },
     /// Fetch a URL: a file (to standard output, or -o PATH) or a bundle (into -o DIR).
     Get {
@@ -96,6 +133,17 @@ enum Command {
     },
 }
 
+/// How `put` and `bundle create` pin what they send.
+#[derive(Debug, Args)]
+struct PutPin {
+    /// Do not pin the blocks (the node may evict them when its quota is full).
+    #[arg(long)]
+    no_pin: bool,
+    /// Pin for this holder (1-64 of A-Z a-z 0-9 . _ : @ -).
+    #[arg(long, default_value = transfer::PUT_HOLDER)]
+    holder: String,
+}
+
 /// Options of `libernet backup`.
 #[derive(Debug, Args)]
 struct BackupArgs {
@@ -105,9 +153,6 @@ struct BackupArgs {
     /// Print one JSON object on standard output instead of text (for scripts and cron).
     #[arg(long, global = true)]
     json: bool,
-    /// File holding the node's admin token (to pin what a run sends).
-    #[arg(long, global = true, value_name = "FILE")]
-    token_file: Option<PathBuf>,
     #[command(subcommand)]
     command: BackupCommand,
 }
@@ -156,6 +201,8 @@ enum BundleCommand {
     Create {
         /// The directory.
         dir: PathBuf,
+        #[command(flatten)]
+        pin: PutPin,
     },
     /// List a bundle's (or one of its directories') entries.
     Ls {
@@ -229,24 +276,37 @@ async fn client_command(command: Command, args: &ClientArgs) -> anyhow::Result<(
     };
     match command {
         Command::Serve(_) => unreachable!("handled by run"),
-        Command::Put { path, name } => {
+        Command::Put { path, name, pin } => {
             let remote = connect(args.server.clone()).await?;
+            let (remote, holder) = put_pinning(remote, &pin, args).await?;
             let started = Instant::now();
             let report = if path.as_os_str() == "-" {
-                transfer::put_stdin(&remote, &name, options).await?
+                transfer::put_stdin(&remote, &name, options, holder).await?
             } else {
-                transfer::put_path(&remote, &path, options).await?
+                transfer::put_path(&remote, &path, options, holder).await?
             };
-            print_put(&report, args.quiet, started);
+            print_put(&report, args.quiet, started, holder);
         }
-        Command::Bundle(BundleCommand::Create { dir }) => {
+        Command::Pin { urls, holder } => pin_command(&urls, &holder, true, args).await?,
+        Command::Unpin { urls, holder } => pin_command(&urls, &holder, false, args).await?,
+        Command::Pins { holder } => {
+            check_holder(&holder)?;
+            let remote = connect(args.server.clone()).await?;
+            let remote = admin_remote(remote, args).await?.ok_or_else(no_token)?;
+            let mut out = std::io::stdout().lock();
+            for id in remote.pins_of(&holder).await? {
+                writeln!(out, "{id}").context("writing the output")?;
+            }
+        }
+        Command::Bundle(BundleCommand::Create { dir, pin }) => {
             if !dir.is_dir() {
                 bail!("{} is not a directory", dir.display());
             }
             let remote = connect(args.server.clone()).await?;
+            let (remote, holder) = put_pinning(remote, &pin, args).await?;
             let started = Instant::now();
-            let report = transfer::put_path(&remote, &dir, options).await?;
-            print_put(&report, args.quiet, started);
+            let report = transfer::put_path(&remote, &dir, options, holder).await?;
+            print_put(&report, args.quiet, started, holder);
         }
         Command::Get { url, output } => {
             let (base, path) = transfer::split_url(&url, &args.server)?;
@@ -391,7 +451,95 @@ async fn get(
     Ok(())
 }
 
-fn print_put(report: &PutReport, quiet: bool, started: Instant) {
+/// The remote with the node's admin token when one is at hand and works for it.
+async fn admin_remote(remote: Remote, args: &ClientArgs) -> anyhow::Result<Option<Remote>> {
+    let env = BackupEnv::load();
+    let Some((token, implicit)) = admin_token(&env, args.token_file.as_deref(), remote.base())?
+    else {
+        return Ok(None);
+    };
+    let with = remote.with_token(&token);
+    // The default store's token may belong to another node on this machine.
+    if implicit && with.pins_of("libernet-token-check").await.is_err() {
+        return Ok(None);
+    }
+    Ok(Some(with))
+}
+
+fn no_token() -> anyhow::Error {
+    anyhow::anyhow!(
+        "this needs the node's admin token: set LIBERNET_TOKEN or pass --token-file \
+         (for a node on this machine, its default store's token is used)"
+    )
+}
+
+fn check_holder(holder: &str) -> anyhow::Result<()> {
+    holder
+        .parse::<crate::store::Holder>()
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("--holder {holder:?}: {e}"))
+}
+
+/// The remote to put through and the holder to pin for: none with `--no-pin` or when
+/// no admin token is at hand (the put then goes unpinned and says so).
+async fn put_pinning<'a>(
+    remote: Remote,
+    pin: &'a PutPin,
+    args: &ClientArgs,
+) -> anyhow::Result<(Remote, Option<&'a str>)> {
+    if pin.no_pin {
+        return Ok((remote, None));
+    }
+    check_holder(&pin.holder)?;
+    match admin_remote(remote.clone(), args).await? {
+        Some(admin) => Ok((admin, Some(pin.holder.as_str()))),
+        None => Ok((remote, None)),
+    }
+}
+
+/// `pin` (`pin` true) or `unpin` every block of each URL for `holder`.
+async fn pin_command(
+    urls: &[String],
+    holder: &str,
+    pin: bool,
+    args: &ClientArgs,
+) -> anyhow::Result<()> {
+    check_holder(holder)?;
+    let (mut blocks, mut absent) = (0usize, 0usize);
+    for url in urls {
+        let (base, path) = if url.contains("/sha256/") {
+            transfer::split_url(url, &args.server)?
+        } else {
+            (args.server.clone(), url.clone())
+        };
+        let remote = Remote::connect(&base)
+            .await
+            .with_context(|| format!("cannot reach the node at {base}"))?;
+        let remote = admin_remote(remote, args).await?.ok_or_else(no_token)?;
+        let ids = transfer::blocks_of(&remote, &path)
+            .await
+            .with_context(|| format!("cannot read {url}"))?;
+        for batch in ids.chunks(crate::node::MAX_REPIN) {
+            let missing = match pin {
+                true => remote.repin(holder, batch, &[]).await?,
+                false => remote.repin(holder, &[], batch).await?,
+            };
+            absent += missing.len();
+        }
+        blocks += ids.len();
+    }
+    if !args.quiet {
+        let what = if pin { "pinned" } else { "released" };
+        let note = match absent {
+            0 => String::new(),
+            n => format!(" ({n} of them not on the node)"),
+        };
+        eprintln!("libernet: {blocks} blocks {what} for {holder}{note}");
+    }
+    Ok(())
+}
+
+fn print_put(report: &PutReport, quiet: bool, started: Instant, holder: Option<&str>) {
     println!("{}", report.url);
     if quiet {
         return;
@@ -402,8 +550,12 @@ fn print_put(report: &PutReport, quiet: bool, started: Instant) {
             path.display()
         );
     }
+    let pinned = match holder {
+        Some(holder) => format!("pinned for {holder}"),
+        None => "not pinned".to_owned(),
+    };
     eprintln!(
-        "libernet: put {} files, {} bytes: {} blocks sent, {} already there ({})",
+        "libernet: put {} files, {} bytes: {} blocks sent, {} already there ({}); {pinned}",
         report.files,
         report.bytes,
         report.sent,
@@ -419,14 +571,9 @@ async fn backup_command(args: BackupArgs, client: &ClientArgs) -> anyhow::Result
     let mut remote = Remote::connect(&client.server)
         .await
         .with_context(|| format!("cannot reach the node at {}", client.server))?;
-    if let Some((token, implicit)) = admin_token(&env, args.token_file.as_deref(), &client.server)?
-    {
-        let with = remote.clone().with_token(&token);
-        // The default store's token may belong to another node on this machine: then
-        // back up unpinned rather than fail.
-        if !implicit || with.pins_of("libernet-token-check").await.is_ok() {
-            remote = with;
-        }
+    // Without a working token, back up unpinned rather than fail.
+    if let Some(admin) = admin_remote(remote.clone(), client).await? {
+        remote = admin;
     }
     let session = Session::new(remote, creds);
     let progress = !client.quiet && !args.json;

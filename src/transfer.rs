@@ -62,6 +62,9 @@ pub struct Options {
     pub progress: bool,
 }
 
+/// The holder `libernet put`, `pin`, `unpin` and `pins` use unless told another.
+pub const PUT_HOLDER: &str = "put";
+
 /// What a put did.
 #[derive(Debug, Clone)]
 pub struct PutReport {
@@ -156,6 +159,14 @@ impl Uploader {
         }
     }
 
+    /// A pinning uploader for `holder`, or a plain one.
+    fn for_put(remote: &Remote, holder: Option<&str>) -> Uploader {
+        match holder {
+            Some(_) => Uploader::pinning(remote, holder),
+            None => Uploader::new(remote),
+        }
+    }
+
     /// Makes sure the node holds `encoded` (pinned, for a pinning uploader).
     pub async fn send(&self, encoded: Encoded) -> anyhow::Result<Locator> {
         let locator = encoded.locator;
@@ -224,7 +235,13 @@ pub(crate) fn read_and_encode(path: &Path, offset: u64, len: usize) -> anyhow::R
 
 /// Puts a file or a directory (as a bundle) and returns its URL: `.../<key>/` for a
 /// directory, `.../<key>/<name>` for a single file.
-pub async fn put_path(remote: &Remote, path: &Path, options: Options) -> anyhow::Result<PutReport> {
+/// With `holder`, every block is pinned on the node for it (`remote` needs the token).
+pub async fn put_path(
+    remote: &Remote,
+    path: &Path,
+    options: Options,
+    holder: Option<&str>,
+) -> anyhow::Result<PutReport> {
     let root = path.to_owned();
     let scan = blocking(move || Ok(bundle::scan(&root)?)).await?;
     let single = std::fs::symlink_metadata(path)
@@ -232,7 +249,7 @@ pub async fn put_path(remote: &Remote, path: &Path, options: Options) -> anyhow:
         .is_file();
     let total: u64 = scan.files.iter().map(|f| f.entry.size).sum();
     let bar = progress_bar(total, options, "put");
-    let uploader = Uploader::new(remote);
+    let uploader = Uploader::for_put(remote, holder);
     let chunks = upload_files(&uploader, &scan.files, |chunk| bar.inc(chunk.size)).await?;
     bar.finish_and_clear();
     let mut files = scan.links.clone();
@@ -332,14 +349,20 @@ pub(crate) async fn put_manifest_blocks(
     Ok((uploader.send(packed.root).await?, ids))
 }
 
-/// Puts standard input as a one-file bundle whose file is called `name`.
-pub async fn put_stdin(remote: &Remote, name: &str, options: Options) -> anyhow::Result<PutReport> {
+/// Puts standard input as a one-file bundle whose file is called `name` (pinned for
+/// `holder` when given).
+pub async fn put_stdin(
+    remote: &Remote,
+    name: &str,
+    options: Options,
+    holder: Option<&str>,
+) -> anyhow::Result<PutReport> {
     bundle::check_path(name)?;
     if name.contains('/') {
         bail!("--name must be a file name, not a path: {name:?}");
     }
     let bar = progress_bar(0, options, "put");
-    let uploader = Uploader::new(remote);
+    let uploader = Uploader::for_put(remote, holder);
     let permits = Arc::new(Semaphore::new(UPLOAD_CONCURRENCY));
     let mut tasks = JoinSet::new();
     let mut index = 0usize;
@@ -461,6 +484,51 @@ pub enum Target {
     File(String, FileEntry),
     /// A directory's tree.
     Tree(Tree),
+}
+
+/// Every block a content URL path stands for: `/sha256/<id>` (or a bare id) is that
+/// block; a locator is its block and, for a bundle, every manifest and chunk block of
+/// the whole bundle (whatever path inside it follows), loaded within `Limits::CLIENT`.
+pub async fn blocks_of(remote: &Remote, path: &str) -> anyhow::Result<Vec<BlockId>> {
+    let bare = path.trim_end_matches('/');
+    let bare = bare.strip_prefix("/sha256/").unwrap_or(bare);
+    if let Ok(id) = bare.parse::<BlockId>() {
+        return Ok(vec![id]);
+    }
+    let (locator, _) = Locator::split(path)?;
+    let content = fetch(remote, locator).await?;
+    let mut ids = vec![locator.id];
+    if !Manifest::looks_like(&content) {
+        return Ok(ids);
+    }
+    let manifest = Manifest::decode(&content)?;
+    let subs = std::sync::Mutex::new(Vec::new());
+    let tree = Tree::load(
+        manifest,
+        content.len(),
+        bundle::Limits::CLIENT,
+        |sub: Locator| {
+            subs.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(sub.id);
+            let remote = remote.clone();
+            async move { fetch(&remote, sub).await }
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        bundle::LoadError::Bundle(e) => anyhow::Error::new(e),
+        bundle::LoadError::Fetch(e) => e,
+    })?;
+    ids.extend(
+        subs.into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    let chunks = tree.files.values().flat_map(|f| &f.contents);
+    ids.extend(chunks.filter_map(|c| bundle::parse_chunk_url(&c.url).map(|l| l.id)));
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
 }
 
 /// Opens `path` (`/sha256/<id>/<mode>/<key>[/<path>]`).

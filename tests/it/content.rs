@@ -39,7 +39,9 @@ fn path_of(url: &str) -> String {
 
 async fn put_tree(node: &TestNode, root: &Path) -> String {
     let remote = Remote::connect(&node.url).await.unwrap();
-    let report = transfer::put_path(&remote, root, QUIET).await.unwrap();
+    let report = transfer::put_path(&remote, root, QUIET, None)
+        .await
+        .unwrap();
     assert!(report.url.ends_with('/'), "{}", report.url);
     path_of(&report.url)
 }

@@ -10,6 +10,7 @@ mod content;
 mod dashboard;
 mod dashboard_browser;
 mod hardening;
+mod keep;
 mod like;
 mod mesh;
 mod peers;
