@@ -479,7 +479,7 @@ pub struct Tree {
     pub manifest_bytes: usize,
     /// Hashes of the paths that are links (`path_hash` with this key), made at the
     /// first lookup.
-    links: OnceLock<(RandomState, HashSet<u64>)>,
+    links: OnceLock<(RandomState, Vec<u64>)>,
 }
 
 /// Failure to load a tree: a bad manifest, or the caller's fetch failing.

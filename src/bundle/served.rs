@@ -6,7 +6,7 @@
 //! outline and then a block or two per request, never the whole tree in memory.
 //! Knows the manifest model; never where blocks come from (the caller's `Loader`).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::hash::RandomState;
 use std::ops::Bound;
@@ -58,8 +58,8 @@ trait Entries: Sync {
         &self,
         from: &Bound<String>,
     ) -> impl Future<Output = Result<Option<String>, Self::Error>>;
-    /// The hash key and the hashes (`path_hash`) of every link's path.
-    fn links(&self) -> (&RandomState, &HashSet<u64>);
+    /// The hash key and the sorted hashes (`path_hash`) of every link's path.
+    fn links(&self) -> (&RandomState, &[u64]);
     /// Whether this answer has read as many blocks as one page may (`Loader::spent`).
     fn spent(&self) -> bool {
         false
@@ -133,7 +133,7 @@ impl Entries for Tree {
         Ok(self.first_here(from))
     }
 
-    fn links(&self) -> (&RandomState, &HashSet<u64>) {
+    fn links(&self) -> (&RandomState, &[u64]) {
         let (state, links) = self.links.get_or_init(|| {
             let state = RandomState::new();
             let files = self.files.iter().filter(|(_, f)| f.link.is_some());
@@ -142,7 +142,9 @@ impl Entries for Tree {
                 .map(|(p, _)| p)
                 .chain(dirs.map(|(p, _)| p))
                 .map(|p| path_hash(&state, p))
-                .collect();
+                .collect::<Vec<u64>>();
+            let mut links = links;
+            links.sort_unstable();
             (state, links)
         });
         (state, links)
@@ -226,7 +228,7 @@ async fn resolve<E: Entries>(entries: &E, path: &str) -> Result<Option<String>, 
         if current.len() > MAX_PATH_BYTES || levels.len() > MAX_PATH_COMPONENTS {
             return Ok(None);
         }
-        if !links.contains(&at) {
+        if links.binary_search(&at).is_err() {
             continue;
         }
         let target = match entries.file(&current).await? {
@@ -417,8 +419,8 @@ pub struct Outline {
     root: Tree,
     parts: Vec<Part>,
     state: RandomState,
-    /// `path_hash` (with `state`) of every link's path, in any block.
-    links: HashSet<u64>,
+    /// `path_hash` (with `state`) of every link's path, in any block, sorted.
+    links: Vec<u64>,
     /// Entries (files and directories) in all manifests.
     pub entries: usize,
     /// Bytes of all manifests (decrypted JSON).
@@ -491,7 +493,7 @@ impl Outline {
         std::mem::size_of::<Outline>()
             + self.root.footprint()
             + self.parts.iter().map(Part::footprint).sum::<usize>()
-            + self.links.capacity() * 2 * std::mem::size_of::<u64>()
+            + self.links.capacity() * std::mem::size_of::<u64>()
     }
 
     /// What `path` names (as `Tree::lookup`), reading parts through `loader`.
@@ -618,7 +620,7 @@ impl<L: Loader> Entries for View<'_, L> {
         Ok(best)
     }
 
-    fn links(&self) -> (&RandomState, &HashSet<u64>) {
+    fn links(&self) -> (&RandomState, &[u64]) {
         (&self.outline.state, &self.outline.links)
     }
 
@@ -641,7 +643,7 @@ struct Consistency {
     ancestors: Vec<u64>,
     /// `ancestors.len()` after the last `dedup`.
     distinct: usize,
-    links: HashSet<u64>,
+    links: Vec<u64>,
     /// Most entries, and most implied directories.
     max: usize,
 }
@@ -653,7 +655,7 @@ impl Consistency {
             leaves: Vec::new(),
             ancestors: Vec::new(),
             distinct: 0,
-            links: HashSet::new(),
+            links: Vec::new(),
             max,
         }
     }
@@ -674,6 +676,12 @@ impl Consistency {
     ) -> Result<(), BundleError> {
         let mut previous: Vec<&str> = Vec::new();
         for (path, is_link) in paths {
+            // Never served (a request path is at most that long), and an outline keeps
+            // some paths whole: refused.
+            if path.len() > MAX_PATH_BYTES {
+                let start = path.chars().take(64).collect();
+                return Err(BundleError::BadPath(start, "longer than 4,096 bytes"));
+            }
             let parts: Vec<&str> = path.split('/').collect();
             // `previous`'s own directories were recorded with it.
             let shared = previous
@@ -688,7 +696,7 @@ impl Consistency {
                 if i + 1 == parts.len() {
                     self.leaves.push(h);
                     if is_link {
-                        self.links.insert(h);
+                        self.links.push(h);
                     }
                 } else if i >= shared {
                     self.ancestors.push(h);
@@ -713,8 +721,10 @@ impl Consistency {
     }
 
     /// The verdict, and the link hashes with their key.
-    fn finish(mut self) -> Result<(RandomState, HashSet<u64>), BundleError> {
+    fn finish(mut self) -> Result<(RandomState, Vec<u64>), BundleError> {
         self.dedup();
+        self.links.sort_unstable();
+        self.links.shrink_to_fit();
         self.leaves.sort_unstable();
         if self.leaves.windows(2).any(|w| w[0] == w[1]) {
             return Err(BundleError::Inconsistent(
@@ -998,12 +1008,38 @@ mod tests {
         assert!(inconsistent(build(&stacked(MAX_PART_OVERLAP + 1))));
     }
 
-    /// Directories implied by paths count against the entry bound: one path of 3,000
-    /// components is 3,000 entries' worth of checking.
+    /// A path no request can name (over `MAX_PATH_BYTES`) is refused rather than kept
+    /// in an outline, and the refusal names only its start.
+    #[test]
+    fn paths_too_long_to_serve_are_refused() {
+        let mut m = Manifest::default();
+        m.files.insert("a".repeat(MAX_PATH_BYTES), entry(1));
+        let bytes = m.to_json().len();
+        let build = |m: Manifest| {
+            block_on(Outline::build(
+                m,
+                bytes,
+                Limits::CLIENT,
+                |_: Locator| std::future::ready(Err::<(Manifest, usize), _>("no fetch")),
+                |_, _| {},
+            ))
+        };
+        assert!(build(m.clone()).is_ok());
+        m.files.insert("b".repeat(MAX_PATH_BYTES + 1), entry(1));
+        match build(m) {
+            Err(LoadError::Bundle(e @ BundleError::BadPath(..))) => {
+                assert!(e.to_string().len() < 200, "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Directories implied by paths count against the entry bound: one path of 2,000
+    /// components is 2,000 entries' worth of checking.
     #[test]
     fn implied_directories_count_against_the_entry_bound() {
         let mut m = Manifest::default();
-        m.files.insert(format!("{}f", "d/".repeat(3_000)), entry(1));
+        m.files.insert(format!("{}f", "d/".repeat(2_000)), entry(1));
         let bytes = m.to_json().len();
         let limits = Limits {
             entries: 1_000,

@@ -61,6 +61,10 @@ const MAX_PART_READS: usize = 64;
 /// malformed or oversized tree is answered without outlining it again.
 const REFUSED_ENTRIES: usize = 4_096;
 
+/// Longest reason remembered for a refused bundle (longer ones are cut): 4,096 of them
+/// take at most 2 MiB.
+const MAX_REASON_BYTES: usize = 512;
+
 /// Most sub-bundles in a tree the node serves. Outlining a tree reads each one once
 /// (one block fetch and decryption, at most 1 MiB); `SERVE_MAX_MANIFEST_BYTES` bounds
 /// their bytes together (`pack` fills each to about one block, so 128 of them reach
@@ -293,8 +297,22 @@ impl Node {
         if let Some(outline) = self.cached_outline(locator)? {
             return Ok(Opened::Bundle(outline));
         }
-        let outline = match self.outline(&content, wait).await {
-            Err(NodeError::BadBundle(why)) => {
+        let built = self.outline(&content, wait).await.and_then(|outline| {
+            // What cannot be cached would be built again for every request.
+            match outline.footprint() {
+                size if size > OUTLINE_CACHE_BYTES / 2 => Err(NodeError::BadBundle(format!(
+                    "the bundle's outline takes {} MiB, more than a node keeps",
+                    size >> 20
+                ))),
+                _ => Ok(outline),
+            }
+        });
+        let outline = match built {
+            Err(NodeError::BadBundle(mut why)) => {
+                // A reason names at most a path's start: remembered reasons stay small.
+                if why.len() > MAX_REASON_BYTES {
+                    why = why.chars().take(MAX_REASON_BYTES / 4).collect();
+                }
                 lock(&self.content.refused).put(*locator, why.clone());
                 return Err(NodeError::BadBundle(why));
             }
