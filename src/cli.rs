@@ -17,8 +17,8 @@ use crate::codec::CodecError;
 use crate::config::BackupEnv;
 use crate::config::{Config, ServeArgs};
 use crate::http::{self, ServerOptions};
-use crate::mesh::PeersView;
 use crate::node::Node;
+use crate::proto::PeersView;
 use crate::transfer::{self, Mismatch, Options, PutReport, Target};
 
 /// Exit code of "not found" and "did not verify".

@@ -20,7 +20,7 @@ use crate::identity::{
     ComponentId, SignatureFields, VerifyError, parse_digest_header, parse_identity_block,
     verify_fields,
 };
-use crate::node::NodeInfo;
+use crate::proto::NodeInfo;
 
 pub use crate::identity::RESPONSE_LABEL as LABEL;
 
@@ -316,7 +316,7 @@ impl Remote {
 
 impl Remote {
     /// The node's peers (`GET /peers`).
-    pub async fn peers(&self) -> Result<crate::mesh::PeersView, ClientError> {
+    pub async fn peers(&self) -> Result<crate::proto::PeersView, ClientError> {
         let reply = self
             .request(Method::GET, "/peers", &[], Bytes::new())
             .await?;
@@ -364,7 +364,7 @@ impl Remote {
         let auth = self.bearer()?;
         let headers = [
             ("authorization", auth.as_str()),
-            (crate::node::PIN_HEADER, holder),
+            (crate::proto::PIN_HEADER, holder),
         ];
         let reply = self.request(Method::PUT, &path, &headers, block).await?;
         match reply.status {

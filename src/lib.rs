@@ -3,6 +3,8 @@
 //! Layout, from the bottom up (each module knows only those above it in this list):
 //!
 //! - [`id`]: block ids (SHA-256), hex, XOR distance, match score. Pure.
+//! - [`proto`]: the wire contract's header names and JSON bodies (`/node`, `/peers`,
+//!   announcements), shared by server, client and mesh. Pure.
 //! - [`codec`]: content to encrypted blocks and back; near-id placement. Pure.
 //! - [`bundle`]: manifests, directory trees as blocks, path lookup, restore.
 //! - [`fsutil`]: private files and directory fsync.
@@ -31,5 +33,6 @@ pub mod id;
 pub mod identity;
 pub mod mesh;
 pub mod node;
+pub mod proto;
 pub mod store;
 pub mod transfer;

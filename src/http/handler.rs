@@ -24,8 +24,9 @@ use super::sign::{Covered, ResponseSigner};
 use crate::config::parse_wait;
 use crate::id::{BlockId, MAX_BLOCK_SIZE};
 use crate::identity::digest_header;
-use crate::mesh::{HOPS_HEADER, Origin, PUSH_HEADER};
-use crate::node::{HISTORY_STEP, Node, PIN_HEADER, UploadHasher};
+use crate::mesh::Origin;
+use crate::node::{HISTORY_STEP, Node, UploadHasher};
+use crate::proto::{HOPS_HEADER, PIN_HEADER, PUSH_HEADER};
 use crate::store::PutOutcome;
 
 /// Longest time a PUT body may take to arrive (1 MiB at 35 KB/s).

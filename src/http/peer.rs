@@ -13,8 +13,9 @@ use super::error::ApiError;
 use super::handler::{Handler, Reply, content_length};
 use crate::id::BlockId;
 use crate::identity::{RequestTarget, SignatureFields, parse_digest_header};
-use crate::mesh::{HOPS_HEADER, MAX_HOPS, Origin, REQUEST_HEADER};
+use crate::mesh::{MAX_HOPS, Origin};
 use crate::node::{NodeError, Repin, Upload};
+use crate::proto::{HOPS_HEADER, REQUEST_HEADER};
 use crate::store::{BadHolder, Holder};
 
 /// The address a request's connection arrived at (this end of the socket), put in the

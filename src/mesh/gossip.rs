@@ -17,6 +17,7 @@ use super::peers::MAX_PEERS;
 use super::{Health, Mesh, MeshError, REPLICAS};
 use crate::client::{Client, ClientError};
 use crate::id::BlockId;
+use crate::proto::{Announce, PeerRef, PeerView, PeersView, SeedView};
 
 /// Peers announced to each round, chosen at random.
 pub const GOSSIP_FANOUT: usize = 3;
@@ -43,83 +44,6 @@ pub const SEED_RETRY: Duration = Duration::from_secs(5);
 /// an address that drops packets would otherwise hold the gossip loop for the OS's
 /// connect timeout, minutes).
 const GOSSIP_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The body of `PUT /peers`: who is announcing, where it is, whom it knows.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Announce {
-    /// The announcing node's id (must be the signature's `keyid`).
-    pub id: String,
-    /// Its base URL.
-    pub url: String,
-    /// Peers it knows.
-    #[serde(default)]
-    pub peers: Vec<PeerRef>,
-}
-
-/// A peer named in an announcement.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct PeerRef {
-    /// Node id.
-    pub id: String,
-    /// Base URL.
-    pub url: String,
-}
-
-/// One row of `GET /peers`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct PeerView {
-    /// Node id.
-    pub id: String,
-    /// Base URL.
-    pub url: String,
-    /// Unix seconds of the last successful exchange.
-    pub last_seen: u64,
-    /// `ok`, `failing` or `backoff`.
-    pub health: String,
-    /// Average latency of requests to it, ms.
-    pub latency_ms: Option<f64>,
-    /// Consecutive failures.
-    pub failures: u32,
-    /// Body bytes received from it.
-    pub bytes_in: u64,
-    /// Body bytes sent to it.
-    pub bytes_out: u64,
-}
-
-/// One `--peer` seed in `GET /peers`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct SeedView {
-    /// The seed's URL, as configured.
-    pub url: String,
-    /// `joined` (a peer now: see its row), `failing` (the last attempt failed),
-    /// `pending` (not tried yet, or dropped as a peer and not tried again yet) or
-    /// `self` (this node's own URL, never contacted).
-    pub state: String,
-    /// Attempts that failed since the last success.
-    pub failures: u32,
-    /// Why the last attempt failed, in this node's words (the OS's are in its log).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Unix seconds of the last attempt.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_attempt: Option<u64>,
-}
-
-/// `GET /peers` (and the answer to `PUT /peers`).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct PeersView {
-    /// This node's id.
-    pub id: String,
-    /// This node's URL.
-    pub url: String,
-    /// Its peers, nearest to its id first.
-    pub peers: Vec<PeerView>,
-    /// Its `--peer` seeds and how joining them went, in the configured order: in
-    /// `GET /peers` only (absent from an announcement's answer, and from older nodes).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seeds: Option<Vec<SeedView>>,
-}
 
 /// What this node knows of one of its seeds (see `SeedView`).
 #[derive(Debug, Clone, Default)]

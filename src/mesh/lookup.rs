@@ -15,11 +15,12 @@ use tokio::task::JoinSet;
 
 use super::link::Call;
 use super::{
-    Event, FORWARD_WAIT_SHARE, HOPS_HEADER, LIKE_PEERS, LIKE_TIMEOUT, LOOKUP_MAX_PEERS,
-    LOOKUP_PARALLEL, Mesh, Origin, REQUEST_HEADER,
+    Event, FORWARD_WAIT_SHARE, LIKE_PEERS, LIKE_TIMEOUT, LOOKUP_MAX_PEERS, LOOKUP_PARALLEL, Mesh,
+    Origin,
 };
 use crate::client::unix_now;
 use crate::id::BlockId;
+use crate::proto::{HOPS_HEADER, REQUEST_HEADER};
 use crate::store::{Admission, StoreError};
 
 /// A lookup asks one peer; when it has not answered after this long, one more is

@@ -25,7 +25,6 @@ use ed25519_dalek::VerifyingKey;
 use lru::LruCache;
 
 pub use arrivals::{Arrivals, Outcome, TooManyWaiters, Waiter};
-pub use gossip::{Announce, PeerView, PeersView, SeedView};
 pub use peers::{Health, MAX_PEERS};
 pub use stats::{BlockStat, Event, Stats};
 
@@ -65,17 +64,6 @@ pub const RECENT_REQUESTS: usize = 8192;
 
 /// How long a request id is remembered.
 pub const REQUEST_MEMORY: Duration = Duration::from_secs(60);
-
-/// Header of a forwarded request: forwards the receiver may still make (0: answer
-/// from the local store only). Honoured only on requests signed by a known peer.
-pub const HOPS_HEADER: &str = "libernet-hops";
-
-/// Header of a forwarded request: the id of the original request, for loop detection.
-pub const REQUEST_HEADER: &str = "libernet-request";
-
-/// Header of a push (a PUT from a peer): the block's heat at the sender. Makes the PUT
-/// an offer that the receiver may decline with 507.
-pub const PUSH_HEADER: &str = "libernet-push";
 
 /// Where a request for a block comes from, and how far it may travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 use hyper::{Method, StatusCode};
 
 use super::link::Call;
-use super::{Event, Mesh, PUSH_HEADER, REPLICAS};
+use super::{Event, Mesh, REPLICAS};
 use crate::client::unix_now;
 use crate::id::BlockId;
+use crate::proto::PUSH_HEADER;
 use crate::store::ReadOutcome;
 
 /// Blocks offered to each peer per round, nearest its id first.

@@ -8,15 +8,12 @@ use std::time::Duration;
 use crate::client::unix_now;
 use crate::id::BlockId;
 use crate::identity::{RequestTarget, SignatureFields, signature_keyid, verify_request};
-use crate::mesh::{Announce, BlockStat, Event, Origin, PeersView};
+use crate::mesh::{BlockStat, Event, Origin};
+use crate::proto::{Announce, PeersView};
 
 use crate::store::{Durability, Holder};
 
 use super::{Node, NodeError, blocking};
-
-/// Header of a `PUT /sha256/{id}` (with the admin token) that pins the block for the
-/// holder it names, from before it is stored.
-pub const PIN_HEADER: &str = "libernet-pin";
 
 /// Longest time a pin made with an upload waits to reach the pins file.
 pub const PIN_FLUSH_INTERVAL: Duration = Duration::from_secs(2);

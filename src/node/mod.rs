@@ -19,9 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
-pub use admin::{
-    MAX_REPIN, PIN_FLUSH_INTERVAL, PIN_HEADER, PinOutcome, Repin, Repinned, StatRow, StatsPage,
-};
+pub use admin::{MAX_REPIN, PIN_FLUSH_INTERVAL, PinOutcome, Repin, Repinned, StatRow, StatsPage};
 pub use content::{
     FileStream, Opened, PREFETCH_BLOCKS, Parts, SERVE_LIMITS, SERVE_MAX_ENTRIES,
     SERVE_MAX_MANIFEST_BYTES, SERVE_MAX_SUB_BUNDLES, StreamGuard,
@@ -36,6 +34,7 @@ use crate::fsutil;
 use crate::id::{BlockId, MAX_BLOCK_SIZE};
 use crate::identity::{Identity, IdentityError};
 use crate::mesh::{Event, Mesh, MeshSettings, Origin, Outcome, TooManyWaiters};
+use crate::proto::{NodeInfo, StoreInfo};
 use crate::store::{
     Admission, Durability, Holder, PutOutcome, ReadOutcome, Store, StoreError, StoreLimits,
     StoreStats,
@@ -210,39 +209,6 @@ impl UploadHasher {
             bytes: self.buf.freeze(),
         }
     }
-}
-
-/// `/node`: who this node is.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct NodeInfo {
-    /// Node id: SHA-256 of the identity block, hex.
-    pub id: String,
-    /// ed25519 public key, hex.
-    pub public_key: String,
-    /// The identity block, as text (it is compact JSON).
-    pub identity_block: String,
-    /// Where this node is reached.
-    pub url: String,
-    /// Software version.
-    pub version: String,
-    /// Seconds since start.
-    pub uptime_secs: u64,
-    /// Store figures.
-    pub store: StoreInfo,
-}
-
-/// The `store` part of `/node`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct StoreInfo {
-    /// Blocks held.
-    pub blocks: u64,
-    /// Bytes held.
-    pub bytes: u64,
-    /// Quota in bytes.
-    pub quota: u64,
-    /// Bytes that can still be stored: what the quota leaves, or what the file system
-    /// has left when that is less.
-    pub free: u64,
 }
 
 /// A block and how far away it was found (0: held here or delivered here).

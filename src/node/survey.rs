@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{Node, NodeInfo, StoreInfo};
+use super::Node;
 use crate::client::unix_now;
+use crate::proto::{NodeInfo, StoreInfo};
 
 /// How long one survey is served before peers are asked again.
 pub const SURVEY_TTL: Duration = Duration::from_secs(2);
