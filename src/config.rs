@@ -20,11 +20,12 @@ pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// of sockets plus block files.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 /// Default bytes that requests waiting for absent blocks may hold: each holds its
-/// connection, about 20 KiB (`WAITER_COST`), so a burst of waiters costs at most this
-/// much more than an idle node.
-pub const DEFAULT_WAITER_MEMORY: u64 = 32 << 20;
+/// connection, about 21 KiB (`WAITER_COST`), so a burst of waiters costs at most this
+/// much more than an idle node. It binds only when `max_connections` is raised well
+/// above its default (every waiter holds a connection).
+pub const DEFAULT_WAITER_MEMORY: u64 = 16 << 20;
 /// Default cap on the number of requests waiting for absent blocks: what
-/// `DEFAULT_WAITER_MEMORY` pays for at `WAITER_COST` each (1,638).
+/// `DEFAULT_WAITER_MEMORY` pays for at `WAITER_COST` each (780).
 pub const DEFAULT_MAX_WAITERS: usize = DEFAULT_WAITER_MEMORY as usize / WAITER_COST;
 /// Default background scrub rate: re-hashing at 8 MiB/s costs under 1% of a core.
 pub const DEFAULT_SCRUB_RATE: u64 = 8 << 20;

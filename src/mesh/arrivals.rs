@@ -19,9 +19,9 @@ use crate::id::BlockId;
 
 /// What one waiting request holds, for the byte budget: its connection (hyper's 8 KiB
 /// read and 8 KiB write buffers, the task), the parsed request, the handler's state and
-/// its share of the registry. Measured on a release node: 4,000 connections each waiting
-/// for an absent block took 20.0 KiB apiece above idle (an idle connection 14.7 KiB).
-pub const WAITER_COST: usize = 20 << 10;
+/// its share of the registry. Measured on a release node: 1,500 to 4,000 connections each
+/// waiting for an absent block took 20.0 to 21.1 KiB apiece above idle.
+pub const WAITER_COST: usize = 21 << 10;
 
 /// Refused: too many requests are already waiting for blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -303,7 +303,7 @@ mod tests {
     #[test]
     fn the_byte_budget_caps_waiters_below_the_count() {
         let mib = 1u64 << 20;
-        assert_eq!(waiter_limit(4096, 32 * mib), (1638, "waiter_memory"));
+        assert_eq!(waiter_limit(4096, 21 * mib), (1024, "waiter_memory"));
         assert_eq!(waiter_limit(100, 32 * mib), (100, "max_waiters"));
         assert_eq!(waiter_limit(4096, 0), (0, "waiter_memory"));
         assert_eq!(waiter_limit(7, u64::MAX), (7, "max_waiters"));
