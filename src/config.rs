@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::mesh::WAITER_COST;
+
 /// Default listen address (DESIGN 3).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8042";
 /// Default quota: room for ten thousand 1 MiB blocks.
@@ -17,9 +19,14 @@ pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// Default cap on open connections: well under a default 1024-descriptor limit's worth
 /// of sockets plus block files.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
-/// Default cap on requests waiting for absent blocks: each holds a connection and a
-/// few hundred bytes.
-pub const DEFAULT_MAX_WAITERS: usize = 4096;
+/// Default bytes that requests waiting for absent blocks may hold: each holds its
+/// connection, about 21 KiB (`WAITER_COST`), so a burst of waiters costs at most this
+/// much more than an idle node. It binds only when `max_connections` is raised well
+/// above its default (every waiter holds a connection).
+pub const DEFAULT_WAITER_MEMORY: u64 = 16 << 20;
+/// Default cap on the number of requests waiting for absent blocks: what
+/// `DEFAULT_WAITER_MEMORY` pays for at `WAITER_COST` each (780).
+pub const DEFAULT_MAX_WAITERS: usize = DEFAULT_WAITER_MEMORY as usize / WAITER_COST;
 /// Default background scrub rate: re-hashing at 8 MiB/s costs under 1% of a core.
 pub const DEFAULT_SCRUB_RATE: u64 = 8 << 20;
 /// Default pause between gossip rounds (announcing to a few peers, pinging quiet ones).
@@ -33,7 +40,7 @@ pub const MAX_SEEDS: usize = 64;
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ServeArgs {
     /// TOML file with any of: store, listen, quota, wait, url, max_connections,
-    /// max_waiters, scrub_rate, hot_cache, peers, gossip_interval, push_interval,
+    /// max_waiters, waiter_memory, scrub_rate, hot_cache, peers, gossip_interval, push_interval,
     /// half_life.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -80,6 +87,7 @@ struct FileConfig {
     url: Option<String>,
     max_connections: Option<usize>,
     max_waiters: Option<usize>,
+    waiter_memory: Option<toml::Value>,
     scrub_rate: Option<toml::Value>,
     hot_cache: Option<toml::Value>,
     peers: Option<Vec<String>>,
@@ -129,6 +137,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Waiter cap.
     pub max_waiters: usize,
+    /// Bytes waiters may hold (at `WAITER_COST` each); binds before `max_waiters` when
+    /// it pays for fewer.
+    pub waiter_memory: u64,
     /// Scrub rate in bytes per second; 0 turns the scrub off.
     pub scrub_rate: u64,
     /// Bytes of small blocks kept in memory; 0 turns the hot cache off.
@@ -156,6 +167,7 @@ impl Config {
             url: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_waiters: DEFAULT_MAX_WAITERS,
+            waiter_memory: DEFAULT_WAITER_MEMORY,
             scrub_rate: DEFAULT_SCRUB_RATE,
             hot_cache: crate::store::DEFAULT_HOT_CACHE,
             peers: Vec::new(),
@@ -197,6 +209,9 @@ impl Config {
         if let Some(n) = file.max_waiters {
             config.max_waiters = n;
         }
+        if let Some(size) = &file.waiter_memory {
+            config.waiter_memory = size_value(size, "waiter_memory")?;
+        }
         if let Some(rate) = &file.scrub_rate {
             config.scrub_rate = size_value(rate, "scrub_rate")?;
         }
@@ -236,6 +251,12 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "max_connections and max_waiters must be at least 1".into(),
             ));
+        }
+        if self.waiter_memory < WAITER_COST as u64 {
+            return Err(ConfigError::Invalid(format!(
+                "waiter_memory {} is below one waiter ({WAITER_COST} bytes)",
+                self.waiter_memory
+            )));
         }
         if let Some(url) = &self.url
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -410,7 +431,7 @@ mod tests {
         let file = dir.path().join("node.toml");
         std::fs::write(
             &file,
-            "store = \"/tmp/a\"\nquota = \"2GiB\"\nwait = 5\nmax_waiters = 7\nscrub_rate = 0\nhot_cache = \"1MiB\"\n",
+            "store = \"/tmp/a\"\nquota = \"2GiB\"\nwait = 5\nmax_waiters = 7\nwaiter_memory = \"1MiB\"\nscrub_rate = 0\nhot_cache = \"1MiB\"\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -423,6 +444,7 @@ mod tests {
         assert_eq!(c.quota, 3 << 30);
         assert_eq!(c.wait, Duration::from_secs(5));
         assert_eq!((c.max_waiters, c.scrub_rate, c.hot_cache), (7, 0, 1 << 20));
+        assert_eq!(c.waiter_memory, 1 << 20);
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
 
         std::fs::write(&file, "stroe = \"/tmp/a\"\n").unwrap();

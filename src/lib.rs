@@ -8,6 +8,7 @@
 //! - [`codec`]: content to encrypted blocks and back; near-id placement. Pure.
 //! - [`bundle`]: manifests, directory trees as blocks, path lookup, restore.
 //! - [`fsutil`]: private files and directory fsync.
+//! - [`memory`]: giving the heap's free memory back to the OS once a burst is over.
 //! - [`identity`]: the node's ed25519 key and identity block; RFC 9421 signature bases,
 //!   signing and verification. No HTTP types.
 //! - [`store`]: block files, the in-memory index, quota, lock file, scrub. No HTTP.
@@ -31,6 +32,7 @@ pub mod fsutil;
 pub mod http;
 pub mod id;
 pub mod identity;
+pub mod memory;
 pub mod mesh;
 pub mod node;
 pub mod proto;

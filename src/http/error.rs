@@ -135,7 +135,12 @@ impl From<NodeError> for ApiError {
             NodeError::BadAnnounce(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "bad_announcement", e.to_string())
             }
-            NodeError::Busy(_) => ApiError {
+            NodeError::Busy(busy) => ApiError {
+                extra: Some(json!({
+                    "waiting": busy.waiting,
+                    "limit": busy.limit,
+                    "bound": busy.bound,
+                })),
                 retry_after: Some(1),
                 ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())
             },

@@ -458,6 +458,14 @@ impl Handler {
         Reply::json(status, body)
     }
 
+    /// Forgets the response signatures too old to be reused; how many went.
+    pub(super) fn purge_signatures(&self) -> usize {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.signer.purge_expired(now)
+    }
+
     /// Adds `Content-Digest` and the signature, and the body (none for HEAD).
     fn finish(&self, reply: Reply, parts: &Parts) -> Response<Body> {
         let digest = reply

@@ -1,5 +1,7 @@
 //! The HTTP server (DESIGN 3): accepts connections on a bound listener, serves each with
-//! hyper's HTTP/1.1 under the bounds below, and drains on shutdown. The only server-side
+//! hyper's HTTP/1.1 under the bounds below, and drains on shutdown. Beside it a
+//! housekeeping task watches the server's activity and, when a burst is over, forgets
+//! stale response signatures and gives the freed memory back (`memory`). The only server-side
 //! module that touches hyper; it translates requests into `node` calls (see `handler`).
 
 mod assets;
@@ -15,7 +17,8 @@ mod sign;
 mod upload;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -56,6 +59,11 @@ pub const LISTEN_BACKLOG: u32 = 4096;
 
 /// Pause after a failed accept (out of descriptors, say) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// How often housekeeping looks whether a burst of connections or requests is over (to
+/// give its memory back): often enough that memory is back well within a second of the
+/// burst's end, and each look is two atomic operations.
+pub const HOUSEKEEPING_TICK: Duration = Duration::from_millis(250);
 
 /// Settings of the server.
 #[derive(Debug, Clone, Copy)]
@@ -102,7 +110,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let slots = conn::Slots::new(options.max_connections);
     let handler = Arc::new(Handler::new(node, options.default_wait).with_slots(slots.clone()));
+    // Connections opened and closed and requests answered since housekeeping last looked.
+    let traffic = Arc::new(AtomicU64::new(0));
+    let housekeeping = tokio::spawn(housekeep(Arc::downgrade(&handler), traffic.clone()));
     let graceful = GracefulShutdown::new();
+    // Set when the server stops: connections that have sent nothing yet close at once.
+    let stopping = tokio::sync::watch::Sender::new(false);
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -130,26 +143,39 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        traffic.fetch_add(1, Ordering::Relaxed);
         let activity = conn::Activity::new();
         let local = stream.local_addr().ok().map(peer::LocalAddr);
         let handler = handler.clone();
         let in_flight = activity.clone();
+        let answered = traffic.clone();
         let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             if let Some(local) = local {
                 req.extensions_mut().insert(local);
             }
             let handler = handler.clone();
             let busy = in_flight.begin();
+            let answered = answered.clone();
             async move {
                 let response = handler.handle(req).await;
+                answered.fetch_add(1, Ordering::Relaxed);
                 Ok::<_, std::convert::Infallible>(response.map(|b| conn::Tracked::new(b, busy)))
             }
         });
-        let connection = graceful.watch(builder.serve_connection(
-            TokioIo::new(conn::Watched::new(stream, activity.clone())),
-            service,
-        ));
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let watched = activity.clone();
+        let (header_timeout, stopping) = (options.header_read_timeout, stopping.subscribe());
+        let connection = async move {
+            if !first_bytes(&stream, header_timeout, stopping).await {
+                return Ok(());
+            }
+            let io = TokioIo::new(conn::Watched::new(stream, watched));
+            // Boxed: the task of a connection still silent then holds no room for it.
+            Box::pin(watcher.watch(builder.serve_connection(io, service))).await
+        };
         let pressure = slots.pressure();
+        let closed = traffic.clone();
         tokio::spawn(async move {
             tokio::select! {
                 ended = connection => if let Err(e) = ended {
@@ -161,12 +187,59 @@ pub async fn serve(
                 }
             }
             drop(slot);
+            closed.fetch_add(1, Ordering::Relaxed);
         });
     }
     drop(listener);
+    stopping.send_replace(true);
+    housekeeping.abort();
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(DRAIN_DEADLINE) => tracing::warn!("drain deadline passed; closing"),
     }
     Ok(())
+}
+
+/// Waits until `stream` has bytes to read, and says whether it should be served: false
+/// when its peer closed it, it stayed silent for `timeout` or the server is `stopping`. hyper takes its two 8 KiB buffers as soon as it has a connection; waiting
+/// for the first bytes first makes a connected but silent client (a burst of them
+/// opening before they send, or an idle pre-connect) cost a task, not 16 KiB.
+async fn first_bytes(
+    stream: &tokio::net::TcpStream,
+    timeout: Duration,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    let mut first = [0u8; 1];
+    tokio::select! {
+        // `peek`, not `readable`: a fresh socket may be reported readable with nothing
+        // to read, and a peek that finds nothing waits again.
+        peeked = tokio::time::timeout(timeout, stream.peek(&mut first)) => {
+            matches!(peeked, Ok(Ok(n)) if n > 0)
+        }
+        _ = stopping.wait_for(|stop| *stop) => false,
+    }
+}
+
+/// Every `HOUSEKEEPING_TICK`, counts the server's `traffic` since the last look; once a
+/// burst is over (`memory::Bursts`), drops the response signatures too old to reuse and
+/// gives the allocator's free memory back. Ends with the handler.
+async fn housekeep(handler: Weak<Handler>, traffic: Arc<AtomicU64>) {
+    let mut tick = tokio::time::interval(HOUSEKEEPING_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut bursts = crate::memory::Bursts::default();
+    loop {
+        tick.tick().await;
+        if !bursts.tick(traffic.swap(0, Ordering::Relaxed)) {
+            continue;
+        }
+        let Some(handler) = handler.upgrade() else {
+            return;
+        };
+        let purged = handler.purge_signatures();
+        drop(handler);
+        let released = tokio::task::spawn_blocking(crate::memory::release_free_memory)
+            .await
+            .unwrap_or(false);
+        tracing::debug!(purged, released, "a burst is over: memory given back");
+    }
 }

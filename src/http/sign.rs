@@ -7,6 +7,8 @@
 //! the last `REUSE_SECS` seconds for the same covered values is reused, with its
 //! (truthful) `created`. Hot blocks then cost one signature per `REUSE_SECS`, not one per
 //! request, and a reused signature still has minutes of validity left for verifiers.
+//! Error answers are not remembered: their bodies rarely repeat (a 504 tells how long it
+//! waited), and anyone can make up as many as they like.
 
 use std::num::NonZeroUsize;
 use std::sync::{Mutex, PoisonError};
@@ -22,8 +24,21 @@ pub use crate::identity::RESPONSE_LABEL as LABEL;
 /// How long a signature is reused for identical responses (verifiers accept 300 s).
 pub const REUSE_SECS: u64 = 30;
 
-/// Signatures remembered for reuse: about 10 MB at most.
-const CACHE_ENTRIES: usize = 65_536;
+/// Bytes the remembered signatures may take. Every distinct successful response adds
+/// one (a block asked for with any made-up query, say), so the cache is full after any
+/// burst: at the former 65,536 entries it kept about 34 MB. 4 MiB remembers the last
+/// 6,500 distinct answers, far more than a node signs anew in `REUSE_SECS` for the blocks
+/// that are actually hot.
+pub const CACHE_BUDGET: usize = 4 << 20;
+
+/// What one remembered signature takes: the LRU node (key, created, two header values,
+/// links: 136 bytes, a 144-byte allocation), its slot in the table (16 bytes, up to twice
+/// that after the table grows), `Signature-Input` (about 180 bytes) and `Signature` (95),
+/// each with the 32-byte shared header `Bytes` allocates when cloned; rounded up.
+pub const ENTRY_COST: usize = 640;
+
+/// Signatures remembered for reuse: what `CACHE_BUDGET` pays for.
+const CACHE_ENTRIES: usize = CACHE_BUDGET / ENTRY_COST;
 
 /// What a response signature covers.
 #[derive(Debug, Clone, Copy)]
@@ -105,16 +120,43 @@ impl ResponseSigner {
         let input = HeaderValue::from_str(&fields.input).unwrap_or(HeaderValue::from_static(""));
         let signature =
             HeaderValue::from_str(&fields.signature).unwrap_or(HeaderValue::from_static(""));
-        let cached = Cached {
-            created: now,
-            input: input.clone(),
-            signature: signature.clone(),
-        };
+        if c.status < 400 {
+            let cached = Cached {
+                created: now,
+                input: input.clone(),
+                signature: signature.clone(),
+            };
+            self.cache
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .put(key, cached);
+        }
+        (input, signature)
+    }
+}
+
+impl ResponseSigner {
+    /// Drops the signatures too old to be reused at `now` (unix seconds), so that a
+    /// quiet node does not keep a burst's signatures; returns how many went.
+    pub fn purge_expired(&self, now: u64) -> usize {
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let stale: Vec<[u8; 32]> = cache
+            .iter()
+            .filter(|(_, c)| now.saturating_sub(c.created) >= REUSE_SECS || c.created > now)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in &stale {
+            cache.pop(key);
+        }
+        stale.len()
+    }
+
+    /// Signatures remembered now.
+    pub fn cached(&self) -> usize {
         self.cache
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .put(key, cached);
-        (input, signature)
+            .len()
     }
 }
 
@@ -133,4 +175,61 @@ fn cache_key(c: &Covered<'_>) -> [u8; 32] {
     }
     h.update([u8::from(c.query.is_some())]);
     h.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn covered(path: &str, status: u16) -> Covered<'_> {
+        Covered {
+            status,
+            content_digest: "sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:",
+            method: "GET",
+            path,
+            query: Some("wait=0"),
+        }
+    }
+
+    #[test]
+    fn distinct_answers_stay_within_the_byte_budget_and_expire() {
+        let temp = tempfile::tempdir().unwrap();
+        let identity = Identity::load_or_create(temp.path()).unwrap();
+        let signer = ResponseSigner::new(identity.id().to_string());
+        let paths: Vec<String> = (0..CACHE_ENTRIES + 500)
+            .map(|i| format!("/sha256/{i:064x}"))
+            .collect();
+        for path in &paths {
+            signer.sign(&identity, &covered(path, 200), 1000);
+        }
+        assert!(
+            signer.cached() * ENTRY_COST <= CACHE_BUDGET && CACHE_BUDGET <= 4 << 20,
+            "{} signatures kept",
+            signer.cached()
+        );
+        // A reused signature keeps its `created`.
+        let last = paths.last().unwrap();
+        assert_eq!(
+            signer.sign(&identity, &covered(last, 200), 1010),
+            signer.sign(&identity, &covered(last, 200), 1000 + REUSE_SECS - 1)
+        );
+        assert_eq!(signer.purge_expired(1000 + REUSE_SECS - 1), 0);
+        assert_eq!(signer.purge_expired(1000 + REUSE_SECS), CACHE_ENTRIES);
+        assert_eq!(signer.cached(), 0);
+    }
+
+    #[test]
+    fn error_answers_are_signed_but_not_remembered() {
+        let temp = tempfile::tempdir().unwrap();
+        let identity = Identity::load_or_create(temp.path()).unwrap();
+        let signer = ResponseSigner::new(identity.id().to_string());
+        let path = format!("/sha256/{}", "ab".repeat(32));
+        for status in [404, 503, 504] {
+            let (input, signature) = signer.sign(&identity, &covered(&path, status), 1000);
+            assert!(!input.is_empty() && !signature.is_empty());
+        }
+        assert_eq!(signer.cached(), 0);
+        signer.sign(&identity, &covered(&path, 304), 1000);
+        assert_eq!(signer.cached(), 1);
+    }
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::VerifyingKey;
 use lru::LruCache;
 
-pub use arrivals::{Arrivals, Outcome, TooManyWaiters, Waiter};
+pub use arrivals::{Arrivals, Outcome, TooManyWaiters, WAITER_COST, Waiter, waiter_limit};
 pub use peers::{Health, MAX_PEERS};
 pub use stats::{BlockStat, Event, Stats};
 
@@ -122,6 +122,8 @@ pub struct MeshSettings {
     pub push_interval: Duration,
     /// Cap on concurrent waiters.
     pub max_waiters: usize,
+    /// Bytes concurrent waiters may take, at `WAITER_COST` each.
+    pub waiter_memory: u64,
 }
 
 /// Errors of mesh operations.
@@ -231,7 +233,7 @@ impl Mesh {
             identity,
             url,
             store,
-            arrivals: Arrivals::new(settings.max_waiters),
+            arrivals: Arrivals::new(settings.max_waiters, settings.waiter_memory),
             peers: RwLock::new(PeerTable::new(me)),
             links: Mutex::new(HashMap::new()),
             stats: Stats::default(),

@@ -265,6 +265,7 @@ impl Node {
             gossip_interval: config.gossip_interval,
             push_interval: config.push_interval,
             max_waiters: config.max_waiters,
+            waiter_memory: config.waiter_memory,
         };
         let mesh = Mesh::new(identity.clone(), url.clone(), store.clone(), settings);
         Ok(Node {

@@ -316,6 +316,46 @@ async fn the_waiter_cap_refuses_with_503() {
     node.stop().await;
 }
 
+/// Waiters are bounded by bytes too: past `waiter_memory` (at `WAITER_COST` a waiter) a
+/// waiting GET gets 503 with the bound in its JSON, while the node keeps serving.
+#[tokio::test]
+async fn the_waiter_byte_budget_refuses_with_503_and_the_node_keeps_serving() {
+    let temp = tempfile::tempdir().unwrap();
+    let mut setup = crate::support::Setup::new(temp.path());
+    setup.config.max_waiters = 1000;
+    setup.config.waiter_memory = 3 * libernet::mesh::WAITER_COST as u64 - 1;
+    let node = TestNode::start_with(setup).await.unwrap();
+    let tasks: Vec<_> = (0..2u8)
+        .map(|i| node.spawn_get(&format!("{}?wait=30", BlockId::of(&[i]).path())))
+        .collect();
+    node.wait_for_waiters(2).await;
+    let third = node
+        .get(&format!("{}?wait=30", BlockId::of(b"3").path()))
+        .await;
+    assert_eq!(third.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(third.header("retry-after"), Some("1"));
+    let json: serde_json::Value = serde_json::from_slice(&third.body).unwrap();
+    assert_eq!(json["error"], "busy");
+    assert_eq!(json["bound"], "waiter_memory");
+    assert_eq!(
+        (json["limit"].as_u64(), json["waiting"].as_u64()),
+        (Some(2), Some(2))
+    );
+    // Local answers and uploads go on; the uploads wake the two waiters.
+    assert_eq!(node.get("/node").await.status, StatusCode::OK);
+    let absent = node
+        .get(&format!("{}?wait=0", BlockId::of(b"4").path()))
+        .await;
+    assert_eq!(absent.status, StatusCode::GATEWAY_TIMEOUT);
+    for i in 0..2u8 {
+        node.put(&[i]).await;
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap().status, StatusCode::OK);
+    }
+    node.stop().await;
+}
+
 #[tokio::test]
 async fn node_identity_is_served_and_stored_as_a_block() {
     let node = TestNode::start().await;

@@ -322,3 +322,38 @@ async fn idle_and_slow_connections_give_their_slots_to_new_clients() {
         node.stop().await;
     }
 }
+
+/// A connection is handed to hyper only once its first bytes arrive (so a silent one
+/// holds no HTTP buffers): a client that connects and waits before sending is still
+/// served, one that stays silent is closed after the header read timeout, and one still
+/// silent when the node stops is closed by the stop.
+#[tokio::test]
+async fn silent_connections_are_served_late_or_closed() {
+    let node = TestNode::start_adjusted(|s: &mut Setup| {
+        s.options.header_read_timeout = Duration::from_millis(500)
+    })
+    .await;
+    let addr = node.url.strip_prefix("http://").unwrap().to_owned();
+    let mut silent = TcpStream::connect(&addr).await.unwrap();
+    let mut late = TcpStream::connect(&addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    late.write_all(b"GET /node HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_response(&mut late, Duration::from_secs(10)).await;
+    assert_eq!(answer.map(|r| r.0), Some(200));
+    assert!(
+        closed_by_server(&mut silent, Duration::from_secs(10)).await,
+        "a silent connection outlived the header read timeout"
+    );
+    let mut at_stop = TcpStream::connect(&addr).await.unwrap();
+    // Accepted and waiting for its first bytes, or still in the kernel's queue: the
+    // stop closes it either way, without waiting for the header read timeout.
+    assert_eq!(node.get("/node").await.status, 200);
+    let stopping = tokio::spawn(async move { node.stop().await });
+    assert!(
+        closed_by_server(&mut at_stop, Duration::from_secs(10)).await,
+        "a silent connection was left open by the stop"
+    );
+    stopping.await.unwrap();
+}
