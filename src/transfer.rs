@@ -457,22 +457,29 @@ pub async fn open(remote: &Remote, locator: Locator) -> anyhow::Result<Opened> {
     if !Manifest::looks_like(&content) {
         return Ok(Opened::Data(content));
     }
-    let manifest = Manifest::decode(&content)?;
-    let tree = Tree::load(
-        manifest,
-        content.len(),
-        bundle::Limits::CLIENT,
-        |sub: Locator| {
-            let remote = remote.clone();
-            async move { fetch(&remote, sub).await }
-        },
-    )
-    .await
-    .map_err(|e| match e {
-        bundle::LoadError::Bundle(e) => anyhow::Error::new(e),
-        bundle::LoadError::Fetch(e) => e,
-    })?;
+    let tree = load_tree(remote, &content, |_| {}).await?;
     Ok(Opened::Bundle(tree))
+}
+
+/// Loads the tree of root manifest `content` within `Limits::CLIENT`, fetching its
+/// sub-bundles from `remote`; `seen` sees each sub-bundle as it is fetched.
+async fn load_tree(
+    remote: &Remote,
+    content: &[u8],
+    mut seen: impl FnMut(Locator),
+) -> anyhow::Result<Tree> {
+    let manifest = Manifest::decode(content)?;
+    let fetch_sub = |sub: Locator| {
+        seen(sub);
+        let remote = remote.clone();
+        async move { fetch(&remote, sub).await }
+    };
+    Tree::load(manifest, content.len(), bundle::Limits::CLIENT, fetch_sub)
+        .await
+        .map_err(|e| match e {
+            bundle::LoadError::Bundle(e) => anyhow::Error::new(e),
+            bundle::LoadError::Fetch(e) => e,
+        })
 }
 
 /// Resolves a content URL path to what it names: data, a file of a bundle, or a
@@ -501,29 +508,9 @@ pub async fn blocks_of(remote: &Remote, path: &str) -> anyhow::Result<Vec<BlockI
     if !Manifest::looks_like(&content) {
         return Ok(ids);
     }
-    let manifest = Manifest::decode(&content)?;
-    let subs = std::sync::Mutex::new(Vec::new());
-    let tree = Tree::load(
-        manifest,
-        content.len(),
-        bundle::Limits::CLIENT,
-        |sub: Locator| {
-            subs.lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(sub.id);
-            let remote = remote.clone();
-            async move { fetch(&remote, sub).await }
-        },
-    )
-    .await
-    .map_err(|e| match e {
-        bundle::LoadError::Bundle(e) => anyhow::Error::new(e),
-        bundle::LoadError::Fetch(e) => e,
-    })?;
-    ids.extend(
-        subs.into_inner()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    );
+    let mut subs = Vec::new();
+    let tree = load_tree(remote, &content, |sub| subs.push(sub.id)).await?;
+    ids.extend(subs);
     let chunks = tree.files.values().flat_map(|f| &f.contents);
     ids.extend(chunks.filter_map(|c| bundle::parse_chunk_url(&c.url).map(|l| l.id)));
     ids.sort_unstable();
