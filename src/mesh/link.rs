@@ -1,8 +1,13 @@
-//! The transport to one peer: a worker task with a bounded queue and its own pool of
-//! kept-alive HTTP/1.1 connections. Every request it sends is signed (RFC 9421, DESIGN
-//! 4) and every reply is verified against the peer's key before anyone sees it. A full
-//! queue refuses at once (`Busy`) rather than letting work for a slow peer pile up.
+//! How the mesh reaches its peers. `Transport` makes one `PeerLink` per peer: the seam
+//! where tests (and simulations) put an in-process transport in place of HTTP. The HTTP
+//! one (`HttpTransport`, a `Link` per peer) is a worker task with a bounded queue and
+//! its own pool of kept-alive HTTP/1.1 connections. Every request it sends is signed
+//! (RFC 9421, DESIGN 4) and every reply is verified against the peer's key before anyone
+//! sees it. A full queue refuses at once (`Busy`) rather than letting work for a slow
+//! peer pile up.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,6 +78,37 @@ struct Job {
     reply: oneshot::Sender<Result<Reply, LinkError>>,
 }
 
+/// A reply to come from a peer.
+pub type ReplyFuture<'a> = Pin<Box<dyn Future<Output = Result<Reply, LinkError>> + Send + 'a>>;
+
+/// One peer as the mesh talks to it: requests in, replies (already checked to come from
+/// that peer) out.
+pub trait PeerLink: Send + Sync {
+    /// Sends `call`; its reply, or why there is none.
+    fn call(&self, call: Call) -> ReplyFuture<'_>;
+}
+
+/// Makes the link to each peer the mesh adds.
+pub trait Transport: Send + Sync {
+    /// The link to `peer`, reached at `url`, for requests from `me`.
+    fn link(&self, url: &str, peer: NodeKey, me: Arc<Identity>) -> Arc<dyn PeerLink>;
+}
+
+/// The real transport: signed HTTP requests through a `Link` per peer.
+pub struct HttpTransport;
+
+impl Transport for HttpTransport {
+    fn link(&self, url: &str, peer: NodeKey, me: Arc<Identity>) -> Arc<dyn PeerLink> {
+        Arc::new(Link::spawn(url, peer, me))
+    }
+}
+
+impl PeerLink for Link {
+    fn call(&self, call: Call) -> ReplyFuture<'_> {
+        Box::pin(self.request(call))
+    }
+}
+
 /// A handle on one peer's worker; dropping every handle stops the worker.
 #[derive(Clone)]
 pub struct Link {
@@ -96,7 +132,7 @@ impl Link {
 
     /// Sends `call` through the worker; the reply is signed by the peer and its body
     /// matches its digest.
-    pub async fn call(&self, call: Call) -> Result<Reply, LinkError> {
+    pub async fn request(&self, call: Call) -> Result<Reply, LinkError> {
         let (reply, rx) = oneshot::channel();
         self.tx.try_send(Job { call, reply }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => LinkError::Busy,

@@ -248,3 +248,222 @@ impl Mesh {
         found
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use ed25519_dalek::SigningKey;
+    use hyper::HeaderMap;
+
+    use super::*;
+    use crate::client::{NodeKey, Reply};
+    use crate::identity::Identity;
+    use crate::mesh::link::{PeerLink, ReplyFuture, Transport};
+    use crate::mesh::{MeshSettings, Origin};
+    use crate::store::{DEFAULT_HALF_LIFE, Store, StoreLimits};
+
+    /// Peers in memory: each holds some blocks and answers a `GET /sha256/<id>` from
+    /// them (200 with `libernet-hops: 0`) or with 504; every request is logged.
+    #[derive(Default)]
+    struct Peers {
+        holds: Mutex<HashMap<BlockId, Vec<Bytes>>>,
+        asked: Mutex<Vec<(BlockId, Call)>>,
+    }
+
+    struct Fake {
+        peer: BlockId,
+        peers: Arc<Peers>,
+    }
+
+    impl PeerLink for Fake {
+        fn call(&self, call: Call) -> ReplyFuture<'_> {
+            let held = self.peers.holds.lock().unwrap().get(&self.peer).cloned();
+            self.peers
+                .asked
+                .lock()
+                .unwrap()
+                .push((self.peer, call.clone()));
+            let wanted = call
+                .path
+                .strip_prefix("/sha256/")
+                .and_then(|rest| rest.split('?').next())
+                .and_then(|id| id.parse::<BlockId>().ok());
+            let found = held
+                .unwrap_or_default()
+                .into_iter()
+                .find(|b| Some(BlockId::of(b)) == wanted);
+            let mut headers = HeaderMap::new();
+            let reply = match found {
+                Some(body) => {
+                    headers.insert(HOPS_HEADER, "0".parse().unwrap());
+                    Reply {
+                        status: StatusCode::OK,
+                        headers,
+                        body,
+                    }
+                }
+                None => Reply {
+                    status: StatusCode::GATEWAY_TIMEOUT,
+                    headers,
+                    body: Bytes::new(),
+                },
+            };
+            Box::pin(std::future::ready(Ok(reply)))
+        }
+    }
+
+    impl Transport for Arc<Peers> {
+        fn link(&self, _url: &str, peer: NodeKey, _me: Arc<Identity>) -> Arc<dyn PeerLink> {
+            Arc::new(Fake {
+                peer: peer.id,
+                peers: self.clone(),
+            })
+        }
+    }
+
+    /// A mesh of this node and `n` in-memory peers; the peers' ids, and the log.
+    fn mesh_with(n: u8, dir: &std::path::Path) -> (Arc<Mesh>, Vec<BlockId>, Arc<Peers>) {
+        let limits = StoreLimits {
+            quota: 1 << 30,
+            hot_cache: 0,
+            half_life: DEFAULT_HALF_LIFE,
+        };
+        let store = Arc::new(Store::open(dir, limits).unwrap());
+        let settings = MeshSettings {
+            seeds: Vec::new(),
+            gossip_interval: Duration::ZERO,
+            push_interval: Duration::ZERO,
+            max_waiters: 100,
+            waiter_memory: 1 << 20,
+        };
+        let peers = Arc::new(Peers::default());
+        let identity = Arc::new(Identity::from_seed(&[200; 32]));
+        let mesh = Mesh::with_transport(
+            identity,
+            "http://me.test".into(),
+            store,
+            settings,
+            Arc::new(peers.clone()),
+        );
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let key = SigningKey::from_bytes(&[i + 1; 32]).verifying_key();
+            let id = BlockId::of(key.as_bytes());
+            mesh.add_peer(NodeKey { id, key }, &format!("http://peer{i}.test"));
+            ids.push(id);
+        }
+        (mesh, ids, peers)
+    }
+
+    /// Waits (bounded) until the lookup of `id` has ended, found or not.
+    async fn lookup_ends(mesh: &Mesh) {
+        for _ in 0..500 {
+            let c = &mesh.counters;
+            let ended =
+                c.lookups_found.load(Ordering::Relaxed) + c.lookups_failed.load(Ordering::Relaxed);
+            if ended > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the lookup did not end");
+    }
+
+    /// A lookup asks the peers nearest the block first, widens to the next at once when
+    /// one does not have it, stops at the first that does (keeping the block), and
+    /// forwards with one hop fewer and a share of its time as the wait.
+    #[tokio::test]
+    async fn a_lookup_asks_nearest_first_and_widens_until_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mesh, mut ids, peers) = mesh_with(6, dir.path());
+        let block = Bytes::from_static(b"wanted block");
+        let id = BlockId::of(&block);
+        ids.sort_by_key(|p| p.distance(&id));
+        // The third nearest has it.
+        peers
+            .holds
+            .lock()
+            .unwrap()
+            .insert(ids[2], vec![block.clone()]);
+        let origin = Origin {
+            from: None,
+            hops: 2,
+            request: 7,
+            counted: true,
+        };
+        let asked = mesh.want(id, origin, Duration::from_secs(5));
+        let nearest_url = mesh.peers().get(&ids[0]).map(|p| p.url.clone());
+        assert_eq!(asked, nearest_url.into_iter().collect::<Vec<_>>());
+        lookup_ends(&mesh).await;
+        let log = peers.asked.lock().unwrap().clone();
+        let order: Vec<BlockId> = log.iter().map(|(p, _)| *p).collect();
+        assert_eq!(order, ids[..3]);
+        for (_, call) in &log {
+            assert!(
+                call.path.starts_with(&format!("/sha256/{id}?wait=")),
+                "{}",
+                call.path
+            );
+            assert!(call.headers.contains(&(HOPS_HEADER, "1".to_owned())));
+            assert!(
+                call.headers
+                    .contains(&(REQUEST_HEADER, format!("{:016x}", 7)))
+            );
+        }
+        assert_eq!(mesh.counters.lookups_found.load(Ordering::Relaxed), 1);
+        // Counted as found before it is stored (on the blocking pool): wait, bounded.
+        let held = || {
+            matches!(
+                mesh.store.read(&id),
+                Ok(crate::store::ReadOutcome::Found(_))
+            )
+        };
+        for _ in 0..500 {
+            if held() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(held(), "the block found is kept");
+    }
+
+    /// A block nobody has: the lookup asks at most `LOOKUP_MAX_PEERS` peers, nearest
+    /// first, never the one that forwarded the request, then gives up.
+    #[tokio::test]
+    async fn a_lookup_never_asks_more_than_its_bound_nor_its_origin() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mesh, mut ids, peers) = mesh_with(12, dir.path());
+        let id = BlockId::of(b"nobody has this");
+        ids.sort_by_key(|p| p.distance(&id));
+        let origin = Origin {
+            from: Some(ids[0]),
+            hops: 1,
+            request: 9,
+            counted: true,
+        };
+        mesh.want(id, origin, Duration::from_secs(5));
+        lookup_ends(&mesh).await;
+        let order: Vec<BlockId> = peers
+            .asked
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(p, _)| *p)
+            .collect();
+        assert_eq!(order, ids[1..=LOOKUP_MAX_PEERS]);
+        // The last hop: peers answer from their own stores, without waiting.
+        for (_, call) in peers.asked.lock().unwrap().iter() {
+            assert!(call.path.ends_with("?wait=0.000"), "{}", call.path);
+            assert!(call.headers.contains(&(HOPS_HEADER, "0".to_owned())));
+        }
+        assert_eq!(mesh.counters.lookups_failed.load(Ordering::Relaxed), 1);
+        // Hops exhausted: no lookup at all.
+        let spent = Origin {
+            hops: 0,
+            ..Origin::client()
+        };
+        assert!(mesh.want(id, spent, Duration::from_secs(5)).is_empty());
+    }
+}

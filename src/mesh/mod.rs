@@ -32,7 +32,7 @@ use crate::client::{ClientError, NodeKey, unix_now};
 use crate::id::BlockId;
 use crate::identity::{Identity, parse_identity_block};
 use crate::store::{ReadOutcome, Store};
-use link::Link;
+use link::{HttpTransport, PeerLink, Transport};
 use peers::PeerTable;
 
 /// Forwards a client's request may take: the node asks peers, who may ask theirs, and so
@@ -198,6 +198,9 @@ struct Learned {
     held: bool,
 }
 
+/// A peer's link, as the transport made it.
+type SharedLink = Arc<dyn PeerLink>;
+
 /// The node's view of the mesh.
 pub struct Mesh {
     identity: Arc<Identity>,
@@ -205,7 +208,8 @@ pub struct Mesh {
     store: Arc<Store>,
     arrivals: Arrivals,
     peers: RwLock<PeerTable>,
-    links: Mutex<HashMap<BlockId, (String, Link)>>,
+    links: Mutex<HashMap<BlockId, (String, SharedLink)>>,
+    transport: Arc<dyn Transport>,
     stats: Stats,
     counters: Counters,
     settings: MeshSettings,
@@ -226,6 +230,17 @@ impl Mesh {
         store: Arc<Store>,
         settings: MeshSettings,
     ) -> Arc<Mesh> {
+        Mesh::with_transport(identity, url, store, settings, Arc::new(HttpTransport))
+    }
+
+    /// `new`, reaching peers through `transport` instead of HTTP.
+    pub fn with_transport(
+        identity: Arc<Identity>,
+        url: String,
+        store: Arc<Store>,
+        settings: MeshSettings,
+        transport: Arc<dyn Transport>,
+    ) -> Arc<Mesh> {
         let me = identity.id();
         let mut seed = [0u8; 8];
         let _ = crate::fsutil::random_bytes(&mut seed);
@@ -236,6 +251,7 @@ impl Mesh {
             arrivals: Arrivals::new(settings.max_waiters, settings.waiter_memory),
             peers: RwLock::new(PeerTable::new(me)),
             links: Mutex::new(HashMap::new()),
+            transport,
             stats: Stats::default(),
             counters: Counters::default(),
             settings,
@@ -326,7 +342,7 @@ impl Mesh {
         let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
         let stale = links.get(&node.id).is_none_or(|(u, _)| u != url);
         if stale && self.peers().get(&node.id).is_some() {
-            let link = Link::spawn(url, node, self.identity.clone());
+            let link = self.transport.link(url, node, self.identity.clone());
             links.insert(node.id, (url.to_owned(), link));
         }
         drop(links);
@@ -356,7 +372,7 @@ impl Mesh {
     }
 
     /// The worker of peer `id`.
-    fn link(&self, id: &BlockId) -> Option<Link> {
+    fn link(&self, id: &BlockId) -> Option<Arc<dyn PeerLink>> {
         self.links
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
