@@ -269,6 +269,8 @@ mod tests {
     #[derive(Default)]
     struct Peers {
         holds: Mutex<HashMap<BlockId, Vec<Bytes>>>,
+        /// Peers that never answer.
+        silent: Mutex<Vec<BlockId>>,
         asked: Mutex<Vec<(BlockId, Call)>>,
     }
 
@@ -285,6 +287,9 @@ mod tests {
                 .lock()
                 .unwrap()
                 .push((self.peer, call.clone()));
+            if self.peers.silent.lock().unwrap().contains(&self.peer) {
+                return Box::pin(std::future::pending());
+            }
             let wanted = call
                 .path
                 .strip_prefix("/sha256/")
@@ -465,5 +470,31 @@ mod tests {
             ..Origin::client()
         };
         assert!(mesh.want(id, spent, Duration::from_secs(5)).is_empty());
+    }
+
+    /// A peer that does not answer is not waited for: after `HEDGE_AFTER` the next
+    /// nearest is asked alongside, and its answer ends the lookup.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_peer_is_hedged_after_a_while() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mesh, mut ids, peers) = mesh_with(4, dir.path());
+        let block = Bytes::from_static(b"behind a silent peer");
+        let id = BlockId::of(&block);
+        ids.sort_by_key(|p| p.distance(&id));
+        peers.silent.lock().unwrap().push(ids[0]);
+        peers.holds.lock().unwrap().insert(ids[1], vec![block]);
+        let started = tokio::time::Instant::now();
+        mesh.want(id, Origin::client(), Duration::from_secs(5));
+        lookup_ends(&mesh).await;
+        let order: Vec<BlockId> = peers
+            .asked
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(p, _)| *p)
+            .collect();
+        assert_eq!(order, ids[..2]);
+        assert!(started.elapsed() >= HEDGE_AFTER, "{:?}", started.elapsed());
+        assert_eq!(mesh.counters.lookups_found.load(Ordering::Relaxed), 1);
     }
 }
