@@ -8,6 +8,8 @@
 //! block (a peer's answer here, or a PUT or push through the node) wakes the waiters.
 
 pub mod arrivals;
+#[cfg(test)]
+mod fake;
 mod gossip;
 pub mod link;
 mod lookup;

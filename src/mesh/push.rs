@@ -144,3 +144,84 @@ impl Mesh {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::mesh::fake::mesh_with;
+
+    /// Whether `node` is among the `REPLICAS` nodes of `all` nearest `block`.
+    fn home(all: &[BlockId], node: &BlockId, block: &BlockId) -> bool {
+        let d = node.distance(block);
+        let nearer = all
+            .iter()
+            .filter(|o| *o != node && o.distance(block) < d)
+            .count();
+        nearer < REPLICAS
+    }
+
+    /// Push rounds place every local block on each peer that is one of its homes and
+    /// lacks it: a `HEAD ?wait=0` first, then one signed-as-push `PUT`; never on a peer
+    /// that is not a home, never twice, and not at all where the peer already has it.
+    #[tokio::test]
+    async fn pushes_place_blocks_on_their_homes_only_and_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mesh, peers_ids, peers) = mesh_with(8, dir.path());
+        let mut all = peers_ids.clone();
+        all.push(mesh.me());
+        let blocks: Vec<Bytes> = (0..40u32)
+            .map(|i| Bytes::from(format!("local block {i}")))
+            .collect();
+        for b in &blocks {
+            mesh.store.put(&BlockId::of(b), b).unwrap();
+        }
+        // One home already has one of its blocks.
+        let (had_peer, had_block) = peers_ids
+            .iter()
+            .flat_map(|p| blocks.iter().map(move |b| (*p, b.clone())))
+            .find(|(p, b)| home(&all, p, &BlockId::of(b)))
+            .unwrap();
+        peers
+            .holds
+            .lock()
+            .unwrap()
+            .insert(had_peer, vec![had_block.clone()]);
+        for _ in 0..5 {
+            mesh.push_round().await;
+        }
+        let puts = peers.requests(&Method::PUT);
+        let mut seen = HashSet::new();
+        for (peer, path) in &puts {
+            let id: BlockId = path.trim_start_matches("/sha256/").parse().unwrap();
+            assert!(home(&all, peer, &id), "{id} pushed to {peer}, not a home");
+            assert!(seen.insert((*peer, id)), "{id} pushed twice to {peer}");
+        }
+        assert!(!seen.contains(&(had_peer, BlockId::of(&had_block))));
+        for b in &blocks {
+            let id = BlockId::of(b);
+            for p in &peers_ids {
+                assert_eq!(peers.holds(p, &id), home(&all, p, &id), "{id} on {p}");
+            }
+        }
+        // Every push was offered first, and carried the push header.
+        let heads = peers.requests(&Method::HEAD);
+        for (peer, path) in &puts {
+            assert!(heads.contains(&(*peer, format!("{path}?wait=0"))));
+        }
+        let asked = peers.asked.lock().unwrap();
+        let pushed = asked.iter().filter(|(_, c)| c.method == Method::PUT);
+        assert!(
+            pushed
+                .clone()
+                .all(|(_, c)| c.headers.iter().any(|h| h.0 == PUSH_HEADER))
+        );
+        assert_eq!(
+            mesh.counters.pushes_sent.load(Ordering::Relaxed) as usize,
+            pushed.count()
+        );
+    }
+}
