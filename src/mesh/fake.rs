@@ -40,6 +40,11 @@ impl Peers {
             .is_some_and(|blocks| blocks.iter().any(|b| BlockId::of(b) == *id))
     }
 
+    /// The peers asked, in the order asked (a peer once per request).
+    pub fn order(&self) -> Vec<BlockId> {
+        self.asked.lock().unwrap().iter().map(|(p, _)| *p).collect()
+    }
+
     /// The requests with `method`, as (peer, path).
     pub fn requests(&self, method: &Method) -> Vec<(BlockId, String)> {
         let asked = self.asked.lock().unwrap();

@@ -296,7 +296,7 @@ mod tests {
         assert_eq!(asked, nearest_url.into_iter().collect::<Vec<_>>());
         lookup_ends(&mesh).await;
         let log = peers.asked.lock().unwrap().clone();
-        let order: Vec<BlockId> = log.iter().map(|(p, _)| *p).collect();
+        let order = peers.order();
         assert_eq!(order, ids[..3]);
         for (_, call) in &log {
             assert!(
@@ -343,13 +343,7 @@ mod tests {
         };
         mesh.want(id, origin, Duration::from_secs(5));
         lookup_ends(&mesh).await;
-        let order: Vec<BlockId> = peers
-            .asked
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(p, _)| *p)
-            .collect();
+        let order = peers.order();
         assert_eq!(order, ids[1..=LOOKUP_MAX_PEERS]);
         // The last hop: peers answer from their own stores, without waiting.
         for (_, call) in peers.asked.lock().unwrap().iter() {
@@ -379,13 +373,7 @@ mod tests {
         let started = tokio::time::Instant::now();
         mesh.want(id, Origin::client(), Duration::from_secs(5));
         lookup_ends(&mesh).await;
-        let order: Vec<BlockId> = peers
-            .asked
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(p, _)| *p)
-            .collect();
+        let order = peers.order();
         assert_eq!(order, ids[..2]);
         assert!(started.elapsed() >= HEDGE_AFTER, "{:?}", started.elapsed());
         assert_eq!(mesh.counters.lookups_found.load(Ordering::Relaxed), 1);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
-use libernet::client::{unix_now, verify_reply};
+use libernet::client::{ClientError, Reply, unix_now, verify_reply};
 use libernet::id::{BlockId, MAX_BLOCK_SIZE};
 use libernet::identity::digest_header;
 
@@ -292,11 +292,18 @@ async fn the_default_wait_applies_without_a_query() {
     node.stop().await;
 }
 
-#[tokio::test]
-async fn the_waiter_cap_refuses_with_503() {
-    let temp = tempfile::tempdir().unwrap();
-    let mut setup = crate::support::Setup::new(temp.path());
-    setup.config.max_waiters = 2;
+/// A node with `adjust`ed waiter bounds, two waiting GETs on it (for blocks `[0]` and
+/// `[1]`), and the answer to a third.
+async fn two_waiters_then_a_third(
+    temp: &std::path::Path,
+    adjust: impl FnOnce(&mut libernet::config::Config),
+) -> (
+    TestNode,
+    Vec<tokio::task::JoinHandle<Result<Reply, ClientError>>>,
+    Reply,
+) {
+    let mut setup = crate::support::Setup::new(temp);
+    adjust(&mut setup.config);
     let node = TestNode::start_with(setup).await.unwrap();
     let tasks: Vec<_> = (0..2u8)
         .map(|i| node.spawn_get(&format!("{}?wait=30", BlockId::of(&[i]).path())))
@@ -305,8 +312,15 @@ async fn the_waiter_cap_refuses_with_503() {
     let third = node
         .get(&format!("{}?wait=30", BlockId::of(b"3").path()))
         .await;
-    assert_eq!(third.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(third.header("retry-after"), Some("1"));
+    (node, tasks, third)
+}
+
+/// Stores the blocks the two waiters of `two_waiters_then_a_third` wait for: both get
+/// them. Then stops the node.
+async fn wake_both_and_stop(
+    node: TestNode,
+    tasks: Vec<tokio::task::JoinHandle<Result<Reply, ClientError>>>,
+) {
     for i in 0..2u8 {
         node.put(&[i]).await;
     }
@@ -316,22 +330,25 @@ async fn the_waiter_cap_refuses_with_503() {
     node.stop().await;
 }
 
+#[tokio::test]
+async fn the_waiter_cap_refuses_with_503() {
+    let temp = tempfile::tempdir().unwrap();
+    let (node, tasks, third) = two_waiters_then_a_third(temp.path(), |c| c.max_waiters = 2).await;
+    assert_eq!(third.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(third.header("retry-after"), Some("1"));
+    wake_both_and_stop(node, tasks).await;
+}
+
 /// Waiters are bounded by bytes too: past `waiter_memory` (at `WAITER_COST` a waiter) a
 /// waiting GET gets 503 with the bound in its JSON, while the node keeps serving.
 #[tokio::test]
 async fn the_waiter_byte_budget_refuses_with_503_and_the_node_keeps_serving() {
     let temp = tempfile::tempdir().unwrap();
-    let mut setup = crate::support::Setup::new(temp.path());
-    setup.config.max_waiters = 1000;
-    setup.config.waiter_memory = 3 * libernet::mesh::WAITER_COST as u64 - 1;
-    let node = TestNode::start_with(setup).await.unwrap();
-    let tasks: Vec<_> = (0..2u8)
-        .map(|i| node.spawn_get(&format!("{}?wait=30", BlockId::of(&[i]).path())))
-        .collect();
-    node.wait_for_waiters(2).await;
-    let third = node
-        .get(&format!("{}?wait=30", BlockId::of(b"3").path()))
-        .await;
+    let (node, tasks, third) = two_waiters_then_a_third(temp.path(), |c| {
+        c.max_waiters = 1000;
+        c.waiter_memory = 3 * libernet::mesh::WAITER_COST as u64 - 1;
+    })
+    .await;
     assert_eq!(third.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(third.header("retry-after"), Some("1"));
     let json: serde_json::Value = serde_json::from_slice(&third.body).unwrap();
@@ -347,13 +364,7 @@ async fn the_waiter_byte_budget_refuses_with_503_and_the_node_keeps_serving() {
         .get(&format!("{}?wait=0", BlockId::of(b"4").path()))
         .await;
     assert_eq!(absent.status, StatusCode::GATEWAY_TIMEOUT);
-    for i in 0..2u8 {
-        node.put(&[i]).await;
-    }
-    for t in tasks {
-        assert_eq!(t.await.unwrap().unwrap().status, StatusCode::OK);
-    }
-    node.stop().await;
+    wake_both_and_stop(node, tasks).await;
 }
 
 #[tokio::test]

@@ -330,6 +330,17 @@ fn manifest_block(subs: &[codec::Locator], files: &[String]) -> codec::Encoded {
     codec::encode(&manifest.to_json()).unwrap()
 }
 
+/// `manifest_block`, stored on `node`.
+async fn put_manifest(
+    node: &TestNode,
+    subs: &[codec::Locator],
+    files: &[String],
+) -> codec::Encoded {
+    let block = manifest_block(subs, files);
+    node.put(&block.block).await;
+    block
+}
+
 /// The error code and message of a JSON error answer.
 fn error_of(body: &[u8]) -> (String, String) {
     let body: serde_json::Value = serde_json::from_slice(body).unwrap();
@@ -367,8 +378,7 @@ async fn sub_bundle_fan_out_is_refused_at_once() {
     let subs: Vec<codec::Locator> = (0..libernet::node::SERVE_MAX_SUB_BUNDLES + 1)
         .map(|i| manifest_block(&[], &[format!("f{i}")]).locator)
         .collect();
-    let wide = manifest_block(&subs, &[]);
-    node.put(&wide.block).await;
+    let wide = put_manifest(&node, &subs, &[]).await;
     let r = node.get(&format!("{}/?wait=0", wide.locator)).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     let (_, message) = error_of(&r.body);
@@ -388,13 +398,11 @@ async fn million_entry_bundles_are_served_and_larger_ones_refused() {
     // Leaves of 20,000 short entries each (about 600 KB of JSON, compressed small).
     for part in 0..cap.div_ceil(20_000) + 1 {
         let names: Vec<String> = (0..20_000).map(|i| format!("d{part}/{i}")).collect();
-        let leaf = manifest_block(&[], &names);
-        node.put(&leaf.block).await;
+        let leaf = put_manifest(&node, &[], &names).await;
         leaves.push(leaf);
     }
     let locators: Vec<codec::Locator> = leaves.iter().map(|l| l.locator).collect();
-    let over = manifest_block(&locators, &[]);
-    node.put(&over.block).await;
+    let over = put_manifest(&node, &locators, &[]).await;
     for _ in 0..2 {
         // Refused, and the second time from memory.
         let r = tokio::time::timeout(HANG_GUARD, node.get(&format!("{}/", over.locator)))
@@ -409,8 +417,7 @@ async fn million_entry_bundles_are_served_and_larger_ones_refused() {
     let million = &leaves[leaves.len() - 50..];
     let first = leaves.len() - 50;
     let locators: Vec<codec::Locator> = million.iter().map(|l| l.locator).collect();
-    let within = manifest_block(&locators, &[]);
-    node.put(&within.block).await;
+    let within = put_manifest(&node, &locators, &[]).await;
     let base = format!("{}/", within.locator);
     let reads = |stats: &serde_json::Value| -> u64 {
         million
@@ -464,12 +471,10 @@ async fn listings_read_a_bounded_number_of_sub_bundles_per_page() {
         names.push(format!("d{part:02}"));
         want.push(format!("d{part:02}"));
         want.push(format!("d{part:02}x"));
-        let leaf = manifest_block(&[], &names);
-        node.put(&leaf.block).await;
+        let leaf = put_manifest(&node, &[], &names).await;
         leaves.push(leaf.locator);
     }
-    let root = manifest_block(&leaves, &[]);
-    node.put(&root.block).await;
+    let root = put_manifest(&node, &leaves, &[]).await;
     let base = format!("{}/", root.locator);
     let mut seen = Vec::new();
     let mut pages = 0;
@@ -515,8 +520,7 @@ async fn stats_of(node: &TestNode) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn long_paths_are_refused_with_a_reason() {
     let node = TestNode::start().await;
-    let leaf = manifest_block(&[], &["a/b/c.txt".to_owned()]);
-    node.put(&leaf.block).await;
+    let leaf = put_manifest(&node, &[], &["a/b/c.txt".to_owned()]).await;
     let base = format!("{}/", leaf.locator);
     for path in [
         "x/".repeat(21_000),
@@ -557,8 +561,7 @@ async fn listings_are_paginated() {
     let total = LISTING_PAGE + LISTING_PAGE / 2;
     let mut names: Vec<String> = (0..total).map(|i| format!("f{i:05}")).collect();
     names.push("sub/inner".to_owned());
-    let leaf = manifest_block(&[], &names);
-    node.put(&leaf.block).await;
+    let leaf = put_manifest(&node, &[], &names).await;
     let base = format!("{}/", leaf.locator);
 
     let r = node.get(&base).await;
@@ -634,8 +637,7 @@ async fn padded_sub_bundles_stop_at_the_byte_cap() {
         node.put(&sub.block).await;
         subs.push(sub.locator);
     }
-    let root = manifest_block(&subs, &[]);
-    node.put(&root.block).await;
+    let root = put_manifest(&node, &subs, &[]).await;
     let r = tokio::time::timeout(HANG_GUARD, node.get(&format!("{}/", root.locator)))
         .await
         .expect("the load hung");
@@ -654,12 +656,10 @@ async fn concurrent_requests_load_a_tree_once() {
     let mut leaves = Vec::new();
     for part in 0..3 {
         let names: Vec<String> = (0..5_000).map(|i| format!("d{part}/{i}")).collect();
-        let leaf = manifest_block(&[], &names);
-        node.put(&leaf.block).await;
+        let leaf = put_manifest(&node, &[], &names).await;
         leaves.push(leaf.locator);
     }
-    let root = manifest_block(&leaves, &[]);
-    node.put(&root.block).await;
+    let root = put_manifest(&node, &leaves, &[]).await;
     let base = format!("{}/", root.locator);
     let asks: Vec<_> = (0..8)
         .map(|i| node.spawn_get(&format!("{base}d{}/", i % 3)))
