@@ -299,15 +299,9 @@ impl Remote {
             StatusCode::NOT_FOUND => return Ok(Vec::new()),
             _ => return Err(status_error("GET", path, &reply)),
         }
-        let map: std::collections::BTreeMap<String, u64> = serde_json::from_slice(&reply.body)
-            .map_err(|e| status_error("GET", path.clone(), &reply).with_message(e.to_string()))?;
-        let mut found = Vec::new();
-        for (key, size) in map {
-            let hex = key.strip_prefix("/sha256/").unwrap_or(&key);
-            if let Ok(found_id) = hex.parse::<BlockId>() {
-                found.push((found_id, size));
-            }
-        }
+        let mut found = crate::proto::like_answer_ids(&reply.body).ok_or_else(|| {
+            status_error("GET", path.clone(), &reply).with_message("not a LIKE answer".into())
+        })?;
         // JSON objects carry no order; restore the node's nearest-first order.
         found.sort_by_key(|(found_id, _)| found_id.distance(id));
         Ok(found)

@@ -1,7 +1,10 @@
 //! The wire contract between nodes and clients, written once: the names of the
-//! protocol's own headers and the JSON bodies of `/node`, `/peers` and announcements.
-//! The server (`http`, `node`), the client and the mesh all use these; nothing here
-//! knows how a request travels. The bottom layer: it depends on no other module.
+//! protocol's own headers and routes, the JSON bodies of `/node`, `/peers`,
+//! announcements and batch existence checks, and the LIKE answer's shape. The server
+//! (`http`, `node`), the client and the mesh all use these; nothing here knows how a
+//! request travels. The bottom layer: it depends only on `id`.
+
+use crate::id::BlockId;
 
 /// Header of a forwarded request: forwards the receiver may still make (0: answer
 /// from the local store only). Honoured only on requests signed by a known peer.
@@ -13,6 +16,103 @@ pub const REQUEST_HEADER: &str = "libernet-request";
 /// Header of a push (a PUT from a peer): the block's heat at the sender. Makes the PUT
 /// an offer that the receiver may decline with 507.
 pub const PUSH_HEADER: &str = "libernet-push";
+
+/// Header of a push: the unix second until which the sender asks the receiver to keep
+/// the block in custody (protected from eviction; see docs/mesh.md "Custody"). The
+/// sender renews it while a holder somewhere keeps the block pinned.
+pub const KEEP_HEADER: &str = "libernet-keep";
+
+/// `POST` (signed by a peer): which of many ids the receiver holds, optionally renewing
+/// custody of those it holds (`Holds`, answered with `HoldsAnswer`).
+pub const HOLDS_PATH: &str = "/sha256/holds";
+
+/// Most ids in one `POST /sha256/holds` (about 70 KiB of JSON).
+pub const MAX_HOLDS_IDS: usize = 1024;
+
+/// The body of `POST /sha256/holds`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Holds {
+    /// Block ids, hex.
+    pub ids: Vec<String>,
+    /// When set, the receiver also keeps each block it holds in custody until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_until: Option<u64>,
+}
+
+/// The answer to `POST /sha256/holds`: one character per id asked, in order.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HoldsAnswer {
+    /// `-` not held, `h` held (custody not asked, or refused: over the receiver's
+    /// custody share), `k` held and in custody at least until `keep_until`.
+    pub state: String,
+}
+
+/// One id's state in a `HoldsAnswer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldState {
+    /// Not held.
+    Absent,
+    /// Held, not (or not longer) in custody as asked.
+    Held,
+    /// Held and kept in custody as asked.
+    Kept,
+}
+
+impl HoldState {
+    /// The answer's character for this state.
+    pub fn as_char(self) -> char {
+        match self {
+            HoldState::Absent => '-',
+            HoldState::Held => 'h',
+            HoldState::Kept => 'k',
+        }
+    }
+
+    /// The state a character names (anything unknown counts as absent).
+    pub fn from_char(c: char) -> HoldState {
+        match c {
+            'h' => HoldState::Held,
+            'k' => HoldState::Kept,
+            _ => HoldState::Absent,
+        }
+    }
+}
+
+/// The body of a LIKE answer (`GET /sha256/like/{id}`): `{"/sha256/<id>": size, ...}`,
+/// best match first (JSON objects carry no order: readers sort by distance again).
+pub fn like_body(found: &[(BlockId, u32)]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(2 + found.len() * 86);
+    body.push(b'{');
+    let mut hex = [0u8; 64];
+    for (i, (id, size)) in found.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(b"\"/sha256/");
+        // Cannot fail: the buffer is twice the id's length.
+        let _ = hex::encode_to_slice(id.as_bytes(), &mut hex);
+        body.extend_from_slice(&hex);
+        body.extend_from_slice(b"\":");
+        body.extend_from_slice(size.to_string().as_bytes());
+    }
+    body.push(b'}');
+    body
+}
+
+/// The ids and sizes of a LIKE answer, in the body's order; `None` when it is not one.
+/// Keys that are not `/sha256/<id>` are skipped.
+pub fn like_answer_ids(body: &[u8]) -> Option<Vec<(BlockId, u64)>> {
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body).ok()?;
+    Some(
+        map.into_iter()
+            .filter_map(|(key, size)| {
+                let hex = key.strip_prefix("/sha256/")?;
+                Some((hex.parse().ok()?, size.as_u64()?))
+            })
+            .collect(),
+    )
+}
 
 /// Header of a `PUT /sha256/{id}` (with the admin token) that pins the block for the
 /// holder it names, from before it is stored.

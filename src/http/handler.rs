@@ -26,7 +26,7 @@ use crate::id::{BlockId, MAX_BLOCK_SIZE};
 use crate::identity::digest_header;
 use crate::mesh::Origin;
 use crate::node::{HISTORY_STEP, Node, UploadHasher};
-use crate::proto::{HOPS_HEADER, PIN_HEADER, PUSH_HEADER};
+use crate::proto::{HOPS_HEADER, KEEP_HEADER, PIN_HEADER, PUSH_HEADER};
 use crate::store::PutOutcome;
 
 /// Longest time a PUT body may take to arrive (1 MiB at 35 KB/s).
@@ -288,6 +288,7 @@ impl Handler {
             Route::Like { id } => Ok(self.like(&id, self.origin(&caller, parts)).await),
             Route::Peers => self.peers(),
             Route::Announce => self.announce(caller, parts, body).await,
+            Route::Holds => self.holds(caller, parts, body).await,
             Route::Stats => self.stats(parts),
             Route::History => {
                 let body = serde_json::to_vec(&serde_json::json!({
@@ -406,6 +407,11 @@ impl Handler {
             .get(PUSH_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<f32>().ok());
+        let keep = parts
+            .headers
+            .get(KEEP_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
         let pin = match parts.headers.get(PIN_HEADER) {
             Some(value) => {
                 self.require_admin(parts)?;
@@ -416,7 +422,7 @@ impl Handler {
         let outcome = match (caller.peer(), push, pin) {
             (Some(from), Some(hint), None) => {
                 check_body_digest(&parts.headers, &upload)?;
-                self.node.accept_push(id, upload, hint, from).await?
+                self.node.accept_push(id, upload, hint, from, keep).await?
             }
             (_, _, pin) => self.node.put_block_pinned(id, upload, pin).await?,
         };
@@ -433,23 +439,7 @@ impl Handler {
 
     async fn like(&self, id: &BlockId, origin: Origin) -> Reply {
         let found = self.node.like(id, origin).await;
-        // Hand-built so the object keeps best-first order (and fast: ids are hex-encoded
-        // straight into the body).
-        let mut body = Vec::with_capacity(2 + found.len() * 86);
-        body.push(b'{');
-        let mut hex = [0u8; 64];
-        for (i, (id, size)) in found.iter().enumerate() {
-            if i > 0 {
-                body.push(b',');
-            }
-            body.extend_from_slice(b"\"/sha256/");
-            // Cannot fail: the buffer is twice the id's length.
-            let _ = hex::encode_to_slice(id.as_bytes(), &mut hex);
-            body.extend_from_slice(&hex);
-            body.extend_from_slice(b"\":");
-            body.extend_from_slice(size.to_string().as_bytes());
-        }
-        body.push(b'}');
+        let body = crate::proto::like_body(&found);
         let status = if found.is_empty() {
             StatusCode::NOT_FOUND
         } else {

@@ -4,6 +4,7 @@
 //! stale response signatures and gives the freed memory back (`memory`). The only server-side
 //! module that touches hyper; it translates requests into `node` calls (see `handler`).
 
+mod answer;
 mod assets;
 mod body;
 mod conn;
@@ -15,6 +16,8 @@ mod range;
 mod route;
 mod sign;
 mod upload;
+
+pub use answer::answer_peer;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -13,9 +13,9 @@ use super::error::ApiError;
 use super::handler::{Handler, Reply, content_length};
 use crate::id::BlockId;
 use crate::identity::{RequestTarget, SignatureFields, parse_digest_header};
-use crate::mesh::{MAX_HOPS, Origin};
+use crate::mesh::Origin;
 use crate::node::{NodeError, Repin, Upload};
-use crate::proto::{HOPS_HEADER, REQUEST_HEADER};
+use crate::proto::{HOPS_HEADER, HoldState, Holds, HoldsAnswer, MAX_HOLDS_IDS, REQUEST_HEADER};
 use crate::store::{BadHolder, Holder};
 
 /// The address a request's connection arrived at (this end of the socket), put in the
@@ -109,24 +109,11 @@ impl Handler {
             return origin;
         };
         let h = &parts.headers;
-        origin.from = Some(peer);
-        origin.hops = text(h, HOPS_HEADER)
-            .and_then(|v| v.parse::<u32>().ok())
-            .map_or(0, |n| n.min(MAX_HOPS));
-        if let Some(id) = text(h, REQUEST_HEADER).and_then(|v| u64::from_str_radix(v, 16).ok()) {
-            origin.request = id;
-            let mesh = self.node.mesh();
-            mesh.counters()
-                .forwarded_in
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if !mesh.first_sight(id) {
-                mesh.counters()
-                    .loops
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                origin.hops = 0;
-            }
-        }
-        origin
+        let hops = text(h, HOPS_HEADER).and_then(|v| v.parse::<u32>().ok());
+        let request = text(h, REQUEST_HEADER).and_then(|v| u64::from_str_radix(v, 16).ok());
+        self.node
+            .mesh()
+            .forwarded(peer, hops.unwrap_or(0), request, origin.counted)
     }
 
     /// Refuses the request unless it carries `Authorization: Bearer <admin token>`.
@@ -166,6 +153,39 @@ impl Handler {
         check_body_digest(&parts.headers, &upload)?;
         let view = self.node.announce(from, upload.bytes())?;
         json_reply(StatusCode::OK, &view)
+    }
+
+    /// `POST /sha256/holds`: only from a verified node.
+    pub(super) async fn holds(
+        &self,
+        caller: Caller,
+        parts: &Parts,
+        body: Incoming,
+    ) -> Result<Reply, ApiError> {
+        let from = match caller {
+            Caller::Peer(id) => id,
+            Caller::Refused(e) => return Err(e.into()),
+            Caller::Client => {
+                return Err(
+                    NodeError::PeerAuth("a holds check must be signed by its node".into()).into(),
+                );
+            }
+        };
+        let len = content_length(&parts.headers)?;
+        if len > MAX_HOLDS_BODY {
+            return Err(NodeError::BadRequest(format!(
+                "a holds check is at most {MAX_HOLDS_BODY} bytes"
+            ))
+            .into());
+        }
+        let upload = self.read_body(body, len).await?;
+        check_body_digest(&parts.headers, &upload)?;
+        let asked: Holds = serde_json::from_slice(upload.bytes())
+            .map_err(|e| NodeError::BadRequest(format!("not a holds check: {e}")))?;
+        let ids = parse_holds(&asked)?;
+        let states = self.node.holds(from, &ids, asked.keep_until).await?;
+        let state = states.into_iter().map(HoldState::as_char).collect();
+        json_reply(StatusCode::OK, &HoldsAnswer { state })
     }
 
     /// `GET /peers`.
@@ -302,6 +322,27 @@ impl Handler {
 }
 
 /// For a signed request with a body: the body must match its `Content-Digest`.
+/// Largest body of `POST /sha256/holds`: `MAX_HOLDS_IDS` quoted hex ids and room for
+/// the rest.
+const MAX_HOLDS_BODY: usize = MAX_HOLDS_IDS * 67 + 256;
+
+/// The ids of a holds check, at most `MAX_HOLDS_IDS`, each a valid id.
+pub(crate) fn parse_holds(asked: &Holds) -> Result<Vec<BlockId>, NodeError> {
+    if asked.ids.len() > MAX_HOLDS_IDS {
+        return Err(NodeError::BadRequest(format!(
+            "at most {MAX_HOLDS_IDS} ids per holds check"
+        )));
+    }
+    asked
+        .ids
+        .iter()
+        .map(|id| {
+            id.parse()
+                .map_err(|e| NodeError::BadRequest(format!("bad id {id:?}: {e}")))
+        })
+        .collect()
+}
+
 pub(super) fn check_body_digest(headers: &HeaderMap, upload: &Upload) -> Result<(), ApiError> {
     let Some(value) = text(headers, "content-digest") else {
         return Ok(());

@@ -67,6 +67,9 @@ pub enum Route<'a> {
         /// The block.
         id: BlockId,
     },
+    /// `POST /sha256/holds` (signed by a peer): which of many ids are held here,
+    /// renewing custody of those held.
+    Holds,
     /// `DELETE /sha256/{id}` (admin): delete the local copy.
     DeleteBlock {
         /// The block.
@@ -161,6 +164,12 @@ impl<'a> Route<'a> {
         let Some(rest) = path.strip_prefix("/sha256/") else {
             return Err(RouteError::NotFound);
         };
+        if rest == "holds" {
+            return match *method {
+                Method::POST => Ok(Route::Holds),
+                _ => Err(RouteError::MethodNotAllowed { allow: "POST" }),
+            };
+        }
         if let Some(target) = rest.strip_prefix("like/") {
             let id = target.parse().map_err(RouteError::BadId)?;
             return only_read(Route::Like { id });
@@ -199,6 +208,7 @@ impl<'a> Route<'a> {
             Route::Repin => "repin",
             Route::Pin { .. } => "pin",
             Route::Unpin { .. } => "unpin",
+            Route::Holds => "holds",
             Route::DeleteBlock { .. } => "delete_block",
         }
     }

@@ -1,6 +1,6 @@
 //! An in-memory transport for the mesh's unit tests: peers that hold blocks in maps and
-//! answer the requests the mesh sends (`GET`, `HEAD`, `PUT /sha256/<id>`) as a node
-//! would, logging every request. No sockets, no signatures: the seam is `Transport`.
+//! answer the asks the mesh sends (`Get`, `Has`, `Offer`, `Holds`) as a node would,
+//! logging every ask. No sockets, no signatures: the seam is `Transport`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ed25519_dalek::SigningKey;
-use hyper::{HeaderMap, Method, StatusCode};
+use hyper::StatusCode;
 
-use super::link::{Call, PeerLink, ReplyFuture, Transport};
+use super::link::{Answer, AnswerFuture, Ask, IntroductionFuture, PeerLink, Transport};
 use super::{Mesh, MeshSettings};
-use crate::client::{NodeKey, Reply};
+use crate::client::{ClientError, NodeKey};
 use crate::id::BlockId;
 use crate::identity::Identity;
-use crate::proto::HOPS_HEADER;
+use crate::proto::HoldState;
 use crate::store::{DEFAULT_HALF_LIFE, Store, StoreLimits};
 
 /// The peers' state, shared by their links.
@@ -24,10 +24,14 @@ use crate::store::{DEFAULT_HALF_LIFE, Store, StoreLimits};
 pub struct Peers {
     /// Blocks each peer holds.
     pub holds: Mutex<HashMap<BlockId, Vec<Bytes>>>,
+    /// Custody leases each peer was asked for: (peer, block) -> until.
+    pub kept: Mutex<HashMap<(BlockId, BlockId), u64>>,
     /// Peers that never answer.
     pub silent: Mutex<Vec<BlockId>>,
-    /// Every request, in order, with the peer it went to.
-    pub asked: Mutex<Vec<(BlockId, Call)>>,
+    /// Peers that decline every offer (as a full node would, with 507).
+    pub full: Mutex<Vec<BlockId>>,
+    /// Every ask, in order, with the peer it went to.
+    pub asked: Mutex<Vec<(BlockId, Ask)>>,
 }
 
 impl Peers {
@@ -40,16 +44,106 @@ impl Peers {
             .is_some_and(|blocks| blocks.iter().any(|b| BlockId::of(b) == *id))
     }
 
-    /// The peers asked, in the order asked (a peer once per request).
+    /// Gives `peer` the block `bytes`.
+    pub fn give(&self, peer: BlockId, bytes: Bytes) {
+        self.holds
+            .lock()
+            .unwrap()
+            .entry(peer)
+            .or_default()
+            .push(bytes);
+    }
+
+    /// The peers asked, in the order asked (a peer once per ask).
     pub fn order(&self) -> Vec<BlockId> {
         self.asked.lock().unwrap().iter().map(|(p, _)| *p).collect()
     }
 
-    /// The requests with `method`, as (peer, path).
-    pub fn requests(&self, method: &Method) -> Vec<(BlockId, String)> {
+    /// The asks `pick` selects, as (peer, what `pick` returns).
+    pub fn asks<T>(&self, pick: impl Fn(&Ask) -> Option<T>) -> Vec<(BlockId, T)> {
         let asked = self.asked.lock().unwrap();
-        let calls = asked.iter().filter(|(_, c)| c.method == *method);
-        calls.map(|(p, c)| (*p, c.path.clone())).collect()
+        asked
+            .iter()
+            .filter_map(|(p, a)| pick(a).map(|t| (*p, t)))
+            .collect()
+    }
+
+    /// The blocks offered, as (peer, block id, custody asked).
+    pub fn offers(&self) -> Vec<(BlockId, BlockId, Option<u64>)> {
+        self.asks(|a| match a {
+            Ask::Offer { id, keep_until, .. } => Some((*id, *keep_until)),
+            _ => None,
+        })
+        .into_iter()
+        .map(|(p, (id, keep))| (p, id, keep))
+        .collect()
+    }
+
+    /// The blocks asked about one by one (`Has`), as (peer, block id).
+    pub fn has_asks(&self) -> Vec<(BlockId, BlockId)> {
+        self.asks(|a| match a {
+            Ask::Has { id } => Some(*id),
+            _ => None,
+        })
+    }
+
+    fn answer(&self, peer: BlockId, ask: &Ask) -> Answer {
+        match ask {
+            Ask::Get { id, .. } => {
+                let holds = self.holds.lock().unwrap();
+                let blocks = holds.get(&peer).cloned().unwrap_or_default();
+                match blocks.into_iter().find(|b| BlockId::of(b) == *id) {
+                    Some(bytes) => Answer::Block { bytes, hops: 0 },
+                    None => Answer::Missing,
+                }
+            }
+            Ask::Has { id } if self.holds(&peer, id) => Answer::Held,
+            Ask::Has { .. } => Answer::Missing,
+            Ask::Offer {
+                id,
+                block,
+                keep_until,
+                ..
+            } => {
+                if self.full.lock().unwrap().contains(&peer) {
+                    return Answer::Refused {
+                        status: StatusCode::INSUFFICIENT_STORAGE,
+                        reason: "full".into(),
+                    };
+                }
+                if BlockId::of(block) != *id {
+                    return Answer::Refused {
+                        status: StatusCode::UNPROCESSABLE_ENTITY,
+                        reason: "hash mismatch".into(),
+                    };
+                }
+                if let Some(until) = keep_until {
+                    self.kept.lock().unwrap().insert((peer, *id), *until);
+                }
+                if self.holds(&peer, id) {
+                    Answer::Held
+                } else {
+                    self.give(peer, block.clone());
+                    Answer::Stored
+                }
+            }
+            Ask::Holds { ids, keep_until } => Answer::Holds(
+                ids.iter()
+                    .map(|id| match (self.holds(&peer, id), keep_until) {
+                        (false, _) => HoldState::Absent,
+                        (true, None) => HoldState::Held,
+                        (true, Some(until)) => {
+                            self.kept.lock().unwrap().insert((peer, *id), *until);
+                            HoldState::Kept
+                        }
+                    })
+                    .collect(),
+            ),
+            _ => Answer::Refused {
+                status: StatusCode::NOT_FOUND,
+                reason: "not served by the fake".into(),
+            },
+        }
     }
 }
 
@@ -58,46 +152,14 @@ struct Fake {
     peers: Arc<Peers>,
 }
 
-/// The block id a `/sha256/<id>[?...]` path names.
-fn id_in(path: &str) -> Option<BlockId> {
-    let rest = path.strip_prefix("/sha256/")?;
-    rest.split('?').next()?.parse().ok()
-}
-
 impl PeerLink for Fake {
-    fn call(&self, call: Call) -> ReplyFuture<'_> {
+    fn send(&self, ask: Ask, _timeout: Duration) -> AnswerFuture<'_> {
         let peers = &self.peers;
-        peers.asked.lock().unwrap().push((self.peer, call.clone()));
+        peers.asked.lock().unwrap().push((self.peer, ask.clone()));
         if peers.silent.lock().unwrap().contains(&self.peer) {
             return Box::pin(std::future::pending());
         }
-        let reply = |status: StatusCode, body: Bytes| Reply {
-            status,
-            headers: HeaderMap::new(),
-            body,
-        };
-        let wanted = id_in(&call.path);
-        let held = wanted.filter(|id| peers.holds(&self.peer, id));
-        let answer = match (call.method.clone(), held) {
-            (Method::GET, Some(id)) => {
-                let holds = peers.holds.lock().unwrap();
-                let blocks = holds.get(&self.peer).cloned().unwrap_or_default();
-                let body = blocks.into_iter().find(|b| BlockId::of(b) == id);
-                let mut r = reply(StatusCode::OK, body.unwrap_or_default());
-                r.headers
-                    .insert(HOPS_HEADER, hyper::header::HeaderValue::from_static("0"));
-                r
-            }
-            (Method::HEAD, Some(_)) => reply(StatusCode::OK, Bytes::new()),
-            (Method::PUT, Some(_)) => reply(StatusCode::OK, Bytes::new()),
-            (Method::PUT, None) if wanted == Some(BlockId::of(&call.body)) => {
-                let mut holds = peers.holds.lock().unwrap();
-                holds.entry(self.peer).or_default().push(call.body.clone());
-                reply(StatusCode::CREATED, Bytes::new())
-            }
-            (Method::PUT, None) => reply(StatusCode::UNPROCESSABLE_ENTITY, Bytes::new()),
-            _ => reply(StatusCode::GATEWAY_TIMEOUT, Bytes::new()),
-        };
+        let answer = peers.answer(self.peer, &ask);
         Box::pin(std::future::ready(Ok(answer)))
     }
 }
@@ -108,6 +170,11 @@ impl Transport for Arc<Peers> {
             peer: peer.id,
             peers: self.clone(),
         })
+    }
+
+    fn introduce(&self, url: &str) -> IntroductionFuture<'_> {
+        let url = url.to_owned();
+        Box::pin(async move { Err(ClientError::Transport(format!("{url}: no such fake"))) })
     }
 }
 

@@ -10,12 +10,11 @@ use std::sync::{Arc, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hyper::{Method, StatusCode};
 
-use super::link::{Call, LinkError};
+use super::link::{Answer, Ask, LinkError};
 use super::peers::MAX_PEERS;
 use super::{Health, Mesh, MeshError, REPLICAS};
-use crate::client::{Client, ClientError};
+use crate::client::ClientError;
 use crate::id::BlockId;
 use crate::proto::{Announce, PeerRef, PeerView, PeersView, SeedView};
 
@@ -201,8 +200,7 @@ impl Mesh {
         if url == self.url {
             return Err(MeshError::BadPeer("that is this node's own URL".into()));
         }
-        let client = Client::new(url);
-        let (node, info) = tokio::time::timeout(GOSSIP_TIMEOUT, client.node_key())
+        let (node, info) = tokio::time::timeout(GOSSIP_TIMEOUT, self.transport.introduce(url))
             .await
             .map_err(|_| MeshError::Peer {
                 url: url.to_owned(),
@@ -217,19 +215,24 @@ impl Mesh {
         let admission = crate::store::Admission::UPLOAD;
         self.keep(node.id, block, admission).await;
         self.add_peer(node, url);
-        let mut put = Call::new(
-            Method::PUT,
-            format!("/sha256/{}", self.me()),
-            GOSSIP_TIMEOUT,
-        );
-        put.body = Bytes::copy_from_slice(self.identity.block());
-        put.digest = Some(self.me().0);
-        self.call(&node.id, put)
-            .await
-            .map_err(|source| MeshError::Peer {
-                url: url.to_owned(),
-                source,
-            })?;
+        let introduce = Ask::Introduce {
+            block: Bytes::copy_from_slice(self.identity.block()),
+        };
+        match self.send(&node.id, introduce, GOSSIP_TIMEOUT).await {
+            Ok(Answer::Stored | Answer::Held) => {}
+            Ok(answer) => {
+                return Err(MeshError::Peer {
+                    url: url.to_owned(),
+                    source: refusal("PUT", format!("/sha256/{}", self.me()), answer),
+                });
+            }
+            Err(source) => {
+                return Err(MeshError::Peer {
+                    url: url.to_owned(),
+                    source,
+                });
+            }
+        }
         self.announce_to(&node.id).await?;
         Ok(node.id)
     }
@@ -254,30 +257,22 @@ impl Mesh {
                 })
                 .collect(),
         };
-        let mut call = Call::new(Method::PUT, "/peers".to_owned(), GOSSIP_TIMEOUT);
-        call.body = Bytes::from(serde_json::to_vec(&announce).unwrap_or_default());
-        call.headers = vec![("content-type", "application/json".to_owned())];
         self.counters.gossip_sent.fetch_add(1, Ordering::Relaxed);
         let peer_err = |source| MeshError::Peer {
             url: url.clone(),
             source,
         };
-        let reply = self.call(peer, call).await.map_err(peer_err)?;
-        if reply.status != StatusCode::OK {
-            return Err(peer_err(LinkError::Client(ClientError::Status {
-                method: "PUT",
-                path: "/peers".into(),
-                status: reply.status,
-                message: String::from_utf8_lossy(&reply.body)
-                    .chars()
-                    .take(200)
-                    .collect(),
-            })));
+        match self
+            .send(peer, Ask::Announce(announce), GOSSIP_TIMEOUT)
+            .await
+            .map_err(peer_err)?
+        {
+            Answer::Peers(view) => {
+                self.learn(view.peers.iter().map(|p| (p.id.as_str(), p.url.as_str())));
+                Ok(())
+            }
+            answer => Err(peer_err(refusal("PUT", "/peers".into(), answer))),
         }
-        if let Ok(view) = serde_json::from_slice::<PeersView>(&reply.body) {
-            self.learn(view.peers.iter().map(|p| (p.id.as_str(), p.url.as_str())));
-        }
-        Ok(())
     }
 
     /// Takes note of peers named by another node: unknown ones (and known ones that
@@ -406,6 +401,7 @@ fn public_reason(e: &MeshError) -> String {
         MeshError::Peer { source, .. } => match source {
             LinkError::Client(e) => client(e),
             LinkError::Busy | LinkError::Closed | LinkError::Timeout(_) => source.to_string(),
+            LinkError::Unexpected(_) => "its answer did not fit the request".to_owned(),
         },
     }
 }
@@ -422,6 +418,19 @@ fn valid_url(url: &str) -> bool {
         && url.len() <= 256
         && !rest.contains('/')
         && rest.chars().all(|c| c.is_ascii_graphic())
+}
+
+/// A peer's answer that refused what was asked, as a link error naming the request.
+fn refusal(method: &'static str, path: String, answer: Answer) -> LinkError {
+    match answer {
+        Answer::Refused { status, reason } => LinkError::Client(ClientError::Status {
+            method,
+            path,
+            status,
+            message: reason,
+        }),
+        other => LinkError::Unexpected(format!("{other:?}")),
+    }
 }
 
 #[cfg(test)]

