@@ -1,5 +1,7 @@
 //! The block store (DESIGN 7): one file per block under `blocks/ab/cd/<id>`, written
-//! crash-safely, indexed in memory, capped by a quota, guarded by a lock file.
+//! crash-safely, indexed in memory, capped by a quota, guarded by a lock file. The same
+//! logic runs over memory instead (`Store::in_memory`): where the bytes live is the
+//! backend's business (`backend.rs`, `disk.rs`, `memory.rs`), everything else is here.
 //!
 //! Owns every file under the store directory except the identity's key and the admin
 //! token. Knows ids and bytes; knows nothing of HTTP, peers or signatures. All methods
@@ -7,7 +9,8 @@
 //!
 //! Invariants:
 //! - A file under `blocks/` only ever appears by rename of a fully written, fsynced temp
-//!   file, followed by an fsync of its directory; `put` returns after that, not before.
+//!   file, followed by an fsync of its directory (`disk.rs`); `put` returns after that,
+//!   not before.
 //! - The index holds exactly the blocks whose files were present at start-up or written
 //!   since, minus those evicted or quarantined.
 //! - Bytes leave the store only if they hashed to their id in the read that took them
@@ -15,20 +18,20 @@
 //!   rot or be replaced without its mtime changing. A mismatch, or anything but a
 //!   regular file in a block's place, is moved to `quarantine/` and forgotten.
 
+mod backend;
 mod buffers;
+mod disk;
 mod hot;
 mod index;
 mod lock;
+mod memory;
 mod pins;
 mod value;
 
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -40,7 +43,10 @@ pub use value::{DEFAULT_HALF_LIFE, NEAR_BONUS, Valuer};
 
 use crate::fsutil;
 use crate::id::{BlockId, MAX_BLOCK_SIZE};
+use backend::{Backend, FileRead};
 use buffers::BufferPool;
+use disk::DiskFiles;
+use memory::MemoryFiles;
 
 /// Directory of block files, fanned out by the first two bytes of the id.
 pub const BLOCKS_DIR: &str = "blocks";
@@ -59,6 +65,10 @@ pub const DEFAULT_HOT_CACHE: u64 = 64 << 20;
 
 /// Most threads used to scan the store at start-up.
 const SCAN_THREADS: usize = 4;
+
+/// Seed of a memory store's eviction sampling: fixed, so that a simulation replays the
+/// same evictions run after run (any value does; this one spells "libernet").
+const MEMORY_SEED: u64 = u64::from_le_bytes(*b"libernet");
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -222,9 +232,10 @@ impl StoreLimits {
     }
 }
 
-/// A block store over one directory.
+/// A block store over one directory, or over memory.
 pub struct Store {
-    root: PathBuf,
+    /// Where the blocks and the pins file are.
+    files: Box<dyn Backend>,
     quota: u64,
     index: RwLock<Index>,
     valuer: Arc<Valuer>,
@@ -234,40 +245,49 @@ pub struct Store {
     hot: HotCache,
     buffers: Arc<BufferPool>,
     rng: Mutex<u64>,
-    temp_counter: AtomicU64,
     evictions: AtomicU64,
     quarantined: AtomicU64,
-    _lock: StoreLock,
 }
 
 impl Store {
     /// Opens (creating if needed) the store at `root`: takes the lock, removes stale
     /// temp files and rebuilds the index from the block files.
     pub fn open(root: &Path, limits: StoreLimits) -> Result<Store, StoreError> {
-        fs::create_dir_all(root).map_err(io_err(format!("create store {}", root.display())))?;
-        let lock = StoreLock::acquire(root)?;
-        for dir in [BLOCKS_DIR, QUARANTINE_DIR] {
-            let path = root.join(dir);
-            fs::create_dir_all(&path).map_err(io_err(format!("create {}", path.display())))?;
-        }
+        let files = DiskFiles::open(root)?;
         let mut seed = [0u8; 8];
         fsutil::random_bytes(&mut seed).map_err(io_err("random seed".into()))?;
+        Store::over(Box::new(files), limits, u64::from_le_bytes(seed))
+    }
+
+    /// An empty store held in memory only (no directory, no lock, no `disk_free`), with
+    /// the disk store's logic: for tests, and for simulations running many stores in one
+    /// process. Its eviction sampling starts from a fixed seed, so that the same calls
+    /// evict the same blocks on every run. Reads copy the bytes out of memory, so a hot
+    /// cache (`limits.hot_cache`) only holds second copies; 0 turns it off.
+    pub fn in_memory(limits: StoreLimits) -> Store {
+        match Store::over(Box::<MemoryFiles>::default(), limits, MEMORY_SEED) {
+            Ok(store) => store,
+            // An empty memory backend lists nothing and has no files to read.
+            Err(e) => unreachable!("a memory store cannot fail to open: {e}"),
+        }
+    }
+
+    /// The store over `files`: rebuilds the index from the blocks and the pins there.
+    fn over(files: Box<dyn Backend>, limits: StoreLimits, seed: u64) -> Result<Store, StoreError> {
         let valuer = Arc::new(Valuer::new(limits.half_life));
         let store = Store {
-            root: root.to_owned(),
+            files,
             quota: limits.quota,
             index: RwLock::new(Index::from_entries(Vec::new(), valuer.clone())),
             valuer: valuer.clone(),
             pins: Mutex::new(PinBook::default()),
             hot: HotCache::new(limits.hot_cache),
             buffers: Arc::new(BufferPool::default()),
-            rng: Mutex::new(u64::from_le_bytes(seed)),
-            temp_counter: AtomicU64::new(0),
+            rng: Mutex::new(seed),
             evictions: AtomicU64::new(0),
             quarantined: AtomicU64::new(0),
-            _lock: lock,
         };
-        let entries = store.scan()?;
+        let entries = store.files.scan()?;
         let mut index = Index::from_entries(entries, valuer);
         let book = store.read_pins()?;
         for id in book.ids() {
@@ -278,9 +298,9 @@ impl Store {
         Ok(store)
     }
 
-    /// The store directory.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The store directory; None for a store in memory.
+    pub fn root(&self) -> Option<&Path> {
+        self.files.root()
     }
 
     /// The size of `id` if held.
@@ -318,25 +338,23 @@ impl Store {
         if let Some(bytes) = self.hot.get(id) {
             return Ok(ReadOutcome::Found(bytes));
         }
-        let path = self.block_path(id);
         let large = size as usize > HOT_MAX_BLOCK;
         let buf = if large {
             self.buffers.take()
         } else {
             Vec::with_capacity(size as usize + 1)
         };
-        let bytes = match read_file(&path, size, buf) {
-            Ok(FileRead::Bytes(bytes)) => bytes,
-            Ok(FileRead::Odd(reason, buf)) => {
+        let bytes = match self.files.read(id, size, buf)? {
+            FileRead::Bytes(bytes) => bytes,
+            FileRead::Odd(reason, buf) => {
                 self.buffers.give_back(buf);
                 return Ok(self.quarantine(id, reason));
             }
-            Err(e) if is_gone(&e) => {
+            FileRead::Gone => {
                 // Evicted since the index lookup, or removed behind our back.
                 self.forget(id);
                 return Ok(ReadOutcome::Absent);
             }
-            Err(e) => return Err(io_err(format!("read {}", path.display()))(e)),
         };
         if BlockId::of(&bytes) != *id {
             self.buffers.give_back(bytes);
@@ -406,7 +424,7 @@ impl Store {
             victims
         };
         self.delete_evicted(&victims);
-        let written = self.write_durably(id, bytes);
+        let written = self.files.write(id, bytes);
         let mut index = self.write_index();
         index.release(len);
         written?;
@@ -641,12 +659,8 @@ impl Store {
             return Ok(false);
         }
         self.hot.remove(id);
-        let path = self.block_path(id);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
-            Err(e) => Err(io_err(format!("delete {}", path.display()))(e)),
-        }
+        self.files.remove(id)?;
+        Ok(true)
     }
 
     /// Up to `max` held ids sharing at least `min_bits` leading bits with `target`,
@@ -680,7 +694,7 @@ impl Store {
             let Some(size) = self.read_index().get(&id).map(Entry::size) else {
                 continue;
             };
-            match read_file(&self.block_path(&id), size, std::mem::take(&mut buf)) {
+            match self.files.read(&id, size, std::mem::take(&mut buf)) {
                 Ok(FileRead::Bytes(bytes)) => {
                     step.bytes += bytes.len() as u64;
                     if BlockId::of(&bytes) != id {
@@ -696,7 +710,9 @@ impl Store {
                     step.quarantined.push(id);
                     buf = back;
                 }
-                // Evicted meanwhile, or an I/O error the next read will report.
+                // Evicted meanwhile.
+                Ok(FileRead::Gone) => tracing::debug!(%id, "scrub skipped a block now gone"),
+                // An I/O error the next read will report.
                 Err(e) => tracing::debug!(%id, error = %e, "scrub skipped a block"),
             }
         }
@@ -719,55 +735,34 @@ impl Store {
     }
 
     /// Bytes the file system holding the store still lets this process write
-    /// (`statvfs`: available blocks times the fragment size), or None when it cannot say.
-    /// Can be less than the quota leaves: the quota is a cap, not a reservation.
+    /// (`statvfs`: available blocks times the fragment size), or None when it cannot say
+    /// (always None for a store in memory). Can be less than the quota leaves: the quota
+    /// is a cap, not a reservation.
     pub fn disk_free(&self) -> Option<u64> {
-        match rustix::fs::statvfs(&self.root) {
-            Ok(fs) => Some(fs.f_bavail.saturating_mul(fs.f_frsize)),
-            Err(e) => {
-                tracing::debug!(error = %e, "statvfs of the store failed");
-                None
-            }
-        }
+        self.files.disk_free()
     }
 
     /// The pins recorded in `PINS_FILE` (none when it does not exist). Lines that are
     /// not pins are skipped with a warning.
     fn read_pins(&self) -> Result<PinBook, StoreError> {
-        let path = self.root.join(PINS_FILE);
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(PinBook::default()),
-            Err(e) => return Err(io_err(format!("read {}", path.display()))(e)),
+        let Some(text) = self.files.read_meta(PINS_FILE)? else {
+            return Ok(PinBook::default());
         };
         let (book, skipped) = PinBook::from_text(&text);
         for line in skipped {
-            tracing::warn!(line, file = %path.display(), "not a pin; skipped");
+            tracing::warn!(line, file = PINS_FILE, "not a pin; skipped");
         }
         Ok(book)
     }
 
     /// Replaces `PINS_FILE` crash-safely (temp, fsync, rename, fsync the directory).
     fn write_pins(&self, text: &str) -> Result<(), StoreError> {
-        let path = self.root.join(PINS_FILE);
-        let temp = TempFile::new(self.root.join(format!(".{PINS_FILE}{TEMP_SUFFIX}")));
-        let context = || format!("write {}", path.display());
-        let mut file = File::create(&temp.path).map_err(io_err(context()))?;
-        file.write_all(text.as_bytes()).map_err(io_err(context()))?;
-        file.sync_data().map_err(io_err(context()))?;
-        fs::rename(&temp.path, &path).map_err(io_err(context()))?;
-        temp.disarm();
-        fsutil::sync_dir(&self.root).map_err(io_err(context()))
+        self.files.write_meta(PINS_FILE, text, true)
     }
 
-    /// Where block `id` lives: `blocks/ab/cd/<hex>`. The only place ids become paths.
-    pub fn block_path(&self, id: &BlockId) -> PathBuf {
-        let hex = id.to_string();
-        let mut path = self.root.join(BLOCKS_DIR);
-        path.push(&hex[0..2]);
-        path.push(&hex[2..4]);
-        path.push(hex);
-        path
+    /// Where block `id`'s file is, `blocks/ab/cd/<hex>`; None for a store in memory.
+    pub fn block_path(&self, id: &BlockId) -> Option<PathBuf> {
+        self.files.block_path(id)
     }
 
     fn read_index(&self) -> RwLockReadGuard<'_, Index> {
@@ -778,55 +773,14 @@ impl Store {
         self.index.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Temp file, write, fsync, rename into place, fsync the directory.
-    fn write_durably(&self, id: &BlockId, bytes: &[u8]) -> Result<(), StoreError> {
-        let final_path = self.block_path(id);
-        let dir = final_path.parent().unwrap_or(&self.root).to_owned();
-        self.ensure_dir(&dir)?;
-        let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
-        let temp =
-            TempFile::new(dir.join(format!(".{id}.{}.{n}{TEMP_SUFFIX}", std::process::id())));
-        let context = || format!("write {}", final_path.display());
-        let mut file = File::create(&temp.path).map_err(io_err(context()))?;
-        file.write_all(bytes).map_err(io_err(context()))?;
-        file.sync_data().map_err(io_err(context()))?;
-        fs::rename(&temp.path, &final_path).map_err(io_err(context()))?;
-        temp.disarm();
-        fsutil::sync_dir(&dir).map_err(io_err(context()))
-    }
-
-    /// Creates `blocks/ab/cd` when missing, fsyncing each parent that gained an entry.
-    fn ensure_dir(&self, dir: &Path) -> Result<(), StoreError> {
-        if dir.is_dir() {
-            return Ok(());
-        }
-        let blocks = self.root.join(BLOCKS_DIR);
-        let mut missing = Vec::new();
-        let mut at = dir;
-        while at != blocks && !at.is_dir() {
-            missing.push(at.to_owned());
-            at = at.parent().unwrap_or(&blocks);
-        }
-        for path in missing.iter().rev() {
-            match fs::create_dir(path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(io_err(format!("create {}", path.display()))(e)),
-            }
-            let parent = path.parent().unwrap_or(&blocks);
-            fsutil::sync_dir(parent).map_err(io_err(format!("sync {}", parent.display())))?;
-        }
-        Ok(())
-    }
-
     fn delete_evicted(&self, victims: &[BlockId]) {
         for id in victims {
-            let path = self.block_path(id);
-            match fs::remove_file(&path) {
-                Ok(()) => {
+            match self.files.remove(id) {
+                Ok(true) => {
                     self.evictions.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%id, "evicted");
                 }
+                Ok(false) => tracing::warn!(%id, "eviction found the block already gone"),
                 Err(e) => tracing::warn!(%id, error = %e, "eviction could not remove the file"),
             }
         }
@@ -841,199 +795,17 @@ impl Store {
     /// Moves a corrupt block out of `blocks/` and forgets it.
     fn quarantine(&self, id: &BlockId, reason: &str) -> ReadOutcome {
         self.forget(id);
-        let from = self.block_path(id);
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let to = self.root.join(QUARANTINE_DIR).join(format!("{id}.{secs}"));
-        match fs::rename(&from, &to) {
-            Ok(()) => {
+        match self.files.quarantine(id) {
+            Ok(Some(to)) => {
                 self.quarantined.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%id, reason, to = %to.display(), "block quarantined");
+                tracing::warn!(%id, reason, to, "block quarantined");
             }
             // Another reader got there first.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Ok(None) => {}
             Err(e) => tracing::error!(%id, error = %e, "could not quarantine block"),
         }
         ReadOutcome::Quarantined
     }
-
-    /// Lists the block files: (id, size). Misplaced or oversized files are quarantined.
-    /// The 256 top-level fan-out directories are split among a few threads: start-up
-    /// with a million blocks is dominated by one `stat` per file, which parallelises.
-    fn scan(&self) -> Result<Vec<(BlockId, u32)>, StoreError> {
-        let blocks = self.root.join(BLOCKS_DIR);
-        let tops: Vec<PathBuf> = fs::read_dir(&blocks)
-            .map_err(io_err(format!("list {}", blocks.display())))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, SCAN_THREADS);
-        let per_thread = tops.len().div_ceil(threads).max(1);
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = tops
-                .chunks(per_thread)
-                .map(|chunk| scope.spawn(move || self.scan_tops(chunk)))
-                .collect();
-            let mut all = Vec::new();
-            for worker in workers {
-                let found = worker.join().map_err(|_| StoreError::Io {
-                    context: "scan the store".into(),
-                    source: io::Error::other("a scan thread panicked"),
-                })??;
-                all.extend(found);
-            }
-            Ok(all)
-        })
-    }
-
-    /// Scans `blocks/ab/cd/<id>` under the given `blocks/ab` directories.
-    fn scan_tops(&self, tops: &[PathBuf]) -> Result<Vec<(BlockId, u32)>, StoreError> {
-        let mut entries = Vec::new();
-        for top in tops {
-            for entry in walkdir::WalkDir::new(top).min_depth(2).max_depth(2) {
-                let entry = entry.map_err(|e| StoreError::Io {
-                    context: format!("scan {}", top.display()),
-                    source: e.into(),
-                })?;
-                if !entry.file_type().is_file() {
-                    continue;
-                }
-                if is_temp(entry.file_name()) {
-                    // A write interrupted by a crash: never acknowledged, never indexed.
-                    match fs::remove_file(entry.path()) {
-                        Ok(()) => {
-                            tracing::info!(file = %entry.path().display(), "removed an interrupted write")
-                        }
-                        Err(e) => {
-                            tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove an interrupted write")
-                        }
-                    }
-                    continue;
-                }
-                let Some(id) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
-                    tracing::warn!(file = %entry.path().display(), "not a block file; ignored");
-                    continue;
-                };
-                let size = entry
-                    .metadata()
-                    .map_err(|e| StoreError::Io {
-                        context: format!("stat {}", entry.path().display()),
-                        source: e.into(),
-                    })?
-                    .len();
-                if !in_its_place(entry.path(), &id) || size > MAX_BLOCK_SIZE as u64 {
-                    tracing::warn!(file = %entry.path().display(), "misplaced or oversized block file");
-                    let to = self.root.join(QUARANTINE_DIR).join(entry.file_name());
-                    let _ = fs::rename(entry.path(), to);
-                    continue;
-                }
-                entries.push((id, size as u32));
-            }
-        }
-        Ok(entries)
-    }
-}
-
-/// True when `path` ends in `ab/cd/<id>` for this id (the scan found it under
-/// `blocks/`, so that is all there is to check).
-fn in_its_place(path: &Path, id: &BlockId) -> bool {
-    let hex = id.to_string();
-    let mut dirs = path.iter().rev().skip(1);
-    dirs.next() == Some(std::ffi::OsStr::new(&hex[2..4]))
-        && dirs.next() == Some(std::ffi::OsStr::new(&hex[0..2]))
-}
-
-/// A temp file removed on drop unless disarmed (after its rename).
-struct TempFile {
-    path: PathBuf,
-    armed: bool,
-}
-
-impl TempFile {
-    fn new(path: PathBuf) -> TempFile {
-        TempFile { path, armed: true }
-    }
-
-    fn disarm(mut self) {
-        self.armed = false;
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if self.armed {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
-}
-
-/// What `read_file` found in a block's place.
-enum FileRead {
-    /// The file's bytes, exactly as many as expected; not yet checked against the id.
-    Bytes(Vec<u8>),
-    /// Something never to be served, and why (a symlink, FIFO, socket, device or
-    /// directory, or a file of another size); the buffer comes back, empty.
-    Odd(&'static str, Vec<u8>),
-}
-
-/// Reads a block file expected to hold `size` bytes into `buf` (empty, any capacity).
-/// Opens with `O_NOFOLLOW | O_NONBLOCK` and checks the opened file is a regular one:
-/// a symlink is never followed (the open fails with `ELOOP`), and a FIFO's open
-/// returns at once instead of waiting for a writer (small blocks are read on an async
-/// worker, so a wait there would stall every request on it). `O_NONBLOCK` changes
-/// nothing for regular files.
-fn read_file(path: &Path, size: u32, mut buf: Vec<u8>) -> io::Result<FileRead> {
-    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
-    let opened = File::options()
-        .read(true)
-        .custom_flags(flags.bits() as i32)
-        .open(path);
-    let mut file = match opened {
-        Ok(file) => file,
-        Err(e) if is_not_a_file(&e) => return Ok(FileRead::Odd("not a regular file", buf)),
-        Err(e) => return Err(e),
-    };
-    let meta = file.metadata()?;
-    if !meta.file_type().is_file() {
-        return Ok(FileRead::Odd("not a regular file", buf));
-    }
-    if meta.len() != u64::from(size) {
-        return Ok(FileRead::Odd("size differs from the index", buf));
-    }
-    // One byte more than expected tells a file that grew since the stat.
-    (&mut file)
-        .take(u64::from(size) + 1)
-        .read_to_end(&mut buf)?;
-    if buf.len() != size as usize {
-        buf.clear();
-        return Ok(FileRead::Odd("size differs from the index", buf));
-    }
-    Ok(FileRead::Bytes(buf))
-}
-
-/// True for an open that failed because the name is not a regular file: `ELOOP` (a
-/// symlink, with `O_NOFOLLOW`) or `ENXIO` (a socket, or a device with no driver).
-fn is_not_a_file(e: &io::Error) -> bool {
-    let code = e.raw_os_error();
-    code == Some(rustix::io::Errno::LOOP.raw_os_error())
-        || code == Some(rustix::io::Errno::NXIO.raw_os_error())
-}
-
-/// True when the block's file is not there (evicted or deleted meanwhile, or a
-/// fan-out directory replaced by a file).
-fn is_gone(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-    )
-}
-
-/// True for the name of a write in progress (`.<id>...tmp`).
-fn is_temp(name: &std::ffi::OsStr) -> bool {
-    name.to_str()
-        .is_some_and(|n| n.starts_with('.') && n.ends_with(TEMP_SUFFIX))
 }
 
 /// The store's error for an I/O failure while doing `context`: `DiskFull` when the
@@ -1058,11 +830,48 @@ fn is_disk_full(e: &io::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
+    use super::disk::is_temp;
     use super::*;
 
     fn block(n: usize, seed: u8) -> (BlockId, Vec<u8>) {
         let bytes: Vec<u8> = (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect();
         (BlockId::of(&bytes), bytes)
+    }
+
+    /// A new store of each kind with `limits`: on disk (with its directory, removed when
+    /// dropped after the store), then in memory. Tests of the store's logic run on both.
+    fn each_kind(limits: StoreLimits) -> [(Store, Option<tempfile::TempDir>); 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Store::open(dir.path(), limits).unwrap();
+        [(disk, Some(dir)), (Store::in_memory(limits), None)]
+    }
+
+    #[test]
+    fn put_then_read_on_each_kind() {
+        for (store, _dir) in each_kind(StoreLimits::quota(1 << 30)) {
+            let (id, bytes) = block(5000, 1);
+            let (large, large_bytes) = block(HOT_MAX_BLOCK + 1, 2);
+            assert_eq!(store.read(&id).unwrap(), ReadOutcome::Absent);
+            assert_eq!(store.put(&id, &bytes).unwrap(), PutOutcome::Stored);
+            assert_eq!(store.put(&id, &bytes).unwrap(), PutOutcome::AlreadyHeld);
+            assert_eq!(store.put(&large, &large_bytes).unwrap(), PutOutcome::Stored);
+            assert_eq!(store.contains(&id), Some(5000));
+            assert_eq!(
+                store.read(&id).unwrap(),
+                ReadOutcome::Found(bytes.clone().into())
+            );
+            assert_eq!(
+                store.read(&large).unwrap(),
+                ReadOutcome::Found(large_bytes.into())
+            );
+            assert!(store.delete(&id).unwrap());
+            assert!(!store.delete(&id).unwrap());
+            assert_eq!(store.read(&id).unwrap(), ReadOutcome::Absent);
+            assert!(!store.files.has(&id));
+            assert_eq!(store.stats().blocks, 1);
+        }
     }
 
     #[test]
@@ -1081,7 +890,7 @@ mod tests {
         let store = Store::open(dir.path(), StoreLimits::quota(1 << 30)).unwrap();
         assert_eq!(store.stats().blocks, 1);
         assert_eq!(store.read(&id).unwrap(), ReadOutcome::Found(bytes.into()));
-        assert!(store.block_path(&id).ends_with(format!(
+        assert!(store.block_path(&id).unwrap().ends_with(format!(
             "blocks/{}/{}/{id}",
             &id.to_string()[..2],
             &id.to_string()[2..4]
@@ -1113,6 +922,29 @@ mod tests {
             );
         }
         assert_eq!(temp_files(dir.path()), 0);
+    }
+
+    #[test]
+    fn concurrent_writers_all_land_in_memory() {
+        let blocks: Vec<(BlockId, Vec<u8>)> = (0..200).map(|i| block(1000 + i, i as u8)).collect();
+        let store = Store::in_memory(StoreLimits::quota(1 << 30));
+        std::thread::scope(|scope| {
+            for chunk in blocks.chunks(25) {
+                let store = &store;
+                scope.spawn(move || {
+                    for (id, bytes) in chunk {
+                        assert_eq!(store.put(id, bytes).unwrap(), PutOutcome::Stored);
+                    }
+                });
+            }
+        });
+        assert_eq!(store.stats().blocks, 200);
+        for (id, bytes) in &blocks {
+            assert_eq!(
+                store.read(id).unwrap(),
+                ReadOutcome::Found(bytes.clone().into())
+            );
+        }
     }
 
     #[test]
@@ -1172,80 +1004,71 @@ mod tests {
 
     #[test]
     fn quota_evicts_the_least_requested_then_refuses() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), StoreLimits::quota(3000)).unwrap();
-        let (a, ab) = block(1000, 1);
-        let (b, bb) = block(1000, 2);
-        let (c, cb) = block(1000, 3);
-        let (d, db) = block(1000, 4);
-        for (id, bytes) in [(&a, &ab), (&b, &bb), (&c, &cb)] {
-            store.put(id, bytes).unwrap();
+        for (store, _dir) in each_kind(StoreLimits::quota(3000)) {
+            let (a, ab) = block(1000, 1);
+            let (b, bb) = block(1000, 2);
+            let (c, cb) = block(1000, 3);
+            let (d, db) = block(1000, 4);
+            for (id, bytes) in [(&a, &ab), (&b, &bb), (&c, &cb)] {
+                store.put(id, bytes).unwrap();
+            }
+            store.protect(a);
+            // c is read (so it is in the hot cache) but only b is requested: c is worth
+            // least among the evictable, and it goes, from the backend and the hot cache.
+            store.read(&c).unwrap();
+            store.record_request(&b);
+            store.put(&d, &db).unwrap();
+            assert_eq!(store.read(&c).unwrap(), ReadOutcome::Absent);
+            assert!(!store.files.has(&c));
+            assert_eq!(store.stats().evictions, 1);
+            let (big, bigb) = block(2500, 5);
+            assert!(matches!(
+                store.put(&big, &bigb),
+                Err(StoreError::Full { .. })
+            ));
+            assert_eq!(store.contains(&a), Some(1000));
         }
-        store.protect(a);
-        // c is read (so it is in the hot cache) but only b is requested: c is worth
-        // least among the evictable, and it goes, from disk and from memory.
-        store.read(&c).unwrap();
-        store.record_request(&b);
-        store.put(&d, &db).unwrap();
-        assert_eq!(store.read(&c).unwrap(), ReadOutcome::Absent);
-        assert!(!store.block_path(&c).exists());
-        assert_eq!(store.stats().evictions, 1);
-        let (big, bigb) = block(2500, 5);
-        assert!(matches!(
-            store.put(&big, &bigb),
-            Err(StoreError::Full { .. })
-        ));
-        assert_eq!(store.contains(&a), Some(1000));
     }
 
     #[test]
     fn corruption_is_quarantined_on_read_and_by_scrub() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), StoreLimits::quota(1 << 30)).unwrap();
-        let (a, ab) = block(4096, 1);
-        let (b, bb) = block(4096, 2);
-        store.put(&a, &ab).unwrap();
-        store.put(&b, &bb).unwrap();
-        // Same size, different bytes, and a different mtime than when verified.
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        let mut evil = ab.clone();
-        evil[0] ^= 1;
-        fs::write(store.block_path(&a), &evil).unwrap();
-        assert_eq!(store.read(&a).unwrap(), ReadOutcome::Quarantined);
-        assert_eq!(store.read(&a).unwrap(), ReadOutcome::Absent);
-        // Silent corruption keeping the mtime: the scrub sees it.
-        rot_keeping_mtime(&store.block_path(&b), 9);
-        let step = store.scrub(None, 100);
-        assert_eq!(step.quarantined, vec![b]);
-        assert_eq!(store.read(&b).unwrap(), ReadOutcome::Absent);
-        // And so does a read, whenever it comes: a block read (and so checked) before
-        // its bytes rot is checked again, not trusted for its unchanged mtime.
-        let (c, cb) = block(HOT_MAX_BLOCK + 1, 3);
-        store.put(&c, &cb).unwrap();
-        assert_eq!(store.read(&c).unwrap(), ReadOutcome::Found(cb.into()));
-        rot_keeping_mtime(&store.block_path(&c), 65_000);
-        assert_eq!(store.read(&c).unwrap(), ReadOutcome::Quarantined);
-        assert_eq!(store.read(&c).unwrap(), ReadOutcome::Absent);
-        assert_eq!(store.stats().quarantined, 3);
-        assert_eq!(
-            fs::read_dir(dir.path().join(QUARANTINE_DIR))
-                .unwrap()
-                .count(),
-            3
-        );
-    }
-
-    /// Flips one byte of a file in place, then sets its mtime back.
-    fn rot_keeping_mtime(path: &Path, at: u64) {
-        use std::io::{Seek, SeekFrom};
-        let mtime = fs::metadata(path).unwrap().modified().unwrap();
-        let mut f = File::options().read(true).write(true).open(path).unwrap();
-        let mut byte = [0u8];
-        f.seek(SeekFrom::Start(at)).unwrap();
-        f.read_exact(&mut byte).unwrap();
-        f.seek(SeekFrom::Start(at)).unwrap();
-        f.write_all(&[byte[0] ^ 0x20]).unwrap();
-        f.set_modified(mtime).unwrap();
+        for (store, dir) in each_kind(StoreLimits::quota(1 << 30)) {
+            let (a, ab) = block(4096, 1);
+            let (b, bb) = block(4096, 2);
+            store.put(&a, &ab).unwrap();
+            store.put(&b, &bb).unwrap();
+            // Same size, different bytes, and (on disk) a different mtime than when
+            // verified.
+            if let Some(path) = store.block_path(&a) {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                let mut evil = ab.clone();
+                evil[0] ^= 1;
+                fs::write(path, &evil).unwrap();
+            } else {
+                store.files.damage(&a, 0);
+            }
+            assert_eq!(store.read(&a).unwrap(), ReadOutcome::Quarantined);
+            assert_eq!(store.read(&a).unwrap(), ReadOutcome::Absent);
+            // Silent corruption keeping the mtime: the scrub sees it.
+            store.files.damage(&b, 9);
+            let step = store.scrub(None, 100);
+            assert_eq!(step.quarantined, vec![b]);
+            assert_eq!(store.read(&b).unwrap(), ReadOutcome::Absent);
+            // And so does a read, whenever it comes: a block read (and so checked) before
+            // its bytes rot is checked again, not trusted for its unchanged mtime.
+            let (c, cb) = block(HOT_MAX_BLOCK + 1, 3);
+            store.put(&c, &cb).unwrap();
+            assert_eq!(store.read(&c).unwrap(), ReadOutcome::Found(cb.into()));
+            store.files.damage(&c, 65_000);
+            assert_eq!(store.read(&c).unwrap(), ReadOutcome::Quarantined);
+            assert_eq!(store.read(&c).unwrap(), ReadOutcome::Absent);
+            assert_eq!(store.stats().quarantined, 3);
+            assert!(!store.files.has(&c));
+            if let Some(dir) = dir {
+                let moved = fs::read_dir(dir.path().join(QUARANTINE_DIR)).unwrap();
+                assert_eq!(moved.count(), 3);
+            }
+        }
     }
 
     #[test]
@@ -1263,20 +1086,23 @@ mod tests {
             (&scrubbed, &scrubbed_bytes),
         ] {
             store.put(id, bytes).unwrap();
-            fs::remove_file(store.block_path(id)).unwrap();
+            fs::remove_file(store.block_path(id).unwrap()).unwrap();
         }
-        make_fifo(&store.block_path(&fifo));
-        make_fifo(&store.block_path(&scrubbed));
-        fs::create_dir(store.block_path(&folder)).unwrap();
+        make_fifo(&store.block_path(&fifo).unwrap());
+        make_fifo(&store.block_path(&scrubbed).unwrap());
+        fs::create_dir(store.block_path(&folder).unwrap()).unwrap();
         // A symlink to a file with the right bytes: still never followed.
         let good = dir.path().join("elsewhere");
         fs::write(&good, &link_bytes).unwrap();
-        std::os::unix::fs::symlink(&good, store.block_path(&link)).unwrap();
+        std::os::unix::fs::symlink(&good, store.block_path(&link).unwrap()).unwrap();
         // A FIFO with no writer would block a plain open forever.
         for id in [&fifo, &folder, &link] {
             assert_eq!(store.read(id).unwrap(), ReadOutcome::Quarantined, "{id}");
             assert_eq!(store.read(id).unwrap(), ReadOutcome::Absent, "{id}");
-            assert!(fs::symlink_metadata(store.block_path(id)).is_err(), "{id}");
+            assert!(
+                fs::symlink_metadata(store.block_path(id).unwrap()).is_err(),
+                "{id}"
+            );
         }
         let step = store.scrub(None, 100);
         assert_eq!(step.quarantined, vec![scrubbed]);
@@ -1309,6 +1135,64 @@ mod tests {
         }
         let e = io::Error::from_raw_os_error(rustix::io::Errno::IO.raw_os_error());
         assert!(matches!(io_err("write".into())(e), StoreError::Io { .. }));
+    }
+
+    #[test]
+    fn a_memory_store_keeps_pins_and_counts_like_a_disk_one() {
+        let limits = StoreLimits::quota(3000);
+        let [(disk, _dir), (memory, _)] = each_kind(limits);
+        assert_eq!(memory.root(), None);
+        assert_eq!(memory.disk_free(), None);
+        assert!(disk.disk_free().is_some());
+        let alice: Holder = "alice".parse().unwrap();
+        let blocks: Vec<(BlockId, Vec<u8>)> = (0..4).map(|i| block(1000, i)).collect();
+        for store in [&disk, &memory] {
+            let (a, b) = (&blocks[0], &blocks[1]);
+            store.put(&a.0, &a.1).unwrap();
+            store.pin(a.0, &alice, Durability::Soon).unwrap();
+            store.pin(b.0, &Holder::admin(), Durability::Now).unwrap();
+            for (id, bytes) in &blocks[1..] {
+                store.put(id, bytes).unwrap();
+            }
+            store.flush_pins().unwrap();
+        }
+        // The same calls made the same changes: b pinned before it came, a pinned, so
+        // the 4th block evicted the 3rd.
+        assert_eq!(memory.stats(), disk.stats());
+        assert_eq!(memory.stats().evictions, 1);
+        assert_eq!(memory.stats().pinned_bytes, 2000);
+        assert_eq!(memory.pins(), disk.pins());
+        assert_eq!(memory.pins_of(&alice), vec![blocks[0].0]);
+        assert!(memory.is_pinned(&blocks[1].0));
+        assert_eq!(memory.contains(&blocks[2].0), None);
+        // The pins reached the named file, in the same text as on disk.
+        let on_disk = disk.files.read_meta(PINS_FILE).unwrap().unwrap();
+        assert_eq!(memory.files.read_meta(PINS_FILE).unwrap(), Some(on_disk));
+        assert!(memory.unpin(&blocks[0].0, None, Durability::Now).unwrap());
+        let text = memory.files.read_meta(PINS_FILE).unwrap().unwrap();
+        assert!(!text.contains(&blocks[0].0.to_string()), "{text}");
+    }
+
+    #[test]
+    fn named_files_are_kept_by_name_on_each_kind() {
+        for (store, dir) in each_kind(StoreLimits::quota(1 << 20)) {
+            assert_eq!(store.files.read_meta("custody").unwrap(), None);
+            for durable in [true, false] {
+                store.files.write_meta("custody", "one\n", durable).unwrap();
+                store.files.write_meta("other", "two\n", durable).unwrap();
+                let read = |name| store.files.read_meta(name).unwrap();
+                assert_eq!(read("custody").as_deref(), Some("one\n"));
+                assert_eq!(read("other").as_deref(), Some("two\n"));
+            }
+            store.files.write_meta("custody", "", true).unwrap();
+            assert_eq!(
+                store.files.read_meta("custody").unwrap().as_deref(),
+                Some("")
+            );
+            if let Some(dir) = dir {
+                assert_eq!(fs::read(dir.path().join("other")).unwrap(), b"two\n");
+            }
+        }
     }
 
     #[test]
