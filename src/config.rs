@@ -41,7 +41,7 @@ pub const MAX_SEEDS: usize = 64;
 pub struct ServeArgs {
     /// TOML file with any of: store, listen, quota, wait, url, max_connections,
     /// max_waiters, waiter_memory, scrub_rate, hot_cache, peers, gossip_interval, push_interval,
-    /// half_life.
+    /// half_life, custody_share.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Store directory [default: $XDG_DATA_HOME/libernet, else ~/.libernet].
@@ -53,6 +53,10 @@ pub struct ServeArgs {
     /// Most bytes of blocks to keep, e.g. 10GiB, 500MB, 1048576 [default: 10GiB].
     #[arg(long, value_name = "SIZE")]
     pub quota: Option<String>,
+    /// Percent of the quota that blocks kept in custody for the mesh (as one of their
+    /// homes) may take, 0 to 100 [default: 50].
+    #[arg(long, value_name = "PERCENT")]
+    pub custody_share: Option<u64>,
     /// Seconds a GET waits for an absent block [default: 3].
     #[arg(long, value_name = "SECS")]
     pub wait: Option<f64>,
@@ -83,6 +87,7 @@ struct FileConfig {
     store: Option<PathBuf>,
     listen: Option<String>,
     quota: Option<toml::Value>,
+    custody_share: Option<i64>,
     wait: Option<f64>,
     url: Option<String>,
     max_connections: Option<usize>,
@@ -129,6 +134,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Quota in bytes.
     pub quota: u64,
+    /// Percent of the quota that custody copies may take (0 to 100).
+    pub custody_share: u8,
     /// Default wait for absent blocks.
     pub wait: Duration,
     /// Public URL, if set; else derived from the bound address.
@@ -163,6 +170,7 @@ impl Config {
                 .parse()
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8042))),
             quota: DEFAULT_QUOTA,
+            custody_share: crate::store::DEFAULT_CUSTODY_PERCENT,
             wait: DEFAULT_WAIT,
             url: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -198,6 +206,17 @@ impl Config {
             config.quota = parse_size(quota)?;
         } else if let Some(quota) = &file.quota {
             config.quota = size_value(quota, "quota")?;
+        }
+        let share = args.custody_share.map(i128::from);
+        if let Some(percent) = share.or(file.custody_share.map(i128::from)) {
+            config.custody_share = u8::try_from(percent)
+                .ok()
+                .filter(|p| *p <= 100)
+                .ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "custody_share {percent} must be a percent of the quota from 0 to 100"
+                    ))
+                })?;
         }
         if let Some(secs) = args.wait.or(file.wait) {
             config.wait = parse_wait(secs)?;
@@ -431,7 +450,7 @@ mod tests {
         let file = dir.path().join("node.toml");
         std::fs::write(
             &file,
-            "store = \"/tmp/a\"\nquota = \"2GiB\"\nwait = 5\nmax_waiters = 7\nwaiter_memory = \"1MiB\"\nscrub_rate = 0\nhot_cache = \"1MiB\"\n",
+            "store = \"/tmp/a\"\nquota = \"2GiB\"\ncustody_share = 20\nwait = 5\nmax_waiters = 7\nwaiter_memory = \"1MiB\"\nscrub_rate = 0\nhot_cache = \"1MiB\"\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -442,6 +461,16 @@ mod tests {
         let c = Config::load(&args).unwrap();
         assert_eq!(c.store, PathBuf::from("/tmp/a"));
         assert_eq!(c.quota, 3 << 30);
+        assert_eq!(c.custody_share, 20);
+        let flag = ServeArgs {
+            custody_share: Some(0),
+            ..args.clone()
+        };
+        assert_eq!(Config::load(&flag).unwrap().custody_share, 0);
+        assert_eq!(
+            Config::load(&ServeArgs::default()).unwrap().custody_share,
+            50
+        );
         assert_eq!(c.wait, Duration::from_secs(5));
         assert_eq!((c.max_waiters, c.scrub_rate, c.hot_cache), (7, 0, 1 << 20));
         assert_eq!(c.waiter_memory, 1 << 20);
@@ -481,6 +510,10 @@ mod tests {
             },
             ServeArgs {
                 half_life: Some(0.0),
+                ..ServeArgs::default()
+            },
+            ServeArgs {
+                custody_share: Some(101),
                 ..ServeArgs::default()
             },
             ServeArgs {

@@ -149,6 +149,15 @@ pub struct StoreInfo {
     /// Bytes that can still be stored: what the quota leaves, or what the file system
     /// has left when that is less.
     pub free: u64,
+    /// Bytes of blocks kept in custody for the mesh (absent from older nodes: 0).
+    #[serde(default)]
+    pub custody_bytes: u64,
+    /// Blocks kept in custody.
+    #[serde(default)]
+    pub custody_blocks: u64,
+    /// Most bytes custody copies may take (`--custody-share` of the quota).
+    #[serde(default)]
+    pub custody_share: u64,
 }
 
 /// The body of `PUT /peers`: who is announcing, where it is, whom it knows.

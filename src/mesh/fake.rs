@@ -185,6 +185,7 @@ pub fn mesh_with(n: u8, dir: &Path) -> (Arc<Mesh>, Vec<BlockId>, Arc<Peers>) {
         quota: 1 << 30,
         hot_cache: 0,
         half_life: DEFAULT_HALF_LIFE,
+        custody_share: 1 << 29,
     };
     let store = Arc::new(Store::open(dir, limits).unwrap());
     let settings = MeshSettings {

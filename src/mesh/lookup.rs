@@ -158,6 +158,7 @@ impl Mesh {
             let admission = Admission {
                 heat: 1.0,
                 must_be_worth_it: true,
+                keep_until: None,
             };
             self.keep(id, bytes.clone(), admission).await;
         }

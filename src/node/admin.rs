@@ -262,10 +262,11 @@ impl Node {
         }
     }
 
-    /// Writes pins made since the last flush to the store's pins file.
+    /// Writes pins and custody leases changed since the last flush to the store's
+    /// `pins` and `custody` files.
     pub async fn flush_pins(&self) -> Result<(), NodeError> {
         let store = self.store.clone();
-        blocking(move || store.flush_pins()).await??;
+        blocking(move || store.flush_pins().and(store.flush_custody())).await??;
         Ok(())
     }
 

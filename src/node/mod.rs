@@ -144,7 +144,9 @@ impl From<StoreError> for NodeError {
         match e {
             // Out of room under the quota or on the file system: the same `507` either
             // way, and the node carries on (a deletion or eviction frees room).
-            StoreError::Full { .. } | StoreError::DiskFull { .. } => NodeError::Full(e.to_string()),
+            StoreError::Full { .. }
+            | StoreError::DiskFull { .. }
+            | StoreError::CustodyFull { .. } => NodeError::Full(e.to_string()),
             StoreError::TooLarge(_) => NodeError::TooLarge,
             StoreError::Declined => NodeError::Declined,
             StoreError::Protected(id) => NodeError::Protected(id),
@@ -246,6 +248,7 @@ impl Node {
             quota: config.quota,
             hot_cache: config.hot_cache,
             half_life: config.half_life,
+            custody_share: crate::store::share_of(config.quota, config.custody_share),
         };
         let store = Arc::new(Store::open(&config.store, limits)?);
         let identity = Arc::new(Identity::load_or_create(&config.store)?);
@@ -300,7 +303,7 @@ impl Node {
                 history::sample(&metrics, &history);
             }
         });
-        // Saves pins made with uploads; ends with the store (which saves them on drop).
+        // Saves pins made with uploads and custody lease changes; ends with the store.
         let store = Arc::downgrade(&self.store);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(admin::PIN_FLUSH_INTERVAL);
@@ -308,8 +311,17 @@ impl Node {
             loop {
                 tick.tick().await;
                 let Some(store) = store.upgrade() else { return };
-                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.flush_pins()).await {
-                    tracing::error!(error = %e, "cannot save the pins");
+                let flushed = tokio::task::spawn_blocking(move || {
+                    (store.flush_pins(), store.flush_custody())
+                })
+                .await;
+                if let Ok((pins, custody)) = flushed {
+                    if let Err(e) = pins {
+                        tracing::error!(error = %e, "cannot save the pins");
+                    }
+                    if let Err(e) = custody {
+                        tracing::error!(error = %e, "cannot save the custody leases");
+                    }
                 }
             }
         });
@@ -529,6 +541,7 @@ impl Node {
         let admission = Admission {
             heat,
             must_be_worth_it: !self.store.is_pinned(&id),
+            keep_until: None,
         };
         let counters = self.mesh.counters();
         match self.store_block(id, block, admission).await {
@@ -643,6 +656,9 @@ impl Node {
                     .quota
                     .saturating_sub(s.bytes)
                     .min(self.store.disk_free().unwrap_or(u64::MAX)),
+                custody_bytes: s.custody_bytes,
+                custody_blocks: s.custody_blocks,
+                custody_share: s.custody_share,
             },
         }
     }

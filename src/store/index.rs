@@ -52,7 +52,7 @@ impl Entry {
 /// Why no victims could be chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoRoom {
-    /// Pinned, protected and busy blocks leave too few bytes to free.
+    /// Pinned, custody, protected and busy blocks leave too few bytes to free.
     Full,
     /// Room could be made, but only by evicting blocks worth more than the newcomer.
     NotWorthIt,
@@ -67,10 +67,18 @@ pub struct Index {
     reserved: u64,
     /// Blocks that are never evicted and not listed as pins (identity blocks).
     protected: HashSet<BlockId>,
-    /// Blocks pinned by the operator: never evicted.
+    /// Blocks pinned by a holder: never evicted.
     pinned: HashSet<BlockId>,
-    /// Bytes of held blocks that are protected or pinned.
+    /// Blocks in custody (a lease from a holder node): never evicted. Independent of
+    /// `pinned`, so a block both pinned and in custody stays locked when either ends.
+    custody: HashSet<BlockId>,
+    /// Bytes of held blocks that are protected, pinned or in custody.
     locked_bytes: u64,
+    /// Bytes and number of held blocks in custody.
+    custody_bytes: u64,
+    custody_blocks: u64,
+    /// Bytes of custody admissions being written (counted against the custody share).
+    custody_reserved: u64,
     valuer: Arc<Valuer>,
 }
 
@@ -94,7 +102,11 @@ impl Index {
             reserved: 0,
             protected: HashSet::new(),
             pinned: HashSet::new(),
+            custody: HashSet::new(),
             locked_bytes: 0,
+            custody_bytes: 0,
+            custody_blocks: 0,
+            custody_reserved: 0,
             valuer,
         }
     }
@@ -151,6 +163,10 @@ impl Index {
         if self.is_locked(&id) {
             self.locked_bytes += u64::from(size);
         }
+        if self.custody.contains(&id) {
+            self.custody_bytes += u64::from(size);
+            self.custody_blocks += 1;
+        }
         true
     }
 
@@ -160,6 +176,10 @@ impl Index {
         self.bytes -= u64::from(entry.size);
         if self.is_locked(id) {
             self.locked_bytes -= u64::from(entry.size);
+        }
+        if self.custody.contains(id) {
+            self.custody_bytes -= u64::from(entry.size);
+            self.custody_blocks -= 1;
         }
         Some(entry.size)
     }
@@ -190,7 +210,7 @@ impl Index {
 
     /// True when `id` may not be evicted whatever its value.
     fn is_locked(&self, id: &BlockId) -> bool {
-        self.protected.contains(id) || self.pinned.contains(id)
+        self.protected.contains(id) || self.pinned.contains(id) || self.custody.contains(id)
     }
 
     /// Applies a change to the protected or pinned sets, keeping `locked_bytes` true.
@@ -225,7 +245,62 @@ impl Index {
         changed
     }
 
-    /// Bytes of held blocks that can never be evicted (pinned or protected).
+    /// Puts `id` (held or not) in custody or takes it out; returns whether that changed
+    /// anything. Whether it is pinned is untouched: a block pinned and in custody stays
+    /// locked while either lasts.
+    pub fn set_custody(&mut self, id: BlockId, kept: bool) -> bool {
+        let mut changed = false;
+        self.relock(id, |index| {
+            changed = if kept {
+                index.custody.insert(id)
+            } else {
+                index.custody.remove(&id)
+            };
+        });
+        if changed && let Some(size) = self.map.get(&id).map(|e| u64::from(e.size)) {
+            if kept {
+                self.custody_bytes += size;
+                self.custody_blocks += 1;
+            } else {
+                self.custody_bytes -= size;
+                self.custody_blocks -= 1;
+            }
+        }
+        changed
+    }
+
+    /// True when `id` is in custody.
+    pub fn in_custody(&self, id: &BlockId) -> bool {
+        self.custody.contains(id)
+    }
+
+    /// Bytes of held blocks in custody.
+    pub fn custody_bytes(&self) -> u64 {
+        self.custody_bytes
+    }
+
+    /// Number of held blocks in custody.
+    pub fn custody_blocks(&self) -> u64 {
+        self.custody_blocks
+    }
+
+    /// Bytes in custody plus custody admissions being written: what the custody share
+    /// is checked against.
+    pub fn custody_committed(&self) -> u64 {
+        self.custody_bytes + self.custody_reserved
+    }
+
+    /// Counts `n` bytes against the custody share for a custody admission in progress.
+    pub fn reserve_custody(&mut self, n: u64) {
+        self.custody_reserved += n;
+    }
+
+    /// Returns bytes reserved with `reserve_custody`.
+    pub fn release_custody(&mut self, n: u64) {
+        self.custody_reserved = self.custody_reserved.saturating_sub(n);
+    }
+
+    /// Bytes of held blocks that can never be evicted (protected, pinned or in custody).
     pub fn locked_bytes(&self) -> u64 {
         self.locked_bytes
     }
@@ -271,9 +346,7 @@ impl Index {
     }
 
     fn evictable(&self, id: &BlockId, e: &Entry) -> bool {
-        !self.protected.contains(id)
-            && !self.pinned.contains(id)
-            && e.readers.load(Ordering::Acquire) == 0
+        !self.is_locked(id) && e.readers.load(Ordering::Acquire) == 0
     }
 
     /// The least valuable of a few evictable blocks (all of them when few), with its
@@ -626,6 +699,58 @@ mod tests {
             (index.len(), index.bytes(), index.locked_bytes()),
             (0, 0, 0)
         );
+    }
+
+    #[test]
+    fn pins_and_custody_lock_a_block_independently() {
+        let all = ids(2);
+        let mut index = empty();
+        let (both, other) = (all[0], all[1]);
+        index.insert(both, 100, 0.0);
+        index.insert(other, 100, 0.0);
+        let mut seed = 3;
+        // Either order of ending: the block stays locked while the other flag lasts.
+        for pin_ends_first in [true, false] {
+            index.set_pinned(both, true);
+            assert!(index.set_custody(both, true));
+            assert_eq!((index.custody_bytes(), index.custody_blocks()), (100, 1));
+            assert_eq!(index.locked_bytes(), 100);
+            if pin_ends_first {
+                index.set_pinned(both, false);
+            } else {
+                index.set_custody(both, false);
+            }
+            assert_eq!(
+                index.locked_bytes(),
+                100,
+                "pin ends first: {pin_ends_first}"
+            );
+            assert_eq!(index.choose_victims(100, None, &mut seed), Ok(vec![other]));
+            assert_eq!(
+                index.choose_victims(200, None, &mut seed),
+                Err(NoRoom::Full)
+            );
+            if pin_ends_first {
+                index.set_custody(both, false);
+            } else {
+                index.set_pinned(both, false);
+            }
+            assert_eq!(index.locked_bytes(), 0);
+            assert_eq!((index.custody_bytes(), index.custody_blocks()), (0, 0));
+            assert_eq!(
+                index.choose_victims(200, None, &mut seed).map(|v| v.len()),
+                Ok(2)
+            );
+        }
+        // Custody of a block not held counts once it arrives, and stops when it goes.
+        let late = BlockId::of(b"late");
+        index.set_custody(late, true);
+        assert_eq!(index.custody_bytes(), 0);
+        index.insert(late, 7, 0.0);
+        assert_eq!((index.custody_bytes(), index.locked_bytes()), (7, 7));
+        index.remove(&late);
+        assert_eq!((index.custody_bytes(), index.custody_blocks()), (0, 0));
+        assert_eq!(index.locked_bytes(), 0);
     }
 
     #[test]

@@ -20,6 +20,7 @@
 
 mod backend;
 mod buffers;
+mod custody;
 mod disk;
 mod hot;
 mod index;
@@ -35,6 +36,9 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGua
 
 use bytes::Bytes;
 
+pub use custody::{
+    CustodyBook, DEFAULT_CUSTODY_PERCENT, Kept, MAX_LEASE_SECS, clamp_until, share_of,
+};
 pub use hot::{HOT_MAX_BLOCK, HotCache};
 pub use index::{EVICTION_SAMPLES, Entry, Index, NoRoom};
 pub use lock::{LOCK_FILE, StoreLock};
@@ -59,6 +63,10 @@ pub const QUARANTINE_DIR: &str = "quarantine";
 
 /// File listing pins, one `<id> <holder>` line each; rewritten whole (see `pins`).
 pub const PINS_FILE: &str = "pins";
+
+/// File listing custody leases, one `<id> <until>` line each; rewritten whole (see
+/// `custody`).
+pub const CUSTODY_FILE: &str = "custody";
 
 /// Default size of the hot cache of small blocks.
 pub const DEFAULT_HOT_CACHE: u64 = 64 << 20;
@@ -106,6 +114,19 @@ pub enum StoreError {
     /// Room could only be made by evicting blocks worth more than the newcomer.
     #[error("declined: every block that could make room is worth more")]
     Declined,
+    /// Keeping the block in custody would take custody copies past the share of the
+    /// quota the operator gave them. Nothing was changed.
+    #[error(
+        "custody share full: {size} more bytes would pass the share of {share} ({used} in custody)"
+    )]
+    CustodyFull {
+        /// Bytes of the block.
+        size: u64,
+        /// Bytes in custody (and custody admissions being written).
+        used: u64,
+        /// The custody share.
+        share: u64,
+    },
     /// The block may not be deleted (the node's identity block, a peer's).
     #[error("block {0} is protected")]
     Protected(BlockId),
@@ -160,8 +181,14 @@ pub struct StoreStats {
     pub bytes: u64,
     /// The quota.
     pub quota: u64,
-    /// Bytes of held blocks that are pinned or protected (never evicted).
+    /// Bytes of held blocks that are pinned, in custody or protected (never evicted).
     pub pinned_bytes: u64,
+    /// Bytes of held blocks in custody.
+    pub custody_bytes: u64,
+    /// Held blocks in custody.
+    pub custody_blocks: u64,
+    /// Most bytes custody copies may take.
+    pub custody_share: u64,
     /// Blocks evicted to make room since start.
     pub evictions: u64,
     /// Blocks quarantined since start.
@@ -192,6 +219,8 @@ pub struct StoreLimits {
     pub hot_cache: u64,
     /// Half-life of a request's weight in a block's value.
     pub half_life: std::time::Duration,
+    /// Most bytes of the quota that blocks in custody may take (see `Store::keep`).
+    pub custody_share: u64,
 }
 
 /// How a `put_with` may make room.
@@ -202,6 +231,11 @@ pub struct Admission {
     /// When true, only blocks worth less than the newcomer may be evicted for it
     /// (pushes and pulls); when false, any unpinned block may (a client's PUT).
     pub must_be_worth_it: bool,
+    /// When set, the block is kept in custody until this unix time (cut to
+    /// `MAX_LEASE_SECS` from now), marked before it is stored: any unkept block may be
+    /// evicted for it whatever `must_be_worth_it` says, and it is refused with
+    /// `CustodyFull` beyond the custody share.
+    pub keep_until: Option<u64>,
 }
 
 impl Admission {
@@ -209,6 +243,7 @@ impl Admission {
     pub const UPLOAD: Admission = Admission {
         heat: 1.0,
         must_be_worth_it: false,
+        keep_until: None,
     };
 }
 
@@ -222,12 +257,13 @@ pub struct Put {
 }
 
 impl StoreLimits {
-    /// A quota with the default hot cache.
+    /// A quota with the default hot cache and custody share.
     pub fn quota(quota: u64) -> StoreLimits {
         StoreLimits {
             quota,
             hot_cache: DEFAULT_HOT_CACHE,
             half_life: DEFAULT_HALF_LIFE,
+            custody_share: share_of(quota, DEFAULT_CUSTODY_PERCENT),
         }
     }
 }
@@ -242,6 +278,10 @@ pub struct Store {
     /// Who pins what; its lock also serialises rewrites of the pins file, and is taken
     /// before the index's.
     pins: Mutex<PinBook>,
+    /// Custody leases; its lock also serialises rewrites of the custody file, and is
+    /// taken before the index's (never together with the pins' lock).
+    custody: Mutex<CustodyBook>,
+    custody_share: u64,
     hot: HotCache,
     buffers: Arc<BufferPool>,
     rng: Mutex<u64>,
@@ -281,6 +321,8 @@ impl Store {
             index: RwLock::new(Index::from_entries(Vec::new(), valuer.clone())),
             valuer: valuer.clone(),
             pins: Mutex::new(PinBook::default()),
+            custody: Mutex::new(CustodyBook::default()),
+            custody_share: limits.custody_share,
             hot: HotCache::new(limits.hot_cache),
             buffers: Arc::new(BufferPool::default()),
             rng: Mutex::new(seed),
@@ -293,8 +335,13 @@ impl Store {
         for id in book.ids() {
             index.set_pinned(id, true);
         }
+        let leases = store.read_custody()?;
+        for id in leases.ids() {
+            index.set_custody(id, true);
+        }
         *store.write_index() = index;
         *store.lock_pins() = book;
+        *store.lock_custody() = leases;
         Ok(store)
     }
 
@@ -375,9 +422,11 @@ impl Store {
             .map(|p| p.outcome)
     }
 
-    /// Stores `bytes` as block `id` durably, evicting the least valuable unpinned blocks
+    /// Stores `bytes` as block `id` durably, evicting the least valuable unkept blocks
     /// when the quota requires it and `admission` allows it. The caller guarantees
-    /// `sha256(bytes) == id`.
+    /// `sha256(bytes) == id`. With `admission.keep_until`, the block is put in custody
+    /// under the same index lock that admits it, before it is written, so no eviction can
+    /// come between the two; a block already held is put in custody as `keep` would.
     pub fn put_with(
         &self,
         id: &BlockId,
@@ -389,45 +438,59 @@ impl Store {
         }
         debug_assert_eq!(BlockId::of(bytes), *id);
         let len = bytes.len() as u64;
+        let keep_until = admission.keep_until.map(|u| clamp_until(u, unix_now()));
         let held = |evicted| Put {
             outcome: PutOutcome::AlreadyHeld,
             evicted,
         };
-        let victims = {
+        // The custody lock comes before the index's; taken only for a custody admission.
+        let mut book = keep_until.map(|_| self.lock_custody());
+        let (victims, kept) = {
             let mut index = self.write_index();
             if index.get(id).is_some() {
+                if let (Some(book), Some(until)) = (book.as_mut(), keep_until) {
+                    self.keep_held(book, &mut index, *id, until)?;
+                }
                 return Ok(held(Vec::new()));
             }
-            let over = (index.committed() + len).saturating_sub(self.quota);
-            let victims = if over > 0 {
-                let worth = admission
-                    .must_be_worth_it
-                    .then(|| admission.heat + self.valuer.nearness(id));
-                let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
-                index
-                    .choose_victims(over, worth, &mut rng)
-                    .map_err(|e| match e {
-                        NoRoom::Full => StoreError::Full {
-                            need: over,
-                            quota: self.quota,
-                        },
-                        NoRoom::NotWorthIt => StoreError::Declined,
-                    })?
-            } else {
-                Vec::new()
-            };
-            for victim in &victims {
-                index.remove(victim);
-                self.hot.remove(victim);
+            if keep_until.is_some()
+                && !custody::fits(index.custody_committed(), len, self.custody_share)
+            {
+                return Err(self.custody_full(&index, len));
             }
+            let victims = self.make_room(&mut index, id, len, admission, keep_until.is_some())?;
             index.reserve(len);
-            victims
+            let kept = match (book.as_mut(), keep_until) {
+                (Some(book), Some(until)) => {
+                    index.set_custody(*id, true);
+                    index.reserve_custody(len);
+                    Some(book.extend(*id, until))
+                }
+                _ => None,
+            };
+            (victims, kept)
         };
+        // Not held through the write: keeps and renewals of other blocks go on meanwhile.
+        drop(book);
         self.delete_evicted(&victims);
         let written = self.files.write(id, bytes);
+        let mut book = kept.map(|_| self.lock_custody());
         let mut index = self.write_index();
         index.release(len);
-        written?;
+        if kept.is_some() {
+            index.release_custody(len);
+        }
+        if let Err(e) = written {
+            // A lease this put made is taken back: an error means it kept nothing (unless
+            // the same block landed meanwhile through another put).
+            if let (Some(book), Some(Kept::New)) = (book.as_mut(), kept)
+                && index.get(id).is_none()
+            {
+                book.remove(id);
+                index.set_custody(*id, false);
+            }
+            return Err(e);
+        }
         if index.insert(*id, len as u32, admission.heat) {
             Ok(Put {
                 outcome: PutOutcome::Stored,
@@ -436,6 +499,41 @@ impl Store {
         } else {
             Ok(held(victims))
         }
+    }
+
+    /// Chooses blocks to evict so that `len` more bytes fit the quota, and takes them out
+    /// of the index and the hot cache (their files are deleted by the caller, outside the
+    /// lock). A custody admission evicts any unkept block; otherwise `admission` says
+    /// whether the victims must be worth less than the newcomer.
+    fn make_room(
+        &self,
+        index: &mut Index,
+        id: &BlockId,
+        len: u64,
+        admission: Admission,
+        custody: bool,
+    ) -> Result<Vec<BlockId>, StoreError> {
+        let over = (index.committed() + len).saturating_sub(self.quota);
+        if over == 0 {
+            return Ok(Vec::new());
+        }
+        let worth = (admission.must_be_worth_it && !custody)
+            .then(|| admission.heat + self.valuer.nearness(id));
+        let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
+        let victims = index
+            .choose_victims(over, worth, &mut rng)
+            .map_err(|e| match e {
+                NoRoom::Full => StoreError::Full {
+                    need: over,
+                    quota: self.quota,
+                },
+                NoRoom::NotWorthIt => StoreError::Declined,
+            })?;
+        for victim in &victims {
+            index.remove(victim);
+            self.hot.remove(victim);
+        }
+        Ok(victims)
     }
 
     /// Counts one request for `id` in its value; false when it is not held.
@@ -648,13 +746,116 @@ impl Store {
         self.lock_pins().held_by(holder)
     }
 
-    /// Removes block `id` from this store (unpinning it first). Returns false when it
-    /// was not held. Protected blocks (identity blocks) are refused.
+    fn lock_custody(&self) -> std::sync::MutexGuard<'_, CustodyBook> {
+        self.custody.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps the held block `id` in custody until `until` (unix seconds), or longer if
+    /// its lease already runs longer; an `until` beyond `now + MAX_LEASE_SECS` is cut to
+    /// that. While the lease lasts the block is never evicted, pinned or not.
+    /// `Kept::Absent` when the block is not held (nothing changes). Refused with
+    /// `CustodyFull` (nothing changes) when a block not yet in custody would take custody
+    /// bytes past the custody share. Reaches the custody file at the next
+    /// `flush_custody`: a crash may forget a lease change, which the holder's next
+    /// renewal makes again; never a block.
+    pub fn keep(&self, id: BlockId, until: u64, now: u64) -> Result<Kept, StoreError> {
+        let mut book = self.lock_custody();
+        let mut index = self.write_index();
+        self.keep_held(&mut book, &mut index, id, clamp_until(until, now))
+    }
+
+    /// `keep` under both locks, with `until` already cut.
+    fn keep_held(
+        &self,
+        book: &mut CustodyBook,
+        index: &mut Index,
+        id: BlockId,
+        until: u64,
+    ) -> Result<Kept, StoreError> {
+        let Some(size) = index.get(&id).map(|e| u64::from(e.size())) else {
+            return Ok(Kept::Absent);
+        };
+        if !index.in_custody(&id)
+            && !custody::fits(index.custody_committed(), size, self.custody_share)
+        {
+            return Err(self.custody_full(index, size));
+        }
+        index.set_custody(id, true);
+        Ok(book.extend(id, until))
+    }
+
+    fn custody_full(&self, index: &Index, size: u64) -> StoreError {
+        StoreError::CustodyFull {
+            size,
+            used: index.custody_committed(),
+            share: self.custody_share,
+        }
+    }
+
+    /// Ends every lease whose `until` is `now` or earlier; returns those ids, in id
+    /// order. The blocks stay, evictable by value again unless pinned.
+    pub fn expire_custody(&self, now: u64) -> Vec<BlockId> {
+        let mut book = self.lock_custody();
+        let gone = book.expire(now);
+        let mut index = self.write_index();
+        for id in &gone {
+            index.set_custody(*id, false);
+        }
+        gone
+    }
+
+    /// Ends `id`'s lease now; returns whether it had one. The block stays.
+    pub fn release_custody(&self, id: &BlockId) -> bool {
+        let mut book = self.lock_custody();
+        let gone = book.remove(id);
+        if gone {
+            self.write_index().set_custody(*id, false);
+        }
+        gone
+    }
+
+    /// When `id`'s custody lease ends (unix seconds), if it has one.
+    pub fn custody_until(&self, id: &BlockId) -> Option<u64> {
+        self.lock_custody().until(id)
+    }
+
+    /// Up to `n` leases after `after` (from the start when None), in id order, with
+    /// their ends: a way to walk every lease in batches while they change. A lease may
+    /// name a block no longer held (quarantined since): its holder's renewal then gets
+    /// `Kept::Absent`.
+    pub fn custody_page(&self, after: Option<BlockId>, n: usize) -> Vec<(BlockId, u64)> {
+        self.lock_custody().page(after, n)
+    }
+
+    /// True when `id` is pinned or in custody (never evicted for either reason).
+    pub fn is_kept(&self, id: &BlockId) -> bool {
+        let index = self.read_index();
+        index.is_pinned(id) || index.in_custody(id)
+    }
+
+    /// Writes the custody file if leases changed since it was last written. On failure
+    /// memory stays ahead of the file (still marked dirty), so the next flush tries again.
+    pub fn flush_custody(&self) -> Result<(), StoreError> {
+        let mut book = self.lock_custody();
+        if !book.dirty {
+            return Ok(());
+        }
+        self.write_custody(&book.to_text())?;
+        book.dirty = false;
+        Ok(())
+    }
+
+    /// Removes block `id` from this store (unpinning it and ending its custody first).
+    /// Returns false when it was not held. Protected blocks (identity blocks) are
+    /// refused.
     pub fn delete(&self, id: &BlockId) -> Result<bool, StoreError> {
         if self.read_index().is_protected(id) {
             return Err(StoreError::Protected(*id));
         }
         self.unpin(id, None, Durability::Now)?;
+        // Reaches the file at the next flush; a lease reloaded after a crash names a
+        // block not held, which costs nothing and runs out.
+        self.release_custody(id);
         if self.write_index().remove(id).is_none() {
             return Ok(false);
         }
@@ -728,6 +929,9 @@ impl Store {
             bytes: index.bytes(),
             quota: self.quota,
             pinned_bytes: index.locked_bytes(),
+            custody_bytes: index.custody_bytes(),
+            custody_blocks: index.custody_blocks(),
+            custody_share: self.custody_share,
             evictions: self.evictions.load(Ordering::Relaxed),
             quarantined: self.quarantined.load(Ordering::Relaxed),
             hot_cache_bytes: self.hot.bytes(),
@@ -755,9 +959,31 @@ impl Store {
         Ok(book)
     }
 
-    /// Replaces `PINS_FILE` crash-safely (temp, fsync, rename, fsync the directory).
+    /// Replaces `PINS_FILE` crash-safely.
     fn write_pins(&self, text: &str) -> Result<(), StoreError> {
         self.files.write_meta(PINS_FILE, text, true)
+    }
+
+    /// The leases recorded in `CUSTODY_FILE` (none when it does not exist). Lines that
+    /// are not leases are skipped with a warning.
+    fn read_custody(&self) -> Result<CustodyBook, StoreError> {
+        let Some(text) = self.files.read_meta(CUSTODY_FILE)? else {
+            return Ok(CustodyBook::default());
+        };
+        let (book, skipped) = CustodyBook::from_text(&text);
+        if skipped > 0 {
+            tracing::warn!(
+                skipped,
+                file = CUSTODY_FILE,
+                "lines that are not leases skipped"
+            );
+        }
+        Ok(book)
+    }
+
+    /// Replaces `CUSTODY_FILE` crash-safely.
+    fn write_custody(&self, text: &str) -> Result<(), StoreError> {
+        self.files.write_meta(CUSTODY_FILE, text, true)
     }
 
     /// Where block `id`'s file is, `blocks/ab/cd/<hex>`; None for a store in memory.
@@ -806,6 +1032,13 @@ impl Store {
         }
         ReadOutcome::Quarantined
     }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The store's error for an I/O failure while doing `context`: `DiskFull` when the
@@ -1222,5 +1455,275 @@ mod tests {
         fs::remove_dir(&temp).unwrap();
         assert!(store.unpin(&a, None, Durability::Now).unwrap());
         assert!(!store.is_pinned(&a));
+    }
+
+    /// A store of `quota` bytes whose custody copies may take `share`.
+    fn custody_store(dir: &Path, quota: u64, share: u64) -> Store {
+        let limits = StoreLimits {
+            custody_share: share,
+            ..StoreLimits::quota(quota)
+        };
+        Store::open(dir, limits).unwrap()
+    }
+
+    const NOW: u64 = 1_800_000_000;
+
+    #[test]
+    fn eviction_never_takes_custody_blocks_until_their_lease_runs_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = custody_store(dir.path(), 4000, 2000);
+        let (kept, kb) = block(1000, 1);
+        store.put(&kept, &kb).unwrap();
+        assert_eq!(store.keep(kept, NOW + 100, NOW).unwrap(), Kept::New);
+        assert!(store.is_kept(&kept));
+        // Fresh, more requested blocks push and push: the cold kept block stays.
+        for n in 0..12 {
+            let (id, bytes) = block(1000, 10 + n);
+            store.put(&id, &bytes).unwrap();
+            store.add_heat(&id, 5.0);
+        }
+        assert_eq!(store.contains(&kept), Some(1000));
+        assert_eq!(store.stats().evictions, 9);
+        let s = store.stats();
+        assert_eq!((s.custody_bytes, s.custody_blocks), (1000, 1));
+        // The lease lasts while now < until.
+        assert_eq!(store.expire_custody(NOW + 99), Vec::<BlockId>::new());
+        assert_eq!(store.expire_custody(NOW + 100), vec![kept]);
+        assert!(!store.is_kept(&kept));
+        assert_eq!(store.custody_until(&kept), None);
+        assert_eq!(store.contains(&kept), Some(1000), "expiry keeps the block");
+        assert_eq!(store.stats().custody_bytes, 0);
+        let (id, bytes) = block(1000, 99);
+        store.put(&id, &bytes).unwrap();
+        assert_eq!(
+            store.contains(&kept),
+            None,
+            "then it is the coldest, and goes"
+        );
+    }
+
+    #[test]
+    fn leases_only_grow_are_cut_to_the_longest_and_need_the_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = custody_store(dir.path(), 1 << 20, 1 << 20);
+        let (a, ab) = block(100, 1);
+        let (absent, _) = block(100, 2);
+        assert_eq!(store.keep(absent, NOW + 10, NOW).unwrap(), Kept::Absent);
+        assert!(!store.is_kept(&absent));
+        store.put(&a, &ab).unwrap();
+        assert_eq!(store.keep(a, NOW + 10, NOW).unwrap(), Kept::New);
+        assert_eq!(store.keep(a, NOW + 5, NOW).unwrap(), Kept::Unchanged);
+        assert_eq!(store.keep(a, NOW + 20, NOW).unwrap(), Kept::Extended);
+        assert_eq!(store.custody_until(&a), Some(NOW + 20));
+        assert_eq!(store.keep(a, u64::MAX, NOW).unwrap(), Kept::Extended);
+        assert_eq!(store.custody_until(&a), Some(NOW + MAX_LEASE_SECS));
+        assert!(store.release_custody(&a));
+        assert!(!store.release_custody(&a));
+        assert!(!store.is_kept(&a));
+        // A custody admission far in the future is cut the same way (from the clock).
+        let (b, bb) = block(100, 3);
+        let far = Admission {
+            keep_until: Some(u64::MAX),
+            ..Admission::UPLOAD
+        };
+        store.put_with(&b, &bb, far).unwrap();
+        let until = store.custody_until(&b).unwrap();
+        assert!(until <= unix_now() + MAX_LEASE_SECS, "{until}");
+        assert!(until + 3600 > unix_now() + MAX_LEASE_SECS, "{until}");
+    }
+
+    #[test]
+    fn the_custody_share_refuses_and_nothing_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = custody_store(dir.path(), 10_000, 2500);
+        let blocks: Vec<(BlockId, Vec<u8>)> = (0..4).map(|n| block(1000, n)).collect();
+        for (id, bytes) in &blocks {
+            store.put(id, bytes).unwrap();
+        }
+        store.keep(blocks[0].0, NOW + 10, NOW).unwrap();
+        store.keep(blocks[1].0, NOW + 10, NOW).unwrap();
+        let before = (store.stats(), store.custody_page(None, 10));
+        let refused = store.keep(blocks[2].0, NOW + 10, NOW);
+        assert!(
+            matches!(
+                refused,
+                Err(StoreError::CustodyFull {
+                    size: 1000,
+                    used: 2000,
+                    share: 2500
+                })
+            ),
+            "{refused:?}"
+        );
+        assert!(!store.is_kept(&blocks[2].0));
+        // Renewing what is already kept costs nothing more.
+        assert_eq!(
+            store.keep(blocks[1].0, NOW + 20, NOW).unwrap(),
+            Kept::Extended
+        );
+        // A custody admission past the share stores nothing and evicts nothing.
+        let (new, nb) = block(1000, 50);
+        let keep = Admission {
+            keep_until: Some(NOW + 10),
+            ..Admission::UPLOAD
+        };
+        assert!(matches!(
+            store.put_with(&new, &nb, keep),
+            Err(StoreError::CustodyFull { .. })
+        ));
+        assert_eq!(store.contains(&new), None);
+        assert_eq!(store.custody_until(&new), None);
+        let after = (store.stats(), store.custody_page(None, 10));
+        assert_eq!(after.0, before.0);
+        assert_eq!(after.1.len(), before.1.len());
+        assert!(!store.block_path(&new).unwrap().exists());
+    }
+
+    #[test]
+    fn a_block_pinned_and_in_custody_stays_while_either_lasts() {
+        let holder: Holder = "backup:1".parse().unwrap();
+        for pin_ends_first in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = custody_store(dir.path(), 3000, 3000);
+            let (both, bb) = block(1000, 1);
+            store.put(&both, &bb).unwrap();
+            store.pin(both, &holder, Durability::Now).unwrap();
+            store.keep(both, NOW + 10, NOW).unwrap();
+            if pin_ends_first {
+                store.unpin(&both, Some(&holder), Durability::Now).unwrap();
+            } else {
+                store.expire_custody(NOW + 10);
+            }
+            assert!(store.is_kept(&both));
+            for n in 0..4 {
+                let (id, bytes) = block(1000, 10 + n);
+                store.put(&id, &bytes).unwrap();
+                store.add_heat(&id, 5.0);
+            }
+            assert_eq!(
+                store.contains(&both),
+                Some(1000),
+                "pin first: {pin_ends_first}"
+            );
+            if pin_ends_first {
+                store.release_custody(&both);
+            } else {
+                store.unpin(&both, None, Durability::Now).unwrap();
+            }
+            assert!(!store.is_kept(&both));
+            let (id, bytes) = block(2000, 30);
+            store.put(&id, &bytes).unwrap();
+            assert_eq!(store.contains(&both), None, "pin first: {pin_ends_first}");
+        }
+    }
+
+    #[test]
+    fn custody_survives_a_reopen_and_bad_lines_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, ab) = block(1000, 1);
+        let (b, bb) = block(1000, 2);
+        {
+            let store = custody_store(dir.path(), 1 << 20, 1 << 20);
+            store.put(&a, &ab).unwrap();
+            store.put(&b, &bb).unwrap();
+            store.keep(a, NOW + 10, NOW).unwrap();
+            store.keep(b, NOW + 20, NOW).unwrap();
+            store.release_custody(&b);
+            store.flush_custody().unwrap();
+        }
+        let file = dir.path().join(CUSTODY_FILE);
+        let mut text = fs::read_to_string(&file).unwrap();
+        assert_eq!(text, format!("{a} {}\n", NOW + 10));
+        text.push_str("garbage\n");
+        fs::write(&file, text).unwrap();
+        let store = custody_store(dir.path(), 3000, 3000);
+        assert_eq!(store.custody_page(None, 10), vec![(a, NOW + 10)]);
+        assert!(store.is_kept(&a) && !store.is_kept(&b));
+        assert_eq!(store.stats().custody_bytes, 1000);
+        // Reloaded custody protects as before.
+        let (c, cb) = block(2000, 3);
+        store.put(&c, &cb).unwrap();
+        assert_eq!((store.contains(&a), store.contains(&b)), (Some(1000), None));
+        // A flush with nothing changed does not rewrite the file.
+        let temp = dir.path().join(format!(".{CUSTODY_FILE}{TEMP_SUFFIX}"));
+        fs::create_dir(&temp).unwrap();
+        store.flush_custody().unwrap();
+        store.release_custody(&a);
+        assert!(store.flush_custody().is_err(), "the temp name is taken");
+        fs::remove_dir(&temp).unwrap();
+        store.flush_custody().unwrap();
+        assert_eq!(fs::read_to_string(&file).unwrap(), "");
+    }
+
+    #[test]
+    fn a_custody_admission_stores_and_protects_in_one_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = custody_store(dir.path(), 3000, 2000);
+        let warm: Vec<(BlockId, Vec<u8>)> = (0..3).map(|n| block(1000, n)).collect();
+        for (id, bytes) in &warm {
+            store.put(id, bytes).unwrap();
+            store.add_heat(id, 50.0);
+        }
+        let (new, nb) = block(1000, 9);
+        let cold_push = Admission {
+            heat: 0.0,
+            must_be_worth_it: true,
+            keep_until: None,
+        };
+        assert!(matches!(
+            store.put_with(&new, &nb, cold_push),
+            Err(StoreError::Declined)
+        ));
+        // The same push with custody is never declined for its worth: it evicts.
+        let kept = Admission {
+            keep_until: Some(unix_now() + 60),
+            ..cold_push
+        };
+        let put = store.put_with(&new, &nb, kept).unwrap();
+        assert_eq!(put.outcome, PutOutcome::Stored);
+        assert_eq!(put.evicted.len(), 1);
+        assert!(store.is_kept(&new));
+        assert_eq!(store.stats().custody_bytes, 1000);
+        // Already held: the admission still puts it in custody.
+        let (held, held_bytes) = warm
+            .iter()
+            .find(|(id, _)| !put.evicted.contains(id))
+            .unwrap();
+        let again = store.put_with(held, held_bytes, kept).unwrap();
+        assert_eq!(again.outcome, PutOutcome::AlreadyHeld);
+        assert!(store.is_kept(held));
+        // Past the share now: refused, and no lease is left behind.
+        let (last, lb) = block(1000, 10);
+        assert!(matches!(
+            store.put_with(&last, &lb, kept),
+            Err(StoreError::CustodyFull { .. })
+        ));
+        assert!(!store.is_kept(&last));
+        // A write that fails takes its lease back, and its reservation.
+        store.release_custody(held);
+        let hex = last.to_string();
+        fs::write(dir.path().join(BLOCKS_DIR).join(&hex[..2]), b"in the way").unwrap();
+        assert!(store.put_with(&last, &lb, kept).is_err());
+        assert!(!store.is_kept(&last));
+        assert_eq!(store.custody_until(&last), None);
+        assert_eq!(store.stats().custody_bytes, 1000);
+        assert_eq!(store.keep(*held, NOW + 1, NOW).unwrap(), Kept::New);
+        // Concurrent custody admissions never take custody past the share.
+        let dir = tempfile::tempdir().unwrap();
+        let store = custody_store(dir.path(), 1 << 20, 10_000);
+        let blocks: Vec<(BlockId, Vec<u8>)> = (0..40).map(|n| block(1000, n)).collect();
+        std::thread::scope(|scope| {
+            for chunk in blocks.chunks(10) {
+                let store = &store;
+                scope.spawn(move || {
+                    for (id, bytes) in chunk {
+                        let _ = store.put_with(id, bytes, kept);
+                    }
+                });
+            }
+        });
+        let s = store.stats();
+        assert_eq!((s.custody_blocks, s.custody_bytes), (10, 10_000));
+        assert_eq!(store.custody_page(None, 100).len(), 10);
     }
 }

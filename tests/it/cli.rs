@@ -109,8 +109,9 @@ async fn serve_answers_refuses_a_second_server_and_exits_0_on_sigterm() {
 #[test]
 fn bad_flags_exit_2_with_a_message() {
     let temp = tempfile::tempdir().unwrap();
-    let cases: [&[&str]; 3] = [
+    let cases: [&[&str]; 4] = [
         &["serve", "--quota", "lots"],
+        &["serve", "--custody-share", "101"],
         &["serve", "--listen", "nowhere"],
         &["serve", "--wait=-3"],
     ];

@@ -186,3 +186,25 @@ async fn a_put_site_survives_a_full_quota() {
     }
     node.stop().await;
 }
+
+/// `--custody-share` reaches the store: `/node` shows the bytes of the quota that
+/// custody copies may take, and what is in custody (nothing yet).
+#[tokio::test]
+async fn serve_shows_its_custody_share_in_node() {
+    let temp = tempfile::tempdir().unwrap();
+    let flags = ["--quota", "100MiB", "--custody-share", "10"];
+    let (mut child, url) = crate::cli::spawn_serve_with(temp.path(), &flags);
+    let reply = libernet::client::Client::new(&url)
+        .send(Method::GET, "/node", &[], bytes::Bytes::new())
+        .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let reply = reply.expect("GET /node");
+    assert_eq!(reply.status, 200);
+    let info: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    let store = &info["store"];
+    assert_eq!(store["quota"], 100 << 20, "{info}");
+    assert_eq!(store["custody_share"], 10 << 20, "{info}");
+    assert_eq!(store["custody_bytes"], 0, "{info}");
+    assert_eq!(store["custody_blocks"], 0, "{info}");
+}
