@@ -419,7 +419,7 @@ impl BackupEnv {
             user: var("LIBERNET_USER"),
             passphrase: var("LIBERNET_PASSPHRASE"),
             token: var("LIBERNET_TOKEN"),
-            default_token_file: default_store().join(crate::node::ADMIN_TOKEN_FILE),
+            default_token_file: default_store().join(crate::store::ADMIN_TOKEN_FILE),
             hostname,
         }
     }

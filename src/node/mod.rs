@@ -41,8 +41,7 @@ use crate::store::{
     StoreStats,
 };
 
-/// File in the store holding the admin bearer token (0600), created at first start.
-pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+pub use crate::store::ADMIN_TOKEN_FILE;
 
 /// LIKE answers list ids sharing at least this many leading bits with the target.
 pub const LIKE_MIN_BITS: u32 = 12;
