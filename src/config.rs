@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::mesh::WAITER_COST;
+use crate::arrivals::WAITER_COST;
 
 /// Default listen address (DESIGN 3).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8042";
