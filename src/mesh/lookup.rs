@@ -165,8 +165,8 @@ impl Mesh {
         self.arrivals.arrived(&id, &bytes, hops);
     }
 
-    /// Stores a block from a peer if `admission` allows; records evictions. Returns
-    /// whether it is held now.
+    /// Stores a block from a peer if `admission` allows; records evictions and hands off
+    /// the victims worth it. Returns whether it is held now.
     pub(super) async fn keep(&self, id: BlockId, bytes: Bytes, admission: Admission) -> bool {
         let store = self.store.clone();
         let put = tokio::task::spawn_blocking(move || store.put_with(&id, &bytes, admission)).await;
@@ -176,6 +176,7 @@ impl Mesh {
                 for victim in &put.evicted {
                     self.stats.record(victim, Event::Purge, now);
                 }
+                self.hand_off(put.handed);
                 true
             }
             Ok(Err(StoreError::Declined | StoreError::Full { .. })) => false,

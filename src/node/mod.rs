@@ -577,7 +577,8 @@ impl Node {
         }
     }
 
-    /// Stores a checked block, records evictions, and wakes its waiters.
+    /// Stores a checked block, records evictions (handing off the victims worth it), and
+    /// wakes its waiters.
     async fn store_block(
         &self,
         id: BlockId,
@@ -595,6 +596,7 @@ impl Node {
         for victim in &put.evicted {
             self.mesh.stats().record(victim, Event::Purge, now);
         }
+        self.mesh.hand_off(put.handed);
         self.mesh.arrivals().arrived(&id, &block, 0);
         Ok(put.outcome)
     }
