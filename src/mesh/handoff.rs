@@ -234,3 +234,137 @@ impl Mesh {
             .is_some_and(|learned| learned.held && learned.at.elapsed() < push::KNOWN_TTL)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::mesh::fake::mesh_with;
+
+    fn handed(text: &str, heat: f32) -> Handed {
+        let bytes = Bytes::from(text.to_owned());
+        Handed {
+            id: BlockId::of(&bytes),
+            bytes,
+            heat,
+        }
+    }
+
+    /// The peers of `all` by XOR distance to `id`, nearest first.
+    fn by_distance(all: &[BlockId], id: &BlockId) -> Vec<BlockId> {
+        let mut sorted = all.to_vec();
+        sorted.sort_unstable_by_key(|p| p.distance(id));
+        sorted
+    }
+
+    /// A handed-off block goes to the nearest peers first, skipping one known to hold
+    /// it, asking `Has` before each `Offer`, moving on when a peer refuses (full), and
+    /// stopping at the first that keeps it; the offer carries the block's heat doubled
+    /// (the receiver halves a push's hint).
+    #[tokio::test]
+    async fn a_handed_block_goes_to_the_nearest_peer_that_takes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mesh, ids, peers) = mesh_with(8, dir.path());
+        let block = handed("an evicted block", 1.5);
+        let near = by_distance(&ids, &block.id);
+        mesh.note_holder(&near[0], &block.id);
+        peers.full.lock().unwrap().push(near[1]);
+        mesh.hand_off(vec![block.clone()]);
+        mesh.hand_off_queued().await;
+        assert_eq!(peers.order(), vec![near[1], near[1], near[2], near[2]]);
+        assert_eq!(
+            peers.has_asks(),
+            vec![(near[1], block.id), (near[2], block.id)]
+        );
+        assert_eq!(
+            peers.offers(),
+            vec![(near[1], block.id, None), (near[2], block.id, None)]
+        );
+        let heats = peers.asks(|a| match a {
+            Ask::Offer { heat, .. } => Some(*heat),
+            _ => None,
+        });
+        assert!(
+            heats.iter().all(|(_, h)| (*h - 3.0).abs() < 1e-6),
+            "{heats:?}"
+        );
+        assert!(peers.holds(&near[2], &block.id));
+        assert!(!peers.holds(&near[1], &block.id));
+        let c = &mesh.counters;
+        assert_eq!(c.handoffs_placed.load(Ordering::Relaxed), 1);
+        assert_eq!(c.handoffs_failed.load(Ordering::Relaxed), 0);
+        assert_eq!(mesh.handoffs.bytes(), 0, "nothing left waiting");
+        // Known to hold it now: the next hand-off of the same block skips that peer too
+        // (and offers it again to the one that only declined).
+        mesh.hand_off(vec![block.clone()]);
+        mesh.hand_off_queued().await;
+        assert_eq!(peers.has_asks().last(), Some(&(near[3], block.id)));
+    }
+
+    /// A peer that has the block already (unknown to this node) counts as its place: no
+    /// bytes sent. With every peer full, the block is given up after `HANDOFF_TRIES`.
+    #[tokio::test]
+    async fn a_holder_places_it_and_full_peers_fail_it_after_three_tries() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mesh, ids, peers) = mesh_with(8, dir.path());
+        let held = handed("held at its nearest peer", 0.0);
+        peers.give(by_distance(&ids, &held.id)[0], held.bytes.clone());
+        mesh.hand_off(vec![held.clone()]);
+        mesh.hand_off_queued().await;
+        assert_eq!(peers.has_asks().len(), 1);
+        assert!(peers.offers().is_empty());
+        assert_eq!(mesh.counters.handoffs_placed.load(Ordering::Relaxed), 1);
+
+        peers.asked.lock().unwrap().clear();
+        *peers.full.lock().unwrap() = ids.clone();
+        let refused = handed("nobody has room", 0.0);
+        mesh.hand_off(vec![refused.clone()]);
+        mesh.hand_off_queued().await;
+        let near = by_distance(&ids, &refused.id);
+        let offered: Vec<BlockId> = peers.offers().into_iter().map(|(p, _, _)| p).collect();
+        assert_eq!(offered, near[..HANDOFF_TRIES].to_vec());
+        let c = &mesh.counters;
+        assert_eq!(c.handoffs_failed.load(Ordering::Relaxed), 1);
+        assert_eq!(c.handoffs_placed.load(Ordering::Relaxed), 1);
+    }
+
+    /// Past `HANDOFF_QUEUE_BYTES` of waiting blocks, further ones are dropped and
+    /// counted; those queued are all placed.
+    #[tokio::test]
+    async fn the_queue_drops_and_counts_past_its_byte_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mesh, _ids, peers) = mesh_with(4, dir.path());
+        let size = crate::id::MAX_BLOCK_SIZE;
+        let fit = (HANDOFF_QUEUE_BYTES / size as u64) as usize;
+        let blocks: Vec<Handed> = (0..fit + 2)
+            .map(|n| {
+                let bytes = Bytes::from(vec![n as u8; size]);
+                Handed {
+                    id: BlockId::of(&bytes),
+                    bytes,
+                    heat: 1.0,
+                }
+            })
+            .collect();
+        mesh.hand_off(blocks.clone());
+        let c = &mesh.counters;
+        assert_eq!(c.handoffs_dropped.load(Ordering::Relaxed), 2);
+        assert_eq!(mesh.handoffs.bytes(), (fit * size) as u64);
+        mesh.hand_off_queued().await;
+        assert_eq!(c.handoffs_placed.load(Ordering::Relaxed), fit as u64);
+        assert_eq!(mesh.handoffs.bytes(), 0);
+        let holds = peers.holds.lock().unwrap();
+        for b in &blocks[..fit] {
+            assert!(holds.values().flatten().any(|x| *x == b.bytes));
+        }
+        drop(holds);
+        let mut metrics = String::new();
+        mesh.render_metrics(&mut metrics);
+        assert!(
+            metrics.contains("libernet_handoffs_dropped_total 2\n"),
+            "{metrics}"
+        );
+        assert!(metrics.contains(&format!("libernet_handoffs_placed_total {fit}\n")));
+    }
+}

@@ -9,6 +9,7 @@ mod client_cli;
 mod content;
 mod dashboard;
 mod dashboard_browser;
+mod handoff;
 mod hardening;
 mod keep;
 mod like;
