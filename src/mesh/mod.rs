@@ -16,6 +16,7 @@ pub mod link;
 mod lookup;
 pub mod peers;
 mod push;
+mod repair;
 pub mod stats;
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ use lru::LruCache;
 
 pub use arrivals::{Arrivals, Outcome, TooManyWaiters, WAITER_COST, Waiter, waiter_limit};
 pub use peers::{Health, MAX_PEERS};
+pub use repair::{CUSTODY_LEASE, RepairReport};
 pub use stats::{BlockStat, Event, Stats};
 
 use crate::client::{ClientError, NodeKey, unix_now};
@@ -123,6 +125,8 @@ pub struct MeshSettings {
     pub gossip_interval: Duration,
     /// Pause between push rounds; zero: no pushes.
     pub push_interval: Duration,
+    /// Pause between repair rounds; zero: no repair.
+    pub repair_interval: Duration,
     /// Cap on concurrent waiters.
     pub max_waiters: usize,
     /// Bytes concurrent waiters may take, at `WAITER_COST` each.
@@ -197,6 +201,12 @@ pub struct Counters {
     pub handoffs_failed: AtomicU64,
     /// Evicted blocks dropped because the hand-off queue was full.
     pub handoffs_dropped: AtomicU64,
+    /// Kept blocks checked by repair rounds.
+    pub repair_checks: AtomicU64,
+    /// Custody copies repair rounds placed.
+    pub repair_copies: AtomicU64,
+    /// Bytes of custody copies repair rounds sent.
+    pub repair_bytes: AtomicU64,
 }
 
 /// What was learned about a peer and a block, and when.
@@ -230,6 +240,8 @@ pub struct Mesh {
     seeds: Mutex<HashMap<String, gossip::SeedState>>,
     /// Evicted blocks waiting to be handed off.
     handoffs: Arc<handoff::HandoffQueue>,
+    /// Where the repair rounds are in the lists of kept blocks.
+    repair_cursor: Mutex<repair::RepairCursor>,
 }
 
 impl Mesh {
@@ -273,6 +285,7 @@ impl Mesh {
             rng: Mutex::new(u64::from_le_bytes(seed) | 1),
             seeds: Mutex::new(HashMap::new()),
             handoffs: Arc::default(),
+            repair_cursor: Mutex::default(),
         })
     }
 
@@ -283,6 +296,9 @@ impl Mesh {
         tokio::spawn(handoff::run(Arc::downgrade(self)));
         if !self.settings.push_interval.is_zero() {
             tokio::spawn(push::run(Arc::downgrade(self)));
+        }
+        if !self.settings.repair_interval.is_zero() {
+            tokio::spawn(repair::run(Arc::downgrade(self)));
         }
     }
 
@@ -564,7 +580,7 @@ impl Mesh {
     pub fn render_metrics(&self, out: &mut String) {
         use std::fmt::Write;
         let c = &self.counters;
-        let counters: [(&str, &AtomicU64, &str); 21] = [
+        let counters: [(&str, &AtomicU64, &str); 24] = [
             (
                 "lookups_sent_total",
                 &c.lookups,
@@ -656,6 +672,21 @@ impl Mesh {
                 "handoff_queue_bytes",
                 &AtomicU64::new(self.handoffs.bytes()),
                 "Bytes of evicted blocks waiting for a hand-off.",
+            ),
+            (
+                "repair_checks_total",
+                &c.repair_checks,
+                "Kept blocks checked on their homes by repair rounds.",
+            ),
+            (
+                "repair_copies_total",
+                &c.repair_copies,
+                "Custody copies placed on homes that lacked them.",
+            ),
+            (
+                "repair_bytes_total",
+                &c.repair_bytes,
+                "Bytes of custody copies sent by repair rounds.",
             ),
             (
                 "tracked_blocks",
