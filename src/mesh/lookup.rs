@@ -170,7 +170,7 @@ impl Mesh {
     }
 
     /// Stores a peer's identity block (how its signatures are checked); records
-    /// evictions. Returns whether it is held now.
+    /// evictions and hands off the victims worth it. Returns whether it is held now.
     pub(super) async fn keep(&self, id: BlockId, bytes: Bytes, admission: Admission) -> bool {
         let store = self.store.clone();
         let put = tokio::task::spawn_blocking(move || store.put_with(&id, &bytes, admission)).await;
@@ -180,6 +180,7 @@ impl Mesh {
                 for victim in &put.evicted {
                     self.stats.record(victim, Event::Purge, now);
                 }
+                self.hand_off(put.handed);
                 true
             }
             Ok(Err(StoreError::Declined | StoreError::Full { .. })) => false,

@@ -1,6 +1,7 @@
 //! The mesh (DESIGN 6): how a node reaches the others. Owns the peer table, one worker
 //! per peer (`link`), lookups of missing blocks (`lookup`), gossip (`gossip`), pushes
-//! (`push`), custody repair (`repair`) and per-block statistics (`stats`).
+//! (`push`), custody repair (`repair`), hand-off of evicted blocks (`handoff`) and
+//! per-block statistics (`stats`).
 //!
 //! A service that finds bytes: the node calls `look_up` on a miss and gets the block
 //! (or nothing) back; storing what arrives and waking the requests waiting for it are
@@ -11,6 +12,7 @@
 #[cfg(test)]
 mod fake;
 mod gossip;
+mod handoff;
 pub mod link;
 mod lookup;
 pub mod peers;
@@ -189,6 +191,12 @@ pub struct Counters {
     pub peer_auth_refused: AtomicU64,
     /// Peers dropped after failing for a grace period.
     pub peers_dropped: AtomicU64,
+    /// Evicted blocks handed off: a peer had them or kept them.
+    pub handoffs_placed: AtomicU64,
+    /// Evicted blocks that no peer offered took.
+    pub handoffs_failed: AtomicU64,
+    /// Evicted blocks dropped because the hand-off queue was full.
+    pub handoffs_dropped: AtomicU64,
     /// Kept blocks checked by repair rounds.
     pub repair_checks: AtomicU64,
     /// Custody copies repair rounds placed.
@@ -225,6 +233,8 @@ pub struct Mesh {
     rng: Mutex<u64>,
     /// How joining each `--peer` seed went (`GET /peers`).
     seeds: Mutex<HashMap<String, gossip::SeedState>>,
+    /// Evicted blocks waiting to be handed off.
+    handoffs: Arc<handoff::HandoffQueue>,
     /// Where the repair rounds are in the lists of kept blocks.
     repair_cursor: Mutex<repair::RepairCursor>,
 }
@@ -268,14 +278,16 @@ impl Mesh {
             known: Mutex::new(HashMap::new()),
             rng: Mutex::new(u64::from_le_bytes(seed) | 1),
             seeds: Mutex::new(HashMap::new()),
+            handoffs: Arc::default(),
             repair_cursor: Mutex::default(),
         })
     }
 
-    /// Starts joining the seeds, gossip and push rounds as background tasks. They stop
-    /// when the last other reference to the mesh is dropped.
+    /// Starts joining the seeds, gossip, push rounds and hand-off as background tasks.
+    /// They stop when the last other reference to the mesh is dropped.
     pub fn start(self: &Arc<Self>) {
         tokio::spawn(gossip::run(Arc::downgrade(self)));
+        tokio::spawn(handoff::run(Arc::downgrade(self)));
         if !self.settings.push_interval.is_zero() {
             tokio::spawn(push::run(Arc::downgrade(self)));
         }
@@ -557,7 +569,7 @@ impl Mesh {
     pub fn render_metrics(&self, out: &mut String) {
         use std::fmt::Write;
         let c = &self.counters;
-        let counters: [(&str, &AtomicU64, &str); 20] = [
+        let counters: [(&str, &AtomicU64, &str); 24] = [
             (
                 "lookups_sent_total",
                 &c.lookups,
@@ -629,6 +641,26 @@ impl Mesh {
                 "peers_dropped_total",
                 &c.peers_dropped,
                 "Peers dropped as dead.",
+            ),
+            (
+                "handoffs_placed_total",
+                &c.handoffs_placed,
+                "Evicted blocks handed off to a peer that has them now.",
+            ),
+            (
+                "handoffs_failed_total",
+                &c.handoffs_failed,
+                "Evicted blocks no peer offered took.",
+            ),
+            (
+                "handoffs_dropped_total",
+                &c.handoffs_dropped,
+                "Evicted blocks dropped: the hand-off queue was full.",
+            ),
+            (
+                "handoff_queue_bytes",
+                &AtomicU64::new(self.handoffs.bytes()),
+                "Bytes of evicted blocks waiting for a hand-off.",
             ),
             (
                 "repair_checks_total",

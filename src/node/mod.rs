@@ -580,7 +580,8 @@ impl Node {
         }
     }
 
-    /// Stores a checked block, records evictions, and wakes its waiters.
+    /// Stores a checked block, records evictions (handing off the victims worth it), and
+    /// wakes its waiters.
     async fn store_block(
         &self,
         id: BlockId,
@@ -766,6 +767,7 @@ impl Intake {
         for victim in &put.evicted {
             self.mesh.stats().record(victim, Event::Purge, now);
         }
+        self.mesh.hand_off(put.handed);
         self.arrivals.arrived(&id, &block, hops);
         Ok(put.outcome)
     }

@@ -79,6 +79,16 @@ pub const DEFAULT_HOT_CACHE: u64 = 64 << 20;
 /// Most threads used to scan the store at start-up.
 const SCAN_THREADS: usize = 4;
 
+/// Heat (decayed requests) from which an evicted block outside this node's region is
+/// still handed off rather than just deleted: about one request within a half-life (an
+/// upload counts as one). Colder blocks outside the region are what eviction is for.
+pub const HANDOFF_MIN_HEAT: f32 = 0.5;
+
+/// Most bytes of evicted blocks one put reads back for hand-off. The victims of a put
+/// free about the new block's size (at most `MAX_BLOCK_SIZE`, plus the last victim's
+/// overshoot), so two blocks' worth covers them; the bound only makes that explicit.
+pub const HANDOFF_BYTES_PER_PUT: usize = 2 * MAX_BLOCK_SIZE;
+
 /// Seed of a memory store's eviction sampling: fixed, so that a simulation replays the
 /// same evictions run after run (any value does; this one spells "libernet").
 const MEMORY_SEED: u64 = u64::from_le_bytes(*b"libernet");
@@ -253,12 +263,37 @@ impl Admission {
 }
 
 /// What a `put_with` did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Put {
     /// Stored or already there.
     pub outcome: PutOutcome,
     /// Blocks evicted to make room.
     pub evicted: Vec<BlockId>,
+    /// Of those, the ones worth handing off to another node (in this node's region, or
+    /// at least `HANDOFF_MIN_HEAT` warm), most valuable first, with their bytes read
+    /// back before their files were deleted: at most `HANDOFF_BYTES_PER_PUT` bytes.
+    pub handed: Vec<Handed>,
+}
+
+/// An evicted block whose bytes the caller may place elsewhere (see `Put::handed`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Handed {
+    /// The block's id.
+    pub id: BlockId,
+    /// Its bytes; they hashed to `id` when read back.
+    pub bytes: Bytes,
+    /// Its heat here when it was evicted.
+    pub heat: f32,
+}
+
+/// A block chosen for eviction, as `make_room` saw it before taking it out.
+struct Victim {
+    id: BlockId,
+    size: u32,
+    /// Its worth here when it is a hand-off candidate (its heat and its value).
+    candidate: Option<(f32, f32)>,
+    /// Its bytes, when the hot cache had them.
+    cached: Option<Bytes>,
 }
 
 impl StoreLimits {
@@ -444,9 +479,10 @@ impl Store {
         debug_assert_eq!(BlockId::of(bytes), *id);
         let len = bytes.len() as u64;
         let keep_until = admission.keep_until.map(|u| clamp_until(u, unix_now()));
-        let held = |evicted| Put {
+        let held = |evicted, handed| Put {
             outcome: PutOutcome::AlreadyHeld,
             evicted,
+            handed,
         };
         // The custody lock comes before the index's; taken only for a custody admission.
         let mut book = keep_until.map(|_| self.lock_custody());
@@ -456,7 +492,7 @@ impl Store {
                 if let (Some(book), Some(until)) = (book.as_mut(), keep_until) {
                     self.keep_held(book, &mut index, *id, until)?;
                 }
-                return Ok(held(Vec::new()));
+                return Ok(held(Vec::new(), Vec::new()));
             }
             if keep_until.is_some()
                 && !custody::fits(index.custody_committed(), len, self.custody_share)
@@ -477,6 +513,8 @@ impl Store {
         };
         // Not held through the write: keeps and renewals of other blocks go on meanwhile.
         drop(book);
+        let handed = self.read_handed(&victims);
+        let victims: Vec<BlockId> = victims.into_iter().map(|v| v.id).collect();
         self.delete_evicted(&victims);
         let written = self.files.write(id, bytes);
         let mut book = kept.map(|_| self.lock_custody());
@@ -500,16 +538,18 @@ impl Store {
             Ok(Put {
                 outcome: PutOutcome::Stored,
                 evicted: victims,
+                handed,
             })
         } else {
-            Ok(held(victims))
+            Ok(held(victims, handed))
         }
     }
 
     /// Chooses blocks to evict so that `len` more bytes fit the quota, and takes them out
-    /// of the index and the hot cache (their files are deleted by the caller, outside the
-    /// lock). A custody admission evicts any unkept block; otherwise `admission` says
-    /// whether the victims must be worth less than the newcomer.
+    /// of the index and the hot cache (their files are read back for hand-off and
+    /// deleted by the caller, outside the lock). A custody admission evicts any unkept
+    /// block; otherwise `admission` says whether the victims must be worth less than the
+    /// newcomer.
     fn make_room(
         &self,
         index: &mut Index,
@@ -517,7 +557,7 @@ impl Store {
         len: u64,
         admission: Admission,
         custody: bool,
-    ) -> Result<Vec<BlockId>, StoreError> {
+    ) -> Result<Vec<Victim>, StoreError> {
         let over = (index.committed() + len).saturating_sub(self.quota);
         if over == 0 {
             return Ok(Vec::new());
@@ -534,11 +574,73 @@ impl Store {
                 },
                 NoRoom::NotWorthIt => StoreError::Declined,
             })?;
-        for victim in &victims {
-            index.remove(victim);
-            self.hot.remove(victim);
+        Ok(victims
+            .into_iter()
+            .filter_map(|victim| {
+                let heat = index.heat(&victim).unwrap_or(0.0);
+                let near = self.valuer.nearness(&victim);
+                let candidate =
+                    (near >= NEAR_BONUS || heat >= HANDOFF_MIN_HEAT).then_some((heat, heat + near));
+                let cached = candidate.and_then(|_| self.hot.get(&victim));
+                let size = index.remove(&victim)?;
+                self.hot.remove(&victim);
+                Some(Victim {
+                    id: victim,
+                    size,
+                    candidate,
+                    cached,
+                })
+            })
+            .collect())
+    }
+
+    /// The bytes of the hand-off candidates among `victims`, most valuable first, up to
+    /// `HANDOFF_BYTES_PER_PUT` bytes: read (and checked against their ids) before the
+    /// caller deletes their files. A file that cannot be read, or does not hash to its
+    /// id, is not handed off (it is deleted as any victim is).
+    fn read_handed(&self, victims: &[Victim]) -> Vec<Handed> {
+        let mut candidates: Vec<(&Victim, f32, f32)> = victims
+            .iter()
+            .filter_map(|v| v.candidate.map(|(heat, value)| (v, heat, value)))
+            .collect();
+        candidates.sort_unstable_by(|a, b| b.2.total_cmp(&a.2));
+        let mut budget = HANDOFF_BYTES_PER_PUT;
+        let mut handed = Vec::new();
+        for (victim, heat, _) in candidates {
+            let Some(left) = budget.checked_sub(victim.size as usize) else {
+                continue;
+            };
+            let bytes = match &victim.cached {
+                Some(bytes) => Some(bytes.clone()),
+                None => self.read_victim(&victim.id, victim.size),
+            };
+            if let Some(bytes) = bytes {
+                budget = left;
+                handed.push(Handed {
+                    id: victim.id,
+                    bytes,
+                    heat,
+                });
+            }
         }
-        Ok(victims)
+        handed
+    }
+
+    /// The bytes of evicted block `id` from its file, if they are there and hash to it.
+    fn read_victim(&self, id: &BlockId, size: u32) -> Option<Bytes> {
+        let buf = Vec::with_capacity(size as usize + 1);
+        match self.files.read(id, size, buf) {
+            Ok(FileRead::Bytes(bytes)) if BlockId::of(&bytes) == *id => Some(Bytes::from(bytes)),
+            Ok(FileRead::Bytes(_) | FileRead::Odd(..)) => {
+                tracing::warn!(%id, "an evicted block did not read back whole: not handed off");
+                None
+            }
+            Ok(FileRead::Gone) => None,
+            Err(e) => {
+                tracing::warn!(%id, error = %e, "could not read an evicted block for hand-off");
+                None
+            }
+        }
     }
 
     /// Counts one request for `id` in its value; false when it is not held.
@@ -1068,6 +1170,7 @@ fn is_disk_full(e: &io::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
     use std::fs;
 
     use super::disk::is_temp;
@@ -1730,5 +1833,61 @@ mod tests {
         let s = store.stats();
         assert_eq!((s.custody_blocks, s.custody_bytes), (10, 10_000));
         assert_eq!(store.custody_page(None, 100).len(), 10);
+    }
+
+    /// Eviction hands back the bytes of the victims worth placing elsewhere (those in
+    /// this node's region, and warm ones), most valuable first, and only deletes cold
+    /// blocks outside the region; on disk (from the files, or the hot cache for blocks
+    /// read before) and in memory alike.
+    #[test]
+    fn eviction_returns_the_bytes_of_region_and_warm_victims_only() {
+        let cold = Admission {
+            heat: 0.0,
+            must_be_worth_it: false,
+            keep_until: None,
+        };
+        for (store, _dir) in each_kind(StoreLimits::quota(12_000)) {
+            store.valuer().set_home(BlockId([0; 32]));
+            // The region: ids whose first bit is 0 (half of them).
+            store.valuer().set_near_bits(1);
+            let blocks: Vec<(BlockId, Vec<u8>)> = (0..12).map(|n| block(1000, n)).collect();
+            let near = |id: &BlockId| id.0[0] < 0x80;
+            let mut worth_handing = HashSet::new();
+            for (n, (id, bytes)) in blocks.iter().enumerate() {
+                store.put_with(id, bytes, cold).unwrap();
+                if n % 3 == 0 {
+                    store.add_heat(id, 3.0);
+                }
+                if n % 2 == 0 {
+                    // Read once: now in the hot cache (no heat: reads do not count).
+                    assert!(matches!(store.read(id).unwrap(), ReadOutcome::Found(_)));
+                }
+                if near(id) || n % 3 == 0 {
+                    worth_handing.insert(*id);
+                }
+            }
+            assert!(
+                worth_handing.len() < blocks.len(),
+                "some cold foreign blocks"
+            );
+            assert!(!worth_handing.is_empty());
+            let (big, big_bytes) = block(12_000, 99);
+            let put = store.put_with(&big, &big_bytes, Admission::UPLOAD).unwrap();
+            assert_eq!(put.evicted.len(), blocks.len(), "everything made room");
+            let handed: HashSet<BlockId> = put.handed.iter().map(|h| h.id).collect();
+            assert_eq!(handed, worth_handing);
+            for h in &put.handed {
+                assert_eq!(BlockId::of(&h.bytes), h.id);
+                assert!(!store.files.has(&h.id), "the file is deleted all the same");
+            }
+            // Most valuable first: the warm ones lead.
+            let values: Vec<f32> = put
+                .handed
+                .iter()
+                .map(|h| h.heat + store.valuer().nearness(&h.id))
+                .collect();
+            assert!(values.windows(2).all(|w| w[0] >= w[1]), "{values:?}");
+            assert!(put.handed[0].heat >= 3.0 - 0.01);
+        }
     }
 }
