@@ -855,7 +855,7 @@ class Bench:
         spread, polls = poll_copies(mesh, kept, p.settle, placed, p.repair)
         facts["every kept block on >= 3 nodes, after its PUT"] = (
             f"{spread:.1f} s after the last pinned PUT (at the end of the census that found "
-            f"none short; {len(polls)} censuses)" if spread is not None else
+            f"none short; censuses: {len(polls)})" if spread is not None else
             f"not within {p.settle:g} s: {polls[-1][2]} short at the last census")
         say(f"  {facts['every kept block on >= 3 nodes, after its PUT']}")
         m_placed = metric_sum(mesh, mesh.live, REPAIR_METRICS)
