@@ -10,12 +10,17 @@
 2. popularity: N nodes whose quotas hold a fraction of the blocks; R rounds of
    Zipf-distributed GETs over random nodes; then a census of replicas per block, plotted
    against request rank (SVG), with targets on the head, the tail and the last round.
-3. swarm (root only): peers in their own network namespaces with egress limited by tc
+3. custody: N nodes with a short --repair-interval; K blocks PUT pinned (admin token,
+   `Libernet-Pin`) on random nodes and unpinned filler beside them; once every kept
+   block is on >= 3 nodes, 30% of the nodes are SIGKILLed; censuses until every kept
+   block is back on >= 3 live nodes (bounded by a stated repair time); then kept blocks
+   lost (held by no live node), blocks on >= 3 live nodes, and a GET of each.
+4. swarm (root only): peers in their own network namespaces with egress limited by tc
    tbf; a 100 MiB file's blocks each on the peer nearest its id; the file is fetched
    through a fresh client node that knows every peer, and through one that knows a single
    peer holding every block, with curl and with `libernet get`.
 
-    python3 tools/bench_mesh.py                       # full run (about 3.5 minutes)
+    python3 tools/bench_mesh.py                       # full run (about 6 minutes)
     python3 tools/bench_mesh.py --smoke               # tiny run (about 25 s); exit 1 on failure
     python3 tools/bench_mesh.py --markdown docs/mesh.md   # also the report and its SVG plots
 
@@ -109,6 +114,23 @@ class PopularityPlan:
 
 
 @dataclass
+class CustodyPlan:
+    nodes: int
+    kept: int
+    filler: int
+    block_size: int
+    quota: str
+    custody_share: int | None
+    repair: float
+    push: float
+    gossip: float
+    kill_fraction: float
+    settle: float
+    repair_wait: float
+    wait: float
+
+
+@dataclass
 class SwarmPlan:
     peers: int
     file_mib: int
@@ -133,10 +155,17 @@ class Plan:
     converge_timeout: float
     lookup: LookupPlan
     popularity: PopularityPlan
+    custody: CustodyPlan
     swarm: SwarmPlan
 
 
-PARTS = ("lookup", "popularity", "swarm")
+PARTS = ("lookup", "popularity", "custody", "swarm")
+
+#: Lookup targets of issue 14: share of GETs of blocks with a live copy that are found.
+LOOKUP_SUCCESS_TARGET = 0.999
+
+#: Threads a census uses (HEAD ?wait=0 requests in flight); more nodes, more threads.
+CENSUS_THREADS = 16
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -152,7 +181,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="write the report to FILE and its SVG plots beside it")
     p.add_argument("--seed", type=int, default=1, help="random seed of blocks and choices")
     p.add_argument("--only", default=",".join(PARTS),
-                   help="comma-separated parts to run: lookup, popularity, swarm")
+                   help="comma-separated parts to run: lookup, popularity, custody, swarm")
     p.add_argument("--node-log", default="warn", help="LIBERNET_LOG for the nodes")
     p.add_argument("--converge-timeout", type=float, default=90.0,
                    help="seconds a mesh gets until every node knows all others")
@@ -177,6 +206,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--zipf", type=float, default=1.0, help="Zipf exponent over the ranks")
     g.add_argument("--concurrency", type=int, default=4, help="GETs in flight")
     g.add_argument("--half-life", type=float, default=60.0, help="nodes' --half-life, s")
+    g = p.add_argument_group("custody")
+    g.add_argument("--custody-nodes", type=int, help="nodes [20; smoke 6]")
+    g.add_argument("--custody-kept", type=int,
+                   help="kept blocks, each PUT pinned on a random node [500; smoke 40]")
+    g.add_argument("--custody-filler", type=int,
+                   help="unpinned blocks PUT beside them, so quotas fill [2500; smoke 100]")
+    g.add_argument("--custody-kib", type=int, help="block size in KiB [16; smoke 16]")
+    g.add_argument("--custody-quota", help="quota per node [8MiB; smoke 2MiB]")
+    g.add_argument("--custody-share", type=int,
+                   help="nodes' --custody-share, percent [node default, 50]")
+    g.add_argument("--repair-interval", type=float,
+                   help="nodes' --repair-interval, s [2; smoke 1]")
+    g.add_argument("--custody-kill", type=float, default=0.3,
+                   help="share of nodes SIGKILLed after the kept blocks are placed")
+    g.add_argument("--custody-settle", type=float,
+                   help="seconds allowed, before the kill, for every kept block to reach "
+                        ">= 3 nodes [120; smoke 40]")
+    g.add_argument("--repair-wait", type=float,
+                   help="the stated repair time: seconds after the kill within which every "
+                        "kept block should be back on >= 3 live nodes [120; smoke 40]")
     g = p.add_argument_group("swarm")
     g.add_argument("--swarm-peers", type=int, help="rate-limited peers [8; smoke 3]")
     g.add_argument("--swarm-mib", type=int, help="file size in MiB [100; smoke 8]")
@@ -221,6 +270,15 @@ def make_plan(args: argparse.Namespace) -> Plan:
             rounds=pick(args.rounds, 10, 3), per_round=pick(args.per_round, 2000, 300),
             zipf=args.zipf, concurrency=args.concurrency, half_life=args.half_life,
             push=1.0, gossip=pick(None, 2.0, 1.0), wait=3.0, settle=3.0),
+        custody=CustodyPlan(
+            nodes=pick(args.custody_nodes, 20, 6), kept=pick(args.custody_kept, 500, 40),
+            filler=pick(args.custody_filler, 2500, 100),
+            block_size=pick(args.custody_kib, 16, 16) * KIB,
+            quota=pick(args.custody_quota, "8MiB", "2MiB"), custody_share=args.custody_share,
+            repair=pick(args.repair_interval, 2.0, 1.0), push=pick(None, 2.0, 1.0),
+            gossip=pick(None, 2.0, 1.0), kill_fraction=args.custody_kill,
+            settle=pick(args.custody_settle, 120.0, 40.0),
+            repair_wait=pick(args.repair_wait, 120.0, 40.0), wait=5.0),
         swarm=SwarmPlan(
             peers=pick(args.swarm_peers, 8, 3), file_mib=pick(args.swarm_mib, 100, 8),
             rate=args.rate, burst=args.burst, latency=args.latency,
@@ -290,7 +348,7 @@ LOOKUP_METRICS = [
 
 
 def census(mesh: Mesh, nodes: list[Node], ids: list[str],
-           threads: int = 8) -> dict[str, set[int]]:
+           threads: int = CENSUS_THREADS) -> dict[str, set[int]]:
     """Which of `nodes` hold each block now (`HEAD ?wait=0`: 200 held, 504 not)."""
     held: dict[str, set[int]] = {i: set() for i in ids}
     problems: list[str] = []
@@ -352,6 +410,7 @@ class PhaseResult:
     lost: set[str] = field(default_factory=set)
     metrics: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    nodes: int = 0  # live nodes during the phase
 
     def count(self, status: int) -> int:
         return sum(1 for s in self.samples if s.status == status)
@@ -387,6 +446,79 @@ def holder_ranks(blocks: list[str], held: dict[str, set[int]], nodes: list[Node]
             + "; ".join(f"{b[:8]} at ranks {r}" for b, r in list(zip(blocks, ranks))[:3]))
 
 
+def hops_p99(hops: list[int]) -> int | None:
+    """The 99th percentile of hop counts by nearest rank (a count some answer took)."""
+    if not hops:
+        return None
+    s = sorted(hops)
+    return s[max(0, math.ceil(0.99 * len(s)) - 1)]
+
+
+def lookup_verdicts(ph: PhaseResult) -> list[Verdict]:
+    """Issue 14's lookup targets for one phase: success >= 99.9% of the GETs of blocks
+    that some live node held, and hops p99 <= log2(live nodes)."""
+    findable = [s for s in ph.samples if s.block not in ph.lost]
+    ok = sum(1 for s in findable if s.status == 200)
+    rate = ok / max(1, len(findable))
+    hops = [s.hops for s in findable if s.status == 200 and s.hops is not None]
+    p99 = hops_p99(hops)
+    bound = math.log2(max(2, ph.nodes))
+    return [
+        Verdict(f"lookup, {ph.name}: success >= {LOOKUP_SUCCESS_TARGET:.1%} of blocks with a "
+                "live copy", f"{rate:.2%} ({ok}/{len(findable)})",
+                rate >= LOOKUP_SUCCESS_TARGET),
+        Verdict(f"lookup, {ph.name}: hops p99 <= log2({ph.nodes} live nodes) = {bound:.2f}",
+                f"p99 {p99 if p99 is not None else '-'}, max {max(hops) if hops else '-'}",
+                p99 is not None and p99 <= bound),
+    ]
+
+
+def node_rss(nodes: list[Node]) -> str:
+    """Resident memory of the nodes' processes (VmRSS), mean and max."""
+    sizes = []
+    for n in nodes:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            for line in Path(f"/proc/{n.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    sizes.append(int(line.split()[1]) / 1024)
+    if not sizes:
+        return "unknown"
+    return (f"mean {statistics.mean(sizes):.1f} MiB, max {max(sizes):.1f} MiB over "
+            f"{len(sizes)} nodes")
+
+
+#: Holder name of the bench's pins (`Libernet-Pin`).
+CUSTODY_HOLDER = "bench-custody"
+
+
+def poll_copies(mesh: Mesh, ids: list[str], bound: float, since: float,
+                pause: float) -> tuple[float | None, list[tuple[float, float, int]]]:
+    """Censuses of the blocks still on fewer than `HOMES` live nodes, `pause` seconds
+    apart, until none is or `bound` seconds after `since` have passed. A block found on
+    enough nodes is not asked about again (the caller's full census checks it stayed).
+    Returns the seconds from `since` to the end of the census that found none short
+    (None: not within `bound`), and each census as (start, end, blocks short), in
+    seconds after `since`."""
+    pending = list(ids)
+    polls: list[tuple[float, float, int]] = []
+    while True:
+        t = time.monotonic()
+        held = census(mesh, mesh.live, pending)
+        pending = [b for b in pending if len(held[b]) < HOMES]
+        end = time.monotonic()
+        polls.append((t - since, end - since, len(pending)))
+        if not pending:
+            return end - since, polls
+        if end - since >= bound:
+            return None, polls
+        time.sleep(min(pause, max(0.0, since + bound - time.monotonic())))
+
+
+REPAIR_METRICS = ["libernet_repair_checks_total", "libernet_repair_copies_total",
+                  "libernet_repair_bytes_total", "libernet_pushes_sent_total",
+                  "libernet_evictions_total", "libernet_gossip_sent_total"]
+
+
 def fetch(mesh: Mesh, node: Node, block: str, wait: float) -> Sample:
     """GET one block; checks its bytes and its hops header."""
     started = time.monotonic()
@@ -417,6 +549,8 @@ class Bench:
         self.pop: dict | None = None
         self.swarm_rows: list[dict] = []
         self.swarm_facts: dict[str, str] = {}
+        self.custody_facts: dict[str, str] = {}
+        self.custody_phase: PhaseResult | None = None
         self.skipped: dict[str, str] = {}
         self.plots: dict[str, str] = {}
         self.meshes: list[tuple[Mesh, str]] = []
@@ -483,7 +617,7 @@ class Bench:
             rng.shuffle(order)
             t = time.monotonic()
             samples = [fetch(mesh, pick(block), block, p.wait) for block in order]
-            result = PhaseResult(name, samples, seconds=time.monotonic() - t)
+            result = PhaseResult(name, samples, seconds=time.monotonic() - t, nodes=len(live))
             m1 = metric_sum(mesh, live, LOOKUP_METRICS)
             result.metrics = {k: m1[k] - m0[k] for k in m1}
             result.metrics["evictions (all live nodes, since start)"] = m1[
@@ -571,6 +705,8 @@ class Bench:
                 self.notes["lookup"].append(
                     f"after recovery: {len(missed)} blocks held by a live node answered 504; "
                     + holder_ranks(missed, held2, mesh.live))
+        for ph in self.lookup:
+            self.verdicts += lookup_verdicts(ph)
         for n in mesh.live:
             if n.exited():
                 self.failures.append(f"lookup: {n.name} died")
@@ -677,6 +813,146 @@ class Bench:
         self.failures += [f"popularity: {x}" for x in problems]
 
     # part 3
+
+    def run_custody(self) -> None:
+        p = self.plan.custody
+        rng = random.Random(self.plan.seed + 3)
+        settings = NodeSettings(quota=p.quota, gossip=p.gossip, push=p.push, repair=p.repair,
+                                custody_share=p.custody_share, log_level=self.plan.node_log)
+        mesh = self.mesh("custody", settings)
+        facts = self.custody_facts
+        say(f"custody: starting {p.nodes} nodes (quota {p.quota}, repair {p.repair:g} s, "
+            f"push {p.push:g} s, gossip {p.gossip:g} s)")
+        started = time.monotonic()
+        mesh.start(p.nodes, timeout=self.plan.converge_timeout)
+        facts["mesh formed"] = f"{time.monotonic() - started:.1f} s"
+        kept: list[str] = []
+        holder: dict[str, Node] = {}
+        t0 = time.monotonic()
+        for _ in range(p.kept):
+            data = rng.randbytes(p.block_size)
+            block = hashlib.sha256(data).hexdigest()
+            node = rng.choice(mesh.nodes)
+            reply = mesh.http(node, f"/sha256/{block}", "PUT", data, {
+                "Content-Type": "application/octet-stream",
+                "Authorization": f"Bearer {node.admin_token()}",
+                "Libernet-Pin": CUSTODY_HOLDER}, timeout=60)
+            if reply.status not in (200, 201):
+                raise BenchFailure(f"pinned PUT {block[:12]} on {node.name}: {reply.status} "
+                                   f"{reply.body[:200]!r}")
+            kept.append(block)
+            holder[block] = node
+        placed = time.monotonic()
+        for _ in range(p.filler):
+            data = rng.randbytes(p.block_size)
+            node = rng.choice(mesh.nodes)
+            status = mesh.put(node, data)
+            if status not in (200, 201):
+                raise BenchFailure(f"PUT of a filler block on {node.name}: {status}")
+        say(f"  put {p.kept} kept blocks (pinned) in {placed - t0:.1f} s and {p.filler} "
+            f"filler blocks in {time.monotonic() - placed:.1f} s; waiting until every kept "
+            f"block is on >= {HOMES} nodes (at most {p.settle:g} s)")
+        spread, polls = poll_copies(mesh, kept, p.settle, placed, p.repair)
+        facts["every kept block on >= 3 nodes, after its PUT"] = (
+            f"{spread:.1f} s after the last pinned PUT (at the end of the census that found "
+            f"none short; censuses: {len(polls)})" if spread is not None else
+            f"not within {p.settle:g} s: {polls[-1][2]} short at the last census")
+        say(f"  {facts['every kept block on >= 3 nodes, after its PUT']}")
+        m_placed = metric_sum(mesh, mesh.live, REPAIR_METRICS)
+        held0 = census(mesh, mesh.live, kept)
+        copies0 = [len(v) for v in held0.values()]
+        facts["before the kill: copies per kept block"] = (
+            f"mean {statistics.mean(copies0):.2f}, min {min(copies0)}, max {max(copies0)}; "
+            f"on >= 3 nodes: {sum(1 for c in copies0 if c >= HOMES)} of {len(kept)}; held by "
+            f"all 3 of their homes: {homes_complete(kept, held0, mesh.nodes)}")
+        facts["before the kill: stores"] = metric_store(mesh)
+        facts["before the kill: repair work so far, summed over the nodes"] = (
+            f"{int(m_placed['libernet_repair_checks_total']):,} checks, "
+            f"{int(m_placed['libernet_repair_copies_total']):,} copies, "
+            f"{m_placed['libernet_repair_bytes_total'] / MIB:.1f} MiB; "
+            f"{int(m_placed['libernet_pushes_sent_total']):,} pushes kept, "
+            f"{int(m_placed['libernet_evictions_total']):,} evictions")
+        victims = rng.sample(mesh.nodes, max(1, round(p.nodes * p.kill_fraction)))
+        for v in victims:
+            mesh.kill(v)
+        killed_at = time.monotonic()
+        dead = {v.index for v in victims}
+        live_idx = {n.index for n in mesh.live}
+        gone_with_kill = [b for b in kept if not held0[b] & live_idx]
+        facts["killed"] = (f"{len(victims)} of {p.nodes} nodes (SIGKILL): "
+                           + ", ".join(v.name for v in victims))
+        facts["kept blocks whose holder (the node it was PUT on) was killed"] = str(
+            sum(1 for b in kept if holder[b].index in dead))
+        facts["kept blocks that lost at least one of their 3 homes"] = str(
+            sum(1 for b in kept if homes(b, mesh.nodes) & dead))
+        facts["kept blocks left with no live copy by the kill (census before it)"] = str(
+            len(gone_with_kill))
+        say(f"  killed {', '.join(v.name for v in victims)}; polling until every kept block "
+            f"is on >= {HOMES} live nodes (at most {p.repair_wait:g} s)")
+        m_kill = metric_sum(mesh, mesh.live, REPAIR_METRICS)
+        healed, polls = poll_copies(mesh, kept, p.repair_wait, killed_at, p.repair)
+        key = ("censuses after the kill (start-end, s after it: kept blocks short of 3 live "
+               "copies)")
+        facts[key] = ("; ".join(f"{a:.0f}-{b:.0f} s: {n}" for a, b, n in polls[:12])
+                      + (f"; ... ({len(polls)} censuses)" if len(polls) > 12 else ""))
+        say(f"  censuses: {facts[key]}")
+        held1 = census(mesh, mesh.live, kept)
+        census_end = time.monotonic() - killed_at
+        copies1 = [len(v) for v in held1.values()]
+        lost = [b for b in kept if not held1[b]]
+        on3 = sum(1 for c in copies1 if c >= HOMES)
+        facts["after repair: copies per kept block on live nodes"] = (
+            f"mean {statistics.mean(copies1):.2f}, min {min(copies1)}, max {max(copies1)}; "
+            f"held by all 3 of their homes among the live nodes: "
+            f"{homes_complete(kept, held1, mesh.live)} (full census ending {census_end:.0f} s "
+            "after the kill)")
+        m_end = metric_sum(mesh, mesh.live, REPAIR_METRICS)
+        since = {k: m_end[k] - m_kill[k] for k in m_end}
+        facts["repair work after the kill, summed over the live nodes"] = (
+            f"{int(since['libernet_repair_checks_total']):,} checks, "
+            f"{int(since['libernet_repair_copies_total']):,} copies, "
+            f"{since['libernet_repair_bytes_total'] / MIB:.1f} MiB in {census_end:.0f} s; "
+            f"{int(since['libernet_pushes_sent_total']):,} pushes kept, "
+            f"{int(since['libernet_evictions_total']):,} evictions")
+        order = kept[:]
+        rng.shuffle(order)
+        t = time.monotonic()
+        samples = [fetch(mesh, rng.choice(mesh.live), b, p.wait) for b in order]
+        ph = PhaseResult("kept blocks after repair", samples, seconds=time.monotonic() - t,
+                         nodes=len(mesh.live), lost=set(lost))
+        self.custody_phase = ph
+        bad = [s for s in samples if s.status not in (200, 504)]
+        if bad:
+            self.failures.append(f"custody: {len(bad)} answers neither 200 nor 504, e.g. "
+                                 f"{bad[0].status} {bad[0].error}")
+        say(f"  GET of each kept block from a random live node: {ph.count(200)}/{len(samples)} "
+            "found")
+        facts["after repair: stores"] = metric_store(mesh)
+        facts["node memory (VmRSS) at the end"] = node_rss(mesh.live)
+        self.verdicts.append(Verdict(
+            f"custody: kept blocks lost after SIGKILL of {len(victims)} of {p.nodes} nodes "
+            "(target 0)", f"{len(lost)} of {len(kept)} held by no live node"
+            + (f" ({len(gone_with_kill)} had no live copy at the kill)" if lost else ""),
+            not lost))
+        self.verdicts.append(Verdict(
+            f"custody: every kept block on >= {HOMES} live nodes within {p.repair_wait:g} s "
+            "of the kill",
+            (f"yes, by {healed:.0f} s (end of the census that found none short)"
+             if healed is not None else f"no: {polls[-1][2]} short at {polls[-1][1]:.0f} s")
+            + f"; full census after: {on3}/{len(kept)} on >= {HOMES}",
+            healed is not None and on3 == len(kept)))
+        self.verdicts += lookup_verdicts(ph)[:1]
+        if lost and min(copies0) > len(victims):
+            # Every block had more copies than nodes were killed: one must survive.
+            self.failures.append(f"custody: {len(lost)} kept blocks lost although each had "
+                                 f">= {min(copies0)} copies and {len(victims)} nodes died")
+        for n in mesh.live:
+            if n.exited():
+                self.failures.append(f"custody: {n.name} died")
+        problems = mesh.stop()
+        self.failures += [f"custody: {x}" for x in problems]
+
+    # part 4
 
     def run_swarm(self) -> None:
         p = self.plan.swarm
@@ -1123,7 +1399,7 @@ def swarm_table(rows: list[dict]) -> str:
 
 
 def settings_lines(plan: Plan) -> list[str]:
-    lk, pp, sw = plan.lookup, plan.popularity, plan.swarm
+    lk, pp, cu, sw = plan.lookup, plan.popularity, plan.custody, plan.swarm
     lines = [f"mode: {'smoke' if plan.smoke else 'full'}; seed {plan.seed}; parts: "
              f"{', '.join(plan.parts)}; nodes log at LIBERNET_LOG={plan.node_log}; every node "
              "has `scrub_rate = 0` in its config file"]
@@ -1151,6 +1427,23 @@ def settings_lines(plan: Plan) -> list[str]:
             f"the blocks; {pp.rounds} rounds of {pp.per_round} GETs `?wait={pp.wait:g}`, ranks "
             f"drawn with Zipf weights 1/k^{pp.zipf:g}, each at a random node, {pp.concurrency} "
             f"in flight; {pp.settle:g} s pause, then a HEAD ?wait=0 census on every node")
+    if "custody" in plan.parts:
+        share = f" --custody-share {cu.custody_share}" if cu.custody_share is not None else ""
+        lines.append(
+            f"custody: {cu.nodes} nodes, `--quota {cu.quota} --repair-interval {cu.repair:g} "
+            f"--push-interval {cu.push:g} --gossip-interval {cu.gossip:g}{share}`; {cu.kept} "
+            f"random blocks of {cu.block_size // KIB} KiB "
+            f"({cu.kept * cu.block_size / MIB:.1f} MiB) each PUT on a random node with the "
+            f"node's admin token and `Libernet-Pin: {CUSTODY_HOLDER}` (kept blocks), then "
+            f"{cu.filler} unpinned random blocks of the same size "
+            f"({cu.filler * cu.block_size / MIB:.1f} MiB) each PUT on a random node, so "
+            "quotas fill and eviction runs; censuses (`HEAD ?wait=0` of the kept blocks still "
+            f"short on every node, one every {cu.repair:g} s) until every kept block is on "
+            f">= {HOMES} nodes (at most {cu.settle:g} s); a full census; SIGKILL of "
+            f"{cu.kill_fraction:.0%} of the nodes, chosen at random; censuses of the blocks "
+            f"short of {HOMES} live copies until none is (at most {cu.repair_wait:g} s after "
+            "the kill: the stated repair time); a full census of every kept block on every "
+            f"live node; each kept block GET `?wait={cu.wait:g}` once from a random live node")
     if "swarm" in plan.parts:
         lines.append(
             f"swarm: one random file of {sw.file_mib} MiB put with `libernet put` on a staging "
@@ -1229,6 +1522,13 @@ def report(plan: Plan, bench: Bench, machine: list[tuple[str, str]], command: st
         if "popularity" in bench.plots:
             out += ["", f"![replicas by request rank]({plot_prefix}"
                     f"{bench.plots['popularity']})"]
+    if bench.custody_facts:
+        out += ["", "### Custody and repair", ""]
+        out += [f"- {k}: {v}" for k, v in bench.custody_facts.items()]
+        out += [f"- {n}" for n in bench.notes["custody"]]
+        if bench.custody_phase is not None:
+            out += ["", "Each kept block fetched once from a random live node after the "
+                    "repair polls:", "", lookup_table([bench.custody_phase])]
     if bench.swarm_rows or bench.skipped.get("swarm"):
         out += ["", "### Swarming", ""]
         if bench.skipped.get("swarm"):
@@ -1306,7 +1606,7 @@ def run(plan: Plan) -> int:
             stack.callback(shutil.rmtree, run_dir, True)
         bench = Bench(plan, binary, run_dir, stack)
         steps = {"lookup": bench.run_lookup, "popularity": bench.run_popularity,
-                 "swarm": bench.run_swarm}
+                 "custody": bench.run_custody, "swarm": bench.run_swarm}
         for part in plan.parts:
             try:
                 steps[part]()

@@ -100,6 +100,8 @@ class NodeSettings:
     scrub_rate: int | None = 0
     hot_cache: str | None = None
     max_connections: int | None = None
+    repair: float | None = None
+    custody_share: int | None = None
     log_level: str = "warn"
 
     def config_text(self) -> str:
@@ -117,7 +119,8 @@ class NodeSettings:
         out: list[str] = []
         for flag, value in (("--quota", self.quota), ("--gossip-interval", self.gossip),
                             ("--push-interval", self.push), ("--half-life", self.half_life),
-                            ("--wait", self.wait)):
+                            ("--wait", self.wait), ("--repair-interval", self.repair),
+                            ("--custody-share", self.custody_share)):
             if value is not None:
                 out += [flag, str(value)]
         return out
