@@ -3,7 +3,6 @@
 //! logging every ask. No sockets, no signatures: the seam is `Transport`.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -178,16 +177,16 @@ impl Transport for Arc<Peers> {
     }
 }
 
-/// A mesh of this node (over a store in `dir`) and `n` in-memory peers; the peers' ids
+/// A mesh of this node (over a store in memory) and `n` in-memory peers; the peers' ids
 /// (in the order added) and their shared state.
-pub fn mesh_with(n: u8, dir: &Path) -> (Arc<Mesh>, Vec<BlockId>, Arc<Peers>) {
+pub fn mesh_with(n: u8) -> (Arc<Mesh>, Vec<BlockId>, Arc<Peers>) {
     let limits = StoreLimits {
         quota: 1 << 30,
         hot_cache: 0,
         half_life: DEFAULT_HALF_LIFE,
         custody_share: 1 << 29,
     };
-    let store = Arc::new(Store::open(dir, limits).unwrap());
+    let store = Arc::new(Store::in_memory(limits));
     let settings = MeshSettings {
         seeds: Vec::new(),
         gossip_interval: Duration::ZERO,

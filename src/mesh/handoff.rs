@@ -264,8 +264,7 @@ mod tests {
     /// (the receiver halves a push's hint).
     #[tokio::test]
     async fn a_handed_block_goes_to_the_nearest_peer_that_takes_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mesh, ids, peers) = mesh_with(8, dir.path());
+        let (mesh, ids, peers) = mesh_with(8);
         let block = handed("an evicted block", 1.5);
         let near = by_distance(&ids, &block.id);
         mesh.note_holder(&near[0], &block.id);
@@ -306,8 +305,7 @@ mod tests {
     /// bytes sent. With every peer full, the block is given up after `HANDOFF_TRIES`.
     #[tokio::test]
     async fn a_holder_places_it_and_full_peers_fail_it_after_three_tries() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mesh, ids, peers) = mesh_with(8, dir.path());
+        let (mesh, ids, peers) = mesh_with(8);
         let held = handed("held at its nearest peer", 0.0);
         peers.give(by_distance(&ids, &held.id)[0], held.bytes.clone());
         mesh.hand_off(vec![held.clone()]);
@@ -333,8 +331,7 @@ mod tests {
     /// counted; those queued are all placed.
     #[tokio::test]
     async fn the_queue_drops_and_counts_past_its_byte_cap() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mesh, _ids, peers) = mesh_with(4, dir.path());
+        let (mesh, _ids, peers) = mesh_with(4);
         let size = crate::id::MAX_BLOCK_SIZE;
         let fit = (HANDOFF_QUEUE_BYTES / size as u64) as usize;
         let blocks: Vec<Handed> = (0..fit + 2)

@@ -250,8 +250,7 @@ mod tests {
     /// forwards with one hop fewer and a share of its time as the wait.
     #[tokio::test]
     async fn a_lookup_asks_nearest_first_and_widens_until_found() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mesh, mut ids, peers) = mesh_with(6, dir.path());
+        let (mesh, mut ids, peers) = mesh_with(6);
         let block = Bytes::from_static(b"wanted block");
         let id = BlockId::of(&block);
         ids.sort_by_key(|p| p.distance(&id));
@@ -296,8 +295,7 @@ mod tests {
     /// first, never the one that forwarded the request, then gives up.
     #[tokio::test]
     async fn a_lookup_never_asks_more_than_its_bound_nor_its_origin() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mesh, mut ids, peers) = mesh_with(12, dir.path());
+        let (mesh, mut ids, peers) = mesh_with(12);
         let id = BlockId::of(b"nobody has this");
         ids.sort_by_key(|p| p.distance(&id));
         let origin = Origin {
@@ -330,8 +328,7 @@ mod tests {
     /// nearest is asked alongside, and its answer ends the lookup.
     #[tokio::test(start_paused = true)]
     async fn a_silent_peer_is_hedged_after_a_while() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mesh, mut ids, peers) = mesh_with(4, dir.path());
+        let (mesh, mut ids, peers) = mesh_with(4);
         let block = Bytes::from_static(b"behind a silent peer");
         let id = BlockId::of(&block);
         ids.sort_by_key(|p| p.distance(&id));

@@ -164,8 +164,7 @@ mod tests {
     /// that is not a home, never twice, and not at all where the peer already has it.
     #[tokio::test]
     async fn pushes_place_blocks_on_their_homes_only_and_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mesh, peers_ids, peers) = mesh_with(8, dir.path());
+        let (mesh, peers_ids, peers) = mesh_with(8);
         let mut all = peers_ids.clone();
         all.push(mesh.me());
         let blocks: Vec<Bytes> = (0..40u32)

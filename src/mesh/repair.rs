@@ -290,8 +290,7 @@ mod tests {
     /// round copies nothing. When a home fails, the next nearest node gets a copy.
     #[tokio::test]
     async fn repair_copies_kept_blocks_to_their_homes_in_batches() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mesh, peer_ids, peers) = mesh_with(8, dir.path());
+        let (mesh, peer_ids, peers) = mesh_with(8);
         let mut all = peer_ids.clone();
         all.push(mesh.me());
         let holder: Holder = "backup-1".parse().unwrap();
@@ -370,8 +369,7 @@ mod tests {
     /// and a block whose lease ran out is no longer repaired.
     #[tokio::test]
     async fn a_custodian_passes_on_its_own_lease() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mesh, _peer_ids, peers) = mesh_with(6, dir.path());
+        let (mesh, _peer_ids, peers) = mesh_with(6);
         let block = Bytes::from_static(b"kept for someone else");
         let id = BlockId::of(&block);
         mesh.store.put(&id, &block).unwrap();
