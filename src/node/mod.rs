@@ -15,7 +15,9 @@ mod upload;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::Instant;
 
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
@@ -258,12 +260,6 @@ impl Node {
                 source,
             })
         })?;
-        let id = identity.id();
-        store.valuer().set_home(id);
-        if store.contains(&id).is_none() {
-            store.put(&id, identity.block())?;
-        }
-        store.protect(id);
         let settings = MeshSettings {
             seeds: config.peers.clone(),
             gossip_interval: config.gossip_interval,
@@ -272,6 +268,52 @@ impl Node {
             waiter_memory: config.waiter_memory,
         };
         let mesh = Mesh::new(identity.clone(), url.clone(), store.clone(), settings);
+        Node::compose(store, identity, mesh, url, admin_token)
+    }
+
+    /// A node without a config or a disk: `identity` over `store` (typically
+    /// `Store::in_memory`), reaching its peers through `transport`. The same node as
+    /// `open` builds, for in-process meshes (`sim`) and tests; its admin token is random
+    /// and kept nowhere. Call `start` to join the mesh.
+    pub fn in_process(
+        identity: Arc<Identity>,
+        url: String,
+        store: Arc<Store>,
+        settings: MeshSettings,
+        transport: Arc<dyn crate::mesh::link::Transport>,
+    ) -> Result<Node, NodeError> {
+        let mut token = [0u8; 32];
+        fsutil::random_bytes(&mut token).map_err(|source| {
+            NodeError::Store(StoreError::Io {
+                context: "admin token".into(),
+                source,
+            })
+        })?;
+        let mesh = Mesh::with_transport(
+            identity.clone(),
+            url.clone(),
+            store.clone(),
+            settings,
+            transport,
+        );
+        Node::compose(store, identity, mesh, url, hex::encode(token))
+    }
+
+    /// The node over its parts: the identity block stored and protected from eviction,
+    /// the store's valuer centred on the node id.
+    fn compose(
+        store: Arc<Store>,
+        identity: Arc<Identity>,
+        mesh: Arc<Mesh>,
+        url: String,
+        admin_token: String,
+    ) -> Result<Node, NodeError> {
+        let id = identity.id();
+        store.valuer().set_home(id);
+        if store.contains(&id).is_none() {
+            store.put(&id, identity.block())?;
+        }
+        store.protect(id);
         Ok(Node {
             store,
             identity,
@@ -330,6 +372,11 @@ impl Node {
     /// The node's identity.
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
     }
 
     /// The mesh.
@@ -408,7 +455,7 @@ impl Node {
             self.store.record_request(&id);
             self.mesh
                 .stats()
-                .record(&id, Event::Request, crate::client::unix_now());
+                .record(&id, Event::Request, crate::clock::unix_now());
         }
         if let Some(found) = look(self).await? {
             Metrics::add(&self.metrics.hits, 1);
@@ -458,10 +505,7 @@ impl Node {
         let outcome = match self.store.contains(&id) {
             None => return Ok(None),
             Some(size) if size <= INLINE_READ_MAX => self.store.read(&id)?,
-            Some(_) => {
-                let store = self.store.clone();
-                blocking(move || store.read(&id)).await??
-            }
+            Some(_) => store_work(&self.store, move |s| s.read(&id)).await??,
         };
         match outcome {
             ReadOutcome::Found(bytes) => Ok(Some(bytes)),
@@ -494,9 +538,8 @@ impl Node {
         let block = self.check_upload(id, upload)?;
         let mut added = None;
         if let Some(holder) = holder {
-            let store = self.store.clone();
             let h = holder.clone();
-            if blocking(move || store.pin(id, &h, Durability::Soon)).await?? {
+            if store_work(&self.store, move |s| s.pin(id, &h, Durability::Soon)).await?? {
                 added = Some(holder);
             }
         }
@@ -504,15 +547,17 @@ impl Node {
             Ok(outcome) => outcome,
             Err(e) => {
                 if let Some(holder) = added {
-                    let store = self.store.clone();
-                    blocking(move || store.unpin(&id, Some(&holder), Durability::Soon)).await??;
+                    store_work(&self.store, move |s| {
+                        s.unpin(&id, Some(&holder), Durability::Soon)
+                    })
+                    .await??;
                 }
                 return Err(e);
             }
         };
         self.mesh
             .stats()
-            .record(&id, Event::Upload, crate::client::unix_now());
+            .record(&id, Event::Upload, crate::clock::unix_now());
         Ok(outcome)
     }
 
@@ -547,7 +592,7 @@ impl Node {
         match self.store_block(id, block, admission).await {
             Ok(PutOutcome::Stored) => {
                 counters.pushes_received.fetch_add(1, Ordering::Relaxed);
-                let now = crate::client::unix_now();
+                let now = crate::clock::unix_now();
                 self.mesh.stats().record(&id, Event::PushIn, now);
                 self.mesh.note_holder(&from, &id);
                 tracing::debug!(%id, %from, heat, "push kept");
@@ -584,14 +629,13 @@ impl Node {
         block: Bytes,
         admission: Admission,
     ) -> Result<PutOutcome, NodeError> {
-        let store = self.store.clone();
         let bytes = block.clone();
-        let put = blocking(move || store.put_with(&id, &bytes, admission)).await??;
+        let put = store_work(&self.store, move |s| s.put_with(&id, &bytes, admission)).await??;
         match put.outcome {
             PutOutcome::Stored => Metrics::add(&self.metrics.puts_stored, 1),
             PutOutcome::AlreadyHeld => Metrics::add(&self.metrics.puts_held, 1),
         }
-        let now = crate::client::unix_now();
+        let now = crate::clock::unix_now();
         for victim in &put.evicted {
             self.mesh.stats().record(victim, Event::Purge, now);
         }
@@ -710,6 +754,17 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, NodeError> {
     tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| NodeError::Task(e.to_string()))
+}
+
+/// Runs store work on the blocking pool, or inline for a memory store
+/// (`store::off_worker`).
+async fn store_work<T: Send + 'static>(
+    store: &Arc<Store>,
+    f: impl FnOnce(Arc<Store>) -> T + Send + 'static,
+) -> Result<T, NodeError> {
+    crate::store::off_worker(store, f)
         .await
         .map_err(|e| NodeError::Task(e.to_string()))
 }

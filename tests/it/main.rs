@@ -14,5 +14,6 @@ mod keep;
 mod like;
 mod mesh;
 mod peers;
+mod sim;
 mod store;
 mod support;

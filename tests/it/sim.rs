@@ -1,0 +1,30 @@
+//! The simulated mesh at CI size (issue 14): 50 real nodes in one process on a paused
+//! clock, a fixed seed, node loss, restarts with and without the store, a partition,
+//! joins and message loss. Asserts the invariants, never timings.
+
+use libernet::sim::{self, Config};
+
+#[test]
+fn fifty_nodes_keep_what_they_are_trusted_with_and_find_what_is_held() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let report = runtime.block_on(sim::run(Config::small(14)));
+    let table = report.table();
+    eprintln!("{table}");
+    assert_eq!(report.nodes_start, 50);
+    assert_eq!(report.removed, 15, "{table}");
+    assert!(report.reads > 1000, "{table}");
+    assert!(report.reads_eligible > 1000, "{table}");
+    // No kept block is lost after the node losses, up to the repair the mesh does.
+    assert_eq!(report.kept_lost, 0, "{table}");
+    // Every lookup of a block some live, connected node holds succeeds.
+    assert_eq!(
+        report.reads_eligible_found, report.reads_eligible,
+        "{table}"
+    );
+    // A read cannot find a block no reachable node holds (checks the bookkeeping).
+    assert_eq!(report.reads_ineligible_found, 0, "{table}");
+}
