@@ -33,6 +33,8 @@ pub const DEFAULT_SCRUB_RATE: u64 = 8 << 20;
 pub const DEFAULT_GOSSIP_INTERVAL: Duration = Duration::from_secs(30);
 /// Default pause between push rounds (offering blocks to the peers that should hold them).
 pub const DEFAULT_PUSH_INTERVAL: Duration = Duration::from_secs(10);
+/// Default pause between repair rounds (custody checks of kept blocks on their homes).
+pub const DEFAULT_REPAIR_INTERVAL: Duration = Duration::from_secs(60);
 /// Most seed peers accepted on the command line or in the file.
 pub const MAX_SEEDS: usize = 64;
 
@@ -41,7 +43,7 @@ pub const MAX_SEEDS: usize = 64;
 pub struct ServeArgs {
     /// TOML file with any of: store, listen, quota, wait, url, max_connections,
     /// max_waiters, waiter_memory, scrub_rate, hot_cache, peers, gossip_interval, push_interval,
-    /// half_life, custody_share.
+    /// repair_interval, half_life, custody_share.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Store directory [default: $XDG_DATA_HOME/libernet, else ~/.libernet].
@@ -75,6 +77,10 @@ pub struct ServeArgs {
     /// Seconds between push rounds; 0 turns pushing off [default: 10].
     #[arg(long, value_name = "SECS")]
     pub push_interval: Option<f64>,
+    /// Seconds between repair rounds (kept blocks checked and copied to their homes); 0
+    /// turns repair off [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub repair_interval: Option<f64>,
     /// Half-life in seconds of a request's weight in a block's value [default: 3600].
     #[arg(long, value_name = "SECS")]
     pub half_life: Option<f64>,
@@ -98,6 +104,7 @@ struct FileConfig {
     peers: Option<Vec<String>>,
     gossip_interval: Option<f64>,
     push_interval: Option<f64>,
+    repair_interval: Option<f64>,
     half_life: Option<f64>,
 }
 
@@ -157,6 +164,8 @@ pub struct Config {
     pub gossip_interval: Duration,
     /// Pause between push rounds; zero: no pushing.
     pub push_interval: Duration,
+    /// Pause between repair rounds; zero: no repair.
+    pub repair_interval: Duration,
     /// Half-life of a request's weight in a block's value.
     pub half_life: Duration,
 }
@@ -181,6 +190,7 @@ impl Config {
             peers: Vec::new(),
             gossip_interval: DEFAULT_GOSSIP_INTERVAL,
             push_interval: DEFAULT_PUSH_INTERVAL,
+            repair_interval: DEFAULT_REPAIR_INTERVAL,
             half_life: crate::store::DEFAULT_HALF_LIFE,
         }
     }
@@ -250,6 +260,9 @@ impl Config {
         }
         if let Some(secs) = args.push_interval.or(file.push_interval) {
             config.push_interval = seconds(secs, "push_interval", false)?;
+        }
+        if let Some(secs) = args.repair_interval.or(file.repair_interval) {
+            config.repair_interval = seconds(secs, "repair_interval", false)?;
         }
         if let Some(secs) = args.half_life.or(file.half_life) {
             config.half_life = seconds(secs, "half_life", true)?;

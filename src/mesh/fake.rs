@@ -192,6 +192,7 @@ pub fn mesh_with(n: u8, dir: &Path) -> (Arc<Mesh>, Vec<BlockId>, Arc<Peers>) {
         seeds: Vec::new(),
         gossip_interval: Duration::ZERO,
         push_interval: Duration::ZERO,
+        repair_interval: Duration::ZERO,
         max_waiters: 100,
         waiter_memory: 1 << 20,
     };

@@ -15,6 +15,7 @@ pub mod link;
 mod lookup;
 pub mod peers;
 mod push;
+mod repair;
 pub mod stats;
 
 use std::collections::HashMap;
@@ -30,6 +31,7 @@ use lru::LruCache;
 
 pub use arrivals::{Arrivals, Outcome, TooManyWaiters, WAITER_COST, Waiter, waiter_limit};
 pub use peers::{Health, MAX_PEERS};
+pub use repair::{CUSTODY_LEASE, RepairReport};
 pub use stats::{BlockStat, Event, Stats};
 
 use crate::client::{ClientError, NodeKey, unix_now};
@@ -124,6 +126,8 @@ pub struct MeshSettings {
     pub gossip_interval: Duration,
     /// Pause between push rounds; zero: no pushes.
     pub push_interval: Duration,
+    /// Pause between repair rounds; zero: no repair.
+    pub repair_interval: Duration,
     /// Cap on concurrent waiters.
     pub max_waiters: usize,
     /// Bytes concurrent waiters may take, at `WAITER_COST` each.
@@ -192,6 +196,12 @@ pub struct Counters {
     pub peer_auth_refused: AtomicU64,
     /// Peers dropped after failing for a grace period.
     pub peers_dropped: AtomicU64,
+    /// Kept blocks checked by repair rounds.
+    pub repair_checks: AtomicU64,
+    /// Custody copies repair rounds placed.
+    pub repair_copies: AtomicU64,
+    /// Bytes of custody copies repair rounds sent.
+    pub repair_bytes: AtomicU64,
 }
 
 /// What was learned about a peer and a block, and when.
@@ -223,6 +233,8 @@ pub struct Mesh {
     rng: Mutex<u64>,
     /// How joining each `--peer` seed went (`GET /peers`).
     seeds: Mutex<HashMap<String, gossip::SeedState>>,
+    /// Where the repair rounds are in the lists of kept blocks.
+    repair_cursor: Mutex<repair::RepairCursor>,
 }
 
 impl Mesh {
@@ -265,6 +277,7 @@ impl Mesh {
             known: Mutex::new(HashMap::new()),
             rng: Mutex::new(u64::from_le_bytes(seed) | 1),
             seeds: Mutex::new(HashMap::new()),
+            repair_cursor: Mutex::default(),
         })
     }
 
@@ -274,6 +287,9 @@ impl Mesh {
         tokio::spawn(gossip::run(Arc::downgrade(self)));
         if !self.settings.push_interval.is_zero() {
             tokio::spawn(push::run(Arc::downgrade(self)));
+        }
+        if !self.settings.repair_interval.is_zero() {
+            tokio::spawn(repair::run(Arc::downgrade(self)));
         }
     }
 
@@ -561,7 +577,7 @@ impl Mesh {
     pub fn render_metrics(&self, out: &mut String) {
         use std::fmt::Write;
         let c = &self.counters;
-        let counters: [(&str, &AtomicU64, &str); 17] = [
+        let counters: [(&str, &AtomicU64, &str); 20] = [
             (
                 "lookups_sent_total",
                 &c.lookups,
@@ -633,6 +649,21 @@ impl Mesh {
                 "peers_dropped_total",
                 &c.peers_dropped,
                 "Peers dropped as dead.",
+            ),
+            (
+                "repair_checks_total",
+                &c.repair_checks,
+                "Kept blocks checked on their homes by repair rounds.",
+            ),
+            (
+                "repair_copies_total",
+                &c.repair_copies,
+                "Custody copies placed on homes that lacked them.",
+            ),
+            (
+                "repair_bytes_total",
+                &c.repair_bytes,
+                "Bytes of custody copies sent by repair rounds.",
             ),
             (
                 "tracked_blocks",

@@ -257,6 +257,18 @@ impl PeerTable {
         nearer < replicas
     }
 
+    /// The block's homes: the `replicas` nodes nearest `block` among this node and the
+    /// peers whose last exchange worked, nearest first (this node may be one).
+    pub fn homes(&self, block: &BlockId, replicas: usize) -> Vec<BlockId> {
+        let mut all: Vec<BlockId> = std::iter::once(&self.me)
+            .chain(self.healthy())
+            .copied()
+            .collect();
+        all.sort_unstable_by_key(|id| id.distance(block));
+        all.truncate(replicas);
+        all
+    }
+
     /// Ids of peers whose last exchange succeeded.
     fn healthy(&self) -> impl Iterator<Item = &BlockId> {
         self.peers

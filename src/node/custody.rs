@@ -4,10 +4,16 @@
 
 use crate::id::BlockId;
 use crate::proto::HoldState;
+use crate::store::{Kept, StoreError};
 
-use super::{Node, NodeError};
+use super::{Node, NodeError, blocking};
 
 impl Node {
+    /// Until when block `id` is kept here in custody, if it is.
+    pub fn custody_until(&self, id: &BlockId) -> Option<u64> {
+        self.store.custody_until(id)
+    }
+
     /// Which of `ids` are held here, for peer `from`; with `keep_until`, those held are
     /// also kept in custody until then where the custody share allows.
     pub async fn holds(
@@ -16,13 +22,34 @@ impl Node {
         ids: &[BlockId],
         keep_until: Option<u64>,
     ) -> Result<Vec<HoldState>, NodeError> {
-        let _ = (from, keep_until);
-        Ok(ids
+        let store = self.store.clone();
+        let ids = ids.to_vec();
+        let deleted: Vec<bool> = ids
             .iter()
-            .map(|id| match self.store.contains(id) {
-                Some(_) => HoldState::Held,
-                None => HoldState::Absent,
-            })
-            .collect())
+            .map(|id| self.mesh.stats().is_deleted(id))
+            .collect();
+        let states = blocking(move || {
+            let now = crate::client::unix_now();
+            ids.iter()
+                .zip(deleted)
+                .map(|(id, deleted)| match (store.contains(id), keep_until) {
+                    (None, _) => Ok(HoldState::Absent),
+                    // The operator deleted it here: never taken into custody again.
+                    (Some(_), Some(_)) if deleted => Ok(HoldState::Held),
+                    (Some(_), None) => Ok(HoldState::Held),
+                    (Some(_), Some(until)) => match store.keep(*id, until, now) {
+                        Ok(Kept::Absent) => Ok(HoldState::Absent),
+                        Ok(_) => Ok(HoldState::Kept),
+                        Err(StoreError::CustodyFull { .. }) => Ok(HoldState::Held),
+                        Err(e) => Err(e),
+                    },
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
+        })
+        .await??;
+        if keep_until.is_some() {
+            tracing::trace!(%from, n = states.len(), "custody renewed");
+        }
+        Ok(states)
     }
 }

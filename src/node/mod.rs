@@ -264,6 +264,7 @@ impl Node {
             seeds: config.peers.clone(),
             gossip_interval: config.gossip_interval,
             push_interval: config.push_interval,
+            repair_interval: config.repair_interval,
             max_waiters: config.max_waiters,
             waiter_memory: config.waiter_memory,
         };
@@ -573,7 +574,6 @@ impl Node {
         from: BlockId,
         keep_until: Option<u64>,
     ) -> Result<PutOutcome, NodeError> {
-        let _ = keep_until;
         if self.mesh.stats().is_deleted(&id) {
             return Err(NodeError::Deleted(id));
         }
@@ -585,8 +585,10 @@ impl Node {
         };
         let admission = Admission {
             heat,
-            must_be_worth_it: !self.store.is_pinned(&id),
-            keep_until: None,
+            // Custody is taken whatever the block is worth (within the custody share);
+            // a block kept here already is always taken back.
+            must_be_worth_it: keep_until.is_none() && !self.store.is_kept(&id),
+            keep_until,
         };
         let counters = self.mesh.counters();
         match self.store_block(id, block, admission).await {

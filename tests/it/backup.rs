@@ -15,7 +15,7 @@ use libernet::codec;
 use libernet::id::BlockId;
 
 use crate::client_cli::{make_tree, walk};
-use crate::support::{Setup, TestNode, bytes};
+use crate::support::{Setup, TestNode, bytes, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_libernet");
 
@@ -215,6 +215,56 @@ async fn back_up_change_and_restore_both_points_on_a_new_machine() {
         .await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert_eq!(fs::read_dir(&busy).unwrap().count(), 1);
+}
+
+/// Custody (issue 14): a backup pushed to one node of five is copied by repair rounds
+/// to each of its blocks' homes and kept there; with that node gone for good, the
+/// backup is found and restored whole through another node, on a new machine.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_outlives_the_node_it_was_pushed_to() {
+    let mut nodes = crate::custody::custody_mesh(5).await;
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("home1/data");
+    make_tree(&data);
+    let laptop = User::new(&temp.path().join("home1"), &nodes[0], true);
+    laptop.json(&["add", data.to_str().unwrap()]).await;
+    laptop.json(&["run"]).await;
+    let before = walk(&data);
+    let holder = libernet::backup::holder_name("alice", "laptop");
+    let pins = nodes[0]
+        .admin(Method::GET, &format!("/pins?holder={holder}"))
+        .await;
+    let pins: serde_json::Value = serde_json::from_slice(&pins.body).unwrap();
+    let pinned: Vec<BlockId> = pins["pins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(pinned.len() > 5, "{pins}");
+    // Every pinned block reaches its homes among the other four (two or three of
+    // them, as the backup's node is a home or not).
+    for id in &pinned {
+        let homes = crate::custody::nearest(&nodes, id, 3);
+        for &h in homes.iter().filter(|h| **h != 0) {
+            let home = &nodes[h];
+            eventually(60, "each home keeps the backup's blocks", || async {
+                home.holds(id).await && home.node.custody_until(id).is_some()
+            })
+            .await;
+        }
+    }
+    // The backup's node is lost.
+    nodes.remove(0).stop().await;
+    let fresh = User::new(&temp.path().join("home2"), &nodes[0], false);
+    let restored = temp.path().join("restored");
+    fresh
+        .json(&["restore", "--to", restored.to_str().unwrap()])
+        .await;
+    assert_eq!(walk(&under(&restored, &data)), before);
+    for node in nodes {
+        node.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

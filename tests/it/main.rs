@@ -7,6 +7,7 @@ mod browser;
 mod cli;
 mod client_cli;
 mod content;
+mod custody;
 mod dashboard;
 mod dashboard_browser;
 mod hardening;
