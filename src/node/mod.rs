@@ -354,10 +354,8 @@ impl Node {
             loop {
                 tick.tick().await;
                 let Some(store) = store.upgrade() else { return };
-                let flushed = tokio::task::spawn_blocking(move || {
-                    (store.flush_pins(), store.flush_custody())
-                })
-                .await;
+                let flushed =
+                    crate::store::off_worker(&store, |s| (s.flush_pins(), s.flush_custody())).await;
                 if let Ok((pins, custody)) = flushed {
                     if let Err(e) = pins {
                         tracing::error!(error = %e, "cannot save the pins");

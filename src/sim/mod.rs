@@ -75,6 +75,8 @@ pub struct Config {
     pub gossip_interval: Duration,
     /// Push round pause.
     pub push_interval: Duration,
+    /// Repair round pause.
+    pub repair_interval: Duration,
     /// Seeds each node is given (random live nodes).
     pub seeds_per_node: usize,
     /// Time for gossip to settle after the nodes start, before any block is published.
@@ -111,23 +113,24 @@ impl Config {
         Config {
             nodes: 50,
             seed,
-            blocks: 400,
-            kept: 100,
+            blocks: 300,
+            kept: 60,
             block_size: 512,
             quota: 0,
-            capacity: 6.0,
+            capacity: 3.0,
             custody_percent: 50,
             min_delay: Duration::from_millis(5),
             max_delay: Duration::from_millis(60),
             loss: 0.01,
             gossip_interval: Duration::from_secs(30),
             push_interval: Duration::from_secs(10),
+            repair_interval: crate::config::DEFAULT_REPAIR_INTERVAL,
             seeds_per_node: 3,
-            warmup: Duration::from_secs(180),
-            spread: Duration::from_secs(300),
-            rounds: 6,
-            round: Duration::from_secs(300),
-            reads_per_round: 200,
+            warmup: Duration::from_secs(90),
+            spread: Duration::from_secs(180),
+            rounds: 5,
+            round: Duration::from_secs(120),
+            reads_per_round: 150,
             wait: Duration::from_secs(3),
             remove_share: 0.3,
             join_share: 0.1,
@@ -148,6 +151,8 @@ impl Config {
             capacity: 4.0,
             rounds: 10,
             round: Duration::from_secs(600),
+            warmup: Duration::from_secs(180),
+            spread: Duration::from_secs(600),
             reads_per_round: 5_000,
             join_share: 0.1,
             samples_per_round: 3,
@@ -244,6 +249,8 @@ struct Slot {
 /// What one read found.
 #[derive(Debug, Clone, Copy)]
 struct Read {
+    /// Made in a round with a partition.
+    partitioned: bool,
     /// Some live node on the reader's side held the block when the read started.
     eligible: bool,
     found: bool,
@@ -269,6 +276,10 @@ pub struct LossEvent {
     pub repaired_after_secs: Option<f64>,
     /// Kept blocks under `KEPT_COPIES` live copies at the round's end.
     pub under_at_end: usize,
+    /// Reads of held blocks this round that failed.
+    pub reads_failed: usize,
+    /// A partition was in force during this round.
+    pub partitioned: bool,
 }
 
 /// The figures of a run.
@@ -312,6 +323,10 @@ pub struct Report {
     pub reads_eligible: usize,
     /// Eligible reads that got the block.
     pub reads_eligible_found: usize,
+    /// Eligible reads outside the rounds with a partition, and of those found.
+    pub reads_eligible_unpartitioned: usize,
+    /// Found.
+    pub reads_eligible_unpartitioned_found: usize,
     /// Reads of blocks no reachable live node held that still got it (0: they cannot).
     pub reads_ineligible_found: usize,
     /// Eligible reads found / eligible reads.
@@ -424,6 +439,7 @@ impl World {
             seeds,
             gossip_interval: self.cfg.gossip_interval,
             push_interval: self.cfg.push_interval,
+            repair_interval: self.cfg.repair_interval,
             max_waiters: crate::config::DEFAULT_MAX_WAITERS,
             waiter_memory: crate::config::DEFAULT_WAITER_MEMORY,
         }
@@ -656,6 +672,8 @@ pub async fn run(cfg: Config) -> Report {
             lost,
             repaired_after_secs: (under == 0).then_some(0.0),
             under_at_end: under,
+            reads_failed: 0,
+            partitioned: cfg.partition_round == Some(round),
         };
         // Reads and samples through the round, in time order.
         let mut timeline: Vec<(Duration, Option<usize>)> = (0..cfg.reads_per_round)
@@ -705,6 +723,7 @@ pub async fn run(cfg: Config) -> Report {
                     .await
                     .ok();
                 Read {
+                    partitioned: false,
                     eligible,
                     found: got.is_some(),
                     hops: got.map_or(0, |f| f.hops),
@@ -713,7 +732,9 @@ pub async fn run(cfg: Config) -> Report {
             });
         }
         while let Some(done) = pending.join_next().await {
-            if let Ok(read) = done {
+            if let Ok(mut read) = done {
+                event.reads_failed += usize::from(read.eligible && !read.found);
+                read.partitioned = event.partitioned;
                 reads.push(read);
             }
         }
@@ -766,6 +787,14 @@ pub async fn run(cfg: Config) -> Report {
         reads: reads.len(),
         reads_eligible: eligible,
         reads_eligible_found: eligible_found,
+        reads_eligible_unpartitioned: reads
+            .iter()
+            .filter(|r| r.eligible && !r.partitioned)
+            .count(),
+        reads_eligible_unpartitioned_found: reads
+            .iter()
+            .filter(|r| r.eligible && !r.partitioned && r.found)
+            .count(),
         reads_ineligible_found: reads.iter().filter(|r| !r.eligible && r.found).count(),
         lookup_success: if eligible == 0 {
             1.0
@@ -839,12 +868,13 @@ impl Report {
                     e.round, e.removed, e.wiped
                 ),
                 format!(
-                    "<3 copies {} (lost {}), repaired after {}, <3 at end {}",
+                    "<3 copies {} (lost {}), repaired after {}, <3 at end {}; {} reads failed",
                     e.under_replicated,
                     e.lost,
                     e.repaired_after_secs
                         .map_or("not within the round".to_owned(), |s| format!("{s:.0} s")),
-                    e.under_at_end
+                    e.under_at_end,
+                    e.reads_failed
                 ),
             );
         }
@@ -855,6 +885,13 @@ impl Report {
                 self.reads_eligible_found,
                 self.reads_eligible,
                 self.lookup_success * 100.0
+            ),
+        );
+        row(
+            "  outside partitions: found / made",
+            format!(
+                "{} / {}",
+                self.reads_eligible_unpartitioned_found, self.reads_eligible_unpartitioned
             ),
         );
         row(
