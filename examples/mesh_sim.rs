@@ -52,6 +52,7 @@ fn main() {
         Config::small(args.seed)
     };
     cfg.nodes = args.nodes;
+    cfg.progress = true;
     if let Some(b) = args.blocks {
         cfg.blocks = b;
     }

@@ -104,6 +104,8 @@ pub struct Config {
     pub partition_share: f64,
     /// Replica counts of kept blocks are sampled this many times per round.
     pub samples_per_round: usize,
+    /// Print a line per phase and round on stderr (simulated and wall time).
+    pub progress: bool,
 }
 
 impl Config {
@@ -138,6 +140,7 @@ impl Config {
             partition_round: Some(3),
             partition_share: 0.2,
             samples_per_round: 5,
+            progress: false,
         }
     }
 
@@ -605,12 +608,25 @@ pub async fn run(cfg: Config) -> Report {
     let wall = std::time::Instant::now();
     let start = now();
     let mut w = World::new(cfg.clone());
+    let say = |what: &str| {
+        if cfg.progress {
+            eprintln!(
+                "sim: {what} at {:.0} simulated s, {:.1} wall s",
+                now().duration_since(start).as_secs_f64(),
+                wall.elapsed().as_secs_f64()
+            );
+        }
+    };
     for _ in 0..cfg.nodes {
         w.join();
     }
+    say("nodes started");
     tokio::time::sleep(cfg.warmup).await;
+    say("warm-up over");
     w.publish().await;
+    say("published");
     tokio::time::sleep(cfg.spread).await;
+    say("spread over");
     let (under_before, _) = w.kept_replication();
     let zipf = Zipf::new(w.blocks.len());
     let mut fault_rng = Rng::new(net::mix(cfg.seed ^ 0x0000_6661_756c_7473));
@@ -741,6 +757,12 @@ pub async fn run(cfg: Config) -> Report {
         let t = now();
         node_secs += t.duration_since(last_tick).as_secs_f64() * w.live().len() as f64;
         last_tick = t;
+        say(&format!(
+            "round {round} over ({} live, {} kept under 3 copies, {} reads failed)",
+            w.live().len(),
+            event.under_at_end,
+            event.reads_failed
+        ));
         events.push(event);
     }
     w.net.heal();
