@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::mesh::WAITER_COST;
+use crate::arrivals::WAITER_COST;
 
 /// Default listen address (DESIGN 3).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8042";
@@ -419,7 +419,7 @@ impl BackupEnv {
             user: var("LIBERNET_USER"),
             passphrase: var("LIBERNET_PASSPHRASE"),
             token: var("LIBERNET_TOKEN"),
-            default_token_file: default_store().join(crate::node::ADMIN_TOKEN_FILE),
+            default_token_file: default_store().join(crate::store::ADMIN_TOKEN_FILE),
             hostname,
         }
     }

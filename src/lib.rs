@@ -26,6 +26,7 @@
 //! - [`backup`]: backup sets: runs, the passphrase-found index, restore, verify.
 //! - [`cli`]: the command line.
 
+pub mod arrivals;
 pub mod backup;
 pub mod bundle;
 pub mod cli;

@@ -37,6 +37,18 @@ pub(super) enum Caller {
 }
 
 impl Caller {
+    /// The verified peer, for a route only peers may use (`what` names the request in
+    /// the refusal).
+    fn peer_only(self, what: &str) -> Result<BlockId, ApiError> {
+        match self {
+            Caller::Peer(id) => Ok(id),
+            Caller::Refused(e) => Err(e.into()),
+            Caller::Client => {
+                Err(NodeError::PeerAuth(format!("{what} must be signed by its node")).into())
+            }
+        }
+    }
+
     /// The peer, if verified.
     pub(super) fn peer(&self) -> Option<BlockId> {
         match self {
@@ -138,16 +150,7 @@ impl Handler {
         parts: &Parts,
         body: Incoming,
     ) -> Result<Reply, ApiError> {
-        let from = match caller {
-            Caller::Peer(id) => id,
-            Caller::Refused(e) => return Err(e.into()),
-            Caller::Client => {
-                return Err(NodeError::PeerAuth(
-                    "an announcement must be signed by its node".into(),
-                )
-                .into());
-            }
-        };
+        let from = caller.peer_only("an announcement")?;
         let len = content_length(&parts.headers)?;
         let upload = self.read_body(body, len).await?;
         check_body_digest(&parts.headers, &upload)?;
@@ -162,15 +165,7 @@ impl Handler {
         parts: &Parts,
         body: Incoming,
     ) -> Result<Reply, ApiError> {
-        let from = match caller {
-            Caller::Peer(id) => id,
-            Caller::Refused(e) => return Err(e.into()),
-            Caller::Client => {
-                return Err(
-                    NodeError::PeerAuth("a holds check must be signed by its node".into()).into(),
-                );
-            }
-        };
+        let from = caller.peer_only("a holds check")?;
         let len = content_length(&parts.headers)?;
         if len > MAX_HOLDS_BODY {
             return Err(NodeError::BadRequest(format!(

@@ -193,8 +193,6 @@ pub fn mesh_with(n: u8, dir: &Path) -> (Arc<Mesh>, Vec<BlockId>, Arc<Peers>) {
         gossip_interval: Duration::ZERO,
         push_interval: Duration::ZERO,
         repair_interval: Duration::ZERO,
-        max_waiters: 100,
-        waiter_memory: 1 << 20,
     };
     let peers = Arc::new(Peers::default());
     let identity = Arc::new(Identity::from_seed(&[200; 32]));

@@ -262,7 +262,8 @@ impl PeerLink for Link {
     }
 }
 
-/// The HTTP request of `ask` (DESIGN 3, 6; docs/protocol.md).
+/// The HTTP request of `ask` (DESIGN 3, 6; README "Mesh" and "Signed requests between
+/// nodes").
 fn to_call(ask: &Ask, timeout: Duration) -> Call {
     match ask {
         Ask::Get {

@@ -1,8 +1,8 @@
 //! Lookups of missing blocks (DESIGN 6): ask the peer nearest the id (XOR) first, then
 //! the next nearest when one fails or is slow (at most `LOOKUP_PARALLEL` at once, never
 //! more than `LOOKUP_MAX_PEERS` in all); each ask forwards the request with one hop less and the same
-//! request id. A found block is verified, stored if it is worth a place (pull-through)
-//! and handed to every waiter; a lookup that runs out of peers tells the waiters so.
+//! request id. A found block (checked against its id) is the lookup's result; the node
+//! stores it if it is worth a place (pull-through) and hands it to every waiter.
 //! Also LIKE queries, merged from the nearest peers' answers.
 
 use std::sync::Arc;
@@ -31,13 +31,28 @@ const HEDGE_AFTER: Duration = Duration::from_millis(750);
 /// Time allowed beyond a forwarded wait for the answer to travel back.
 const ANSWER_SLACK: Duration = Duration::from_millis(250);
 
+/// A lookup under way: the URL of the peer asked first, and the block when (if) one
+/// is found.
+pub struct Lookup {
+    /// The peer asked first.
+    pub asked: Vec<String>,
+    /// The block (it hashes to the id) and the hops it took; `None` when the lookup ran
+    /// out of peers or of time.
+    pub found: tokio::task::JoinHandle<Option<(Bytes, u32)>>,
+}
+
 impl Mesh {
-    /// Starts looking for `id` among peers (unless `origin` allows no more hops) and
-    /// returns the URL of the peer asked first. Returns at once; the lookup runs in
-    /// the background for at most `budget`.
-    pub fn want(self: &Arc<Self>, id: BlockId, origin: Origin, budget: Duration) -> Vec<String> {
+    /// Starts looking for `id` among peers (unless `origin` allows no more hops or no
+    /// peer can be asked). Returns at once; the lookup runs in the background for at
+    /// most `budget`, whether or not its result is awaited.
+    pub fn look_up(
+        self: &Arc<Self>,
+        id: BlockId,
+        origin: Origin,
+        budget: Duration,
+    ) -> Option<Lookup> {
         if origin.hops == 0 || budget.is_zero() {
-            return Vec::new();
+            return None;
         }
         let exclude: Vec<BlockId> = origin.from.into_iter().collect();
         let candidates: Vec<(BlockId, String)> = self
@@ -47,7 +62,7 @@ impl Mesh {
             .map(|p| (p.id, p.url.clone()))
             .collect();
         if candidates.is_empty() {
-            return Vec::new();
+            return None;
         }
         self.first_sight(origin.request);
         self.counters.lookups.fetch_add(1, Ordering::Relaxed);
@@ -57,8 +72,8 @@ impl Mesh {
             .map(|(_, url)| url.clone())
             .collect();
         let deadline = Instant::now() + budget;
-        tokio::spawn(self.clone().lookup(id, origin, candidates, deadline));
-        asked
+        let found = tokio::spawn(self.clone().lookup(id, origin, candidates, deadline));
+        Some(Lookup { asked, found })
     }
 
     async fn lookup(
@@ -67,7 +82,7 @@ impl Mesh {
         origin: Origin,
         candidates: Vec<(BlockId, String)>,
         deadline: Instant,
-    ) {
+    ) -> Option<(Bytes, u32)> {
         let mut pending = candidates.into_iter().map(|(peer, _)| peer);
         let mut asks = JoinSet::new();
         if let Some(peer) = pending.next() {
@@ -81,8 +96,8 @@ impl Mesh {
                     let Some(done) = done else { break };
                     if let Ok(Some((bytes, hops))) = done {
                         asks.abort_all();
-                        self.found(id, bytes, hops).await;
-                        return;
+                        self.found(id, hops);
+                        return Some((bytes, hops));
                     }
                     // A failure widens the lookup to the next nearest peer at once.
                     if Instant::now() < deadline
@@ -103,7 +118,7 @@ impl Mesh {
             }
         }
         self.counters.lookups_failed.fetch_add(1, Ordering::Relaxed);
-        self.arrivals.gave_up(&id);
+        None
     }
 
     /// Asks one peer for `id`; the block and the hops it took, if that peer found it.
@@ -145,9 +160,8 @@ impl Mesh {
         Some((bytes, further.saturating_add(1)))
     }
 
-    /// A lookup found `id` `hops` away: count it, keep it if it is worth a place here,
-    /// and hand it to the waiters.
-    async fn found(&self, id: BlockId, bytes: Bytes, hops: u32) {
+    /// A lookup found `id` `hops` away: count it.
+    fn found(&self, id: BlockId, hops: u32) {
         let c = &self.counters;
         c.lookups_found.fetch_add(1, Ordering::Relaxed);
         c.downloads.fetch_add(1, Ordering::Relaxed);
@@ -155,20 +169,10 @@ impl Mesh {
         let bucket = (hops.clamp(1, 4) - 1) as usize;
         c.hops_histogram[bucket].fetch_add(1, Ordering::Relaxed);
         self.stats.record(&id, Event::Download, unix_now());
-        if !self.stats.is_deleted(&id) {
-            // The request that asked for it counts as one.
-            let admission = Admission {
-                heat: 1.0,
-                must_be_worth_it: true,
-                keep_until: None,
-            };
-            self.keep(id, bytes.clone(), admission).await;
-        }
-        self.arrivals.arrived(&id, &bytes, hops);
     }
 
-    /// Stores a block from a peer if `admission` allows; records evictions. Returns
-    /// whether it is held now.
+    /// Stores a peer's identity block (how its signatures are checked); records
+    /// evictions. Returns whether it is held now.
     pub(super) async fn keep(&self, id: BlockId, bytes: Bytes, admission: Admission) -> bool {
         let put =
             crate::store::off_worker(&self.store, move |s| s.put_with(&id, &bytes, admission))
@@ -243,22 +247,8 @@ mod tests {
     use crate::mesh::Origin;
     use crate::mesh::fake::mesh_with;
 
-    /// Waits (bounded) until the lookup of `id` has ended, found or not.
-    async fn lookup_ends(mesh: &Mesh) {
-        for _ in 0..500 {
-            let c = &mesh.counters;
-            let ended =
-                c.lookups_found.load(Ordering::Relaxed) + c.lookups_failed.load(Ordering::Relaxed);
-            if ended > 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the lookup did not end");
-    }
-
     /// A lookup asks the peers nearest the block first, widens to the next at once when
-    /// one does not have it, stops at the first that does (keeping the block), and
+    /// one does not have it, stops at the first that does (returning the block), and
     /// forwards with one hop fewer and a share of its time as the wait.
     #[tokio::test]
     async fn a_lookup_asks_nearest_first_and_widens_until_found() {
@@ -279,10 +269,11 @@ mod tests {
             request: 7,
             counted: true,
         };
-        let asked = mesh.want(id, origin, Duration::from_secs(5));
+        let lookup = mesh.look_up(id, origin, Duration::from_secs(5)).unwrap();
         let nearest_url = mesh.peers().get(&ids[0]).map(|p| p.url.clone());
-        assert_eq!(asked, nearest_url.into_iter().collect::<Vec<_>>());
-        lookup_ends(&mesh).await;
+        assert_eq!(lookup.asked, nearest_url.into_iter().collect::<Vec<_>>());
+        let (found, hops) = lookup.found.await.unwrap().expect("found");
+        assert_eq!((found, hops), (block, 1));
         let order = peers.order();
         assert_eq!(order, ids[..3]);
         for (_, ask) in peers.asked.lock().unwrap().iter() {
@@ -299,20 +290,8 @@ mod tests {
             assert!(*wait > Duration::ZERO && *wait < Duration::from_secs(5));
         }
         assert_eq!(mesh.counters.lookups_found.load(Ordering::Relaxed), 1);
-        // Counted as found before it is stored (on the blocking pool): wait, bounded.
-        let held = || {
-            matches!(
-                mesh.store.read(&id),
-                Ok(crate::store::ReadOutcome::Found(_))
-            )
-        };
-        for _ in 0..500 {
-            if held() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(held(), "the block found is kept");
+        // Finding is the mesh's part; storing is the node's.
+        assert!(mesh.store.contains(&id).is_none());
     }
 
     /// A block nobody has: the lookup asks at most `LOOKUP_MAX_PEERS` peers, nearest
@@ -329,8 +308,8 @@ mod tests {
             request: 9,
             counted: true,
         };
-        mesh.want(id, origin, Duration::from_secs(5));
-        lookup_ends(&mesh).await;
+        let lookup = mesh.look_up(id, origin, Duration::from_secs(5)).unwrap();
+        assert!(lookup.found.await.unwrap().is_none());
         let order = peers.order();
         assert_eq!(order, ids[1..=LOOKUP_MAX_PEERS]);
         // The last hop: peers answer from their own stores, without waiting.
@@ -346,7 +325,7 @@ mod tests {
             hops: 0,
             ..Origin::client()
         };
-        assert!(mesh.want(id, spent, Duration::from_secs(5)).is_empty());
+        assert!(mesh.look_up(id, spent, Duration::from_secs(5)).is_none());
     }
 
     /// A peer that does not answer is not waited for: after `HEDGE_AFTER` the next
@@ -361,8 +340,10 @@ mod tests {
         peers.silent.lock().unwrap().push(ids[0]);
         peers.holds.lock().unwrap().insert(ids[1], vec![block]);
         let started = tokio::time::Instant::now();
-        mesh.want(id, Origin::client(), Duration::from_secs(5));
-        lookup_ends(&mesh).await;
+        let lookup = mesh
+            .look_up(id, Origin::client(), Duration::from_secs(5))
+            .unwrap();
+        assert!(lookup.found.await.unwrap().is_some());
         let order = peers.order();
         assert_eq!(order, ids[..2]);
         assert!(started.elapsed() >= HEDGE_AFTER, "{:?}", started.elapsed());

@@ -1,13 +1,13 @@
 //! The mesh (DESIGN 6): how a node reaches the others. Owns the peer table, one worker
-//! per peer (`link`), the registry of requests waiting for blocks (`arrivals`), lookups
-//! of missing blocks (`lookup`), gossip (`gossip`), pushes (`push`) and per-block
-//! statistics (`stats`).
+//! per peer (`link`), lookups of missing blocks (`lookup`), gossip (`gossip`), pushes
+//! (`push`), custody repair (`repair`) and per-block statistics (`stats`).
 //!
-//! Knows the store and the identity; never HTTP server types (it sends requests through
-//! `link`, which uses `client`). The node calls `want` on a miss; whatever delivers the
-//! block (a peer's answer here, or a PUT or push through the node) wakes the waiters.
+//! A service that finds bytes: the node calls `look_up` on a miss and gets the block
+//! (or nothing) back; storing what arrives and waking the requests waiting for it are
+//! the node's (one `store_block` path for PUTs, pushes and fetched blocks). Knows the
+//! store (to read what it offers) and the identity; never HTTP server types (it speaks
+//! the typed peer API of `link`).
 
-pub mod arrivals;
 #[cfg(test)]
 mod fake;
 mod gossip;
@@ -29,7 +29,6 @@ use crate::clock::Instant;
 use ed25519_dalek::VerifyingKey;
 use lru::LruCache;
 
-pub use arrivals::{Arrivals, Outcome, TooManyWaiters, WAITER_COST, Waiter, waiter_limit};
 pub use peers::{Health, MAX_PEERS};
 pub use repair::{CUSTODY_LEASE, RepairReport};
 pub use stats::{BlockStat, Event, Stats};
@@ -128,10 +127,6 @@ pub struct MeshSettings {
     pub push_interval: Duration,
     /// Pause between repair rounds; zero: no repair.
     pub repair_interval: Duration,
-    /// Cap on concurrent waiters.
-    pub max_waiters: usize,
-    /// Bytes concurrent waiters may take, at `WAITER_COST` each.
-    pub waiter_memory: u64,
 }
 
 /// Errors of mesh operations.
@@ -220,7 +215,6 @@ pub struct Mesh {
     identity: Arc<Identity>,
     url: String,
     store: Arc<Store>,
-    arrivals: Arrivals,
     peers: RwLock<PeerTable>,
     links: Mutex<HashMap<BlockId, (String, SharedLink)>>,
     transport: Arc<dyn Transport>,
@@ -264,7 +258,6 @@ impl Mesh {
             identity,
             url,
             store,
-            arrivals: Arrivals::new(settings.max_waiters, settings.waiter_memory),
             peers: RwLock::new(PeerTable::new(me)),
             links: Mutex::new(HashMap::new()),
             transport,
@@ -291,11 +284,6 @@ impl Mesh {
         if !self.settings.repair_interval.is_zero() {
             tokio::spawn(repair::run(Arc::downgrade(self)));
         }
-    }
-
-    /// The waiting registry.
-    pub fn arrivals(&self) -> &Arrivals {
-        &self.arrivals
     }
 
     /// Per-block statistics.

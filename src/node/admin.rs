@@ -196,7 +196,7 @@ impl Node {
         let changed = blocking(move || store.pin(id, &holder, Durability::Now)).await??;
         let local = self.store.contains(&id).is_some();
         if !local {
-            self.mesh.want(id, Origin::client(), PIN_FETCH_BUDGET);
+            self.look_up(id, Origin::client(), PIN_FETCH_BUDGET);
         }
         Ok(PinOutcome {
             pinned: true,

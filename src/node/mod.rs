@@ -32,19 +32,19 @@ pub use metrics::{Gauges, Metrics};
 pub use survey::{Figures, MeshTotals, MeshView, NodeRow, SURVEY_TIMEOUT, SURVEY_TTL};
 pub use upload::{BundleUpload, MAX_UPLOAD_FILES, Uploaded};
 
+use crate::arrivals::{Arrivals, Outcome, TooManyWaiters};
 use crate::config::Config;
 use crate::fsutil;
 use crate::id::{BlockId, MAX_BLOCK_SIZE};
 use crate::identity::{Identity, IdentityError};
-use crate::mesh::{Event, Mesh, MeshSettings, Origin, Outcome, TooManyWaiters};
+use crate::mesh::{Event, Mesh, MeshSettings, Origin};
 use crate::proto::{NodeInfo, StoreInfo};
 use crate::store::{
     Admission, Durability, Holder, PutOutcome, ReadOutcome, Store, StoreError, StoreLimits,
     StoreStats,
 };
 
-/// File in the store holding the admin bearer token (0600), created at first start.
-pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+pub use crate::store::ADMIN_TOKEN_FILE;
 
 /// LIKE answers list ids sharing at least this many leading bits with the target.
 pub const LIKE_MIN_BITS: u32 = 12;
@@ -228,6 +228,8 @@ pub struct Fetched {
 /// One node: a store, an identity and a mesh.
 pub struct Node {
     store: Arc<Store>,
+    /// Requests waiting for absent blocks.
+    arrivals: Arc<Arrivals>,
     identity: Arc<Identity>,
     mesh: Arc<Mesh>,
     metrics: Arc<Metrics>,
@@ -265,17 +267,17 @@ impl Node {
             gossip_interval: config.gossip_interval,
             push_interval: config.push_interval,
             repair_interval: config.repair_interval,
-            max_waiters: config.max_waiters,
-            waiter_memory: config.waiter_memory,
         };
         let mesh = Mesh::new(identity.clone(), url.clone(), store.clone(), settings);
-        Node::compose(store, identity, mesh, url, admin_token)
+        let arrivals = Arrivals::new(config.max_waiters, config.waiter_memory);
+        Node::compose(store, identity, mesh, arrivals, url, admin_token)
     }
 
     /// A node without a config or a disk: `identity` over `store` (typically
     /// `Store::in_memory`), reaching its peers through `transport`. The same node as
     /// `open` builds, for in-process meshes (`sim`) and tests; its admin token is random
-    /// and kept nowhere. Call `start` to join the mesh.
+    /// and kept nowhere, and its waiters have the default limits. Call `start` to join
+    /// the mesh.
     pub fn in_process(
         identity: Arc<Identity>,
         url: String,
@@ -297,7 +299,11 @@ impl Node {
             settings,
             transport,
         );
-        Node::compose(store, identity, mesh, url, hex::encode(token))
+        let arrivals = Arrivals::new(
+            crate::config::DEFAULT_MAX_WAITERS,
+            crate::config::DEFAULT_WAITER_MEMORY,
+        );
+        Node::compose(store, identity, mesh, arrivals, url, hex::encode(token))
     }
 
     /// The node over its parts: the identity block stored and protected from eviction,
@@ -306,6 +312,7 @@ impl Node {
         store: Arc<Store>,
         identity: Arc<Identity>,
         mesh: Arc<Mesh>,
+        arrivals: Arrivals,
         url: String,
         admin_token: String,
     ) -> Result<Node, NodeError> {
@@ -317,6 +324,7 @@ impl Node {
         store.protect(id);
         Ok(Node {
             store,
+            arrivals: Arc::new(arrivals),
             identity,
             mesh,
             metrics: Arc::default(),
@@ -472,12 +480,12 @@ impl Node {
         if wait.is_zero() {
             return Err(not_found(Vec::new()));
         }
-        let mut waiter = self.mesh.arrivals().subscribe(id).inspect_err(|_| {
+        let mut waiter = self.arrivals.subscribe(id).inspect_err(|_| {
             Metrics::add(&self.metrics.waiters_refused, 1);
         })?;
         if waiter.is_first() {
             Metrics::add(&self.metrics.lookups, 1);
-            let asked = self.mesh.want(id, origin, wait);
+            let asked = self.look_up(id, origin, wait);
             if asked.is_empty() && origin.from.is_some() {
                 // A peer's forwarded request that this node cannot pass on: answer now
                 // so the peer widens its lookup (a client would wait for an upload).
@@ -511,7 +519,7 @@ impl Node {
             ReadOutcome::Absent => Ok(None),
             ReadOutcome::Quarantined => {
                 // Ask the mesh for a good copy; this request still sees "absent".
-                self.mesh.want(id, Origin::client(), QUARANTINE_REFETCH);
+                self.look_up(id, Origin::client(), QUARANTINE_REFETCH);
                 Ok(None)
             }
         }
@@ -629,18 +637,39 @@ impl Node {
         block: Bytes,
         admission: Admission,
     ) -> Result<PutOutcome, NodeError> {
-        let bytes = block.clone();
-        let put = store_work(&self.store, move |s| s.put_with(&id, &bytes, admission)).await??;
-        match put.outcome {
+        let outcome = self.intake().store_block(id, block, admission, 0).await?;
+        match outcome {
             PutOutcome::Stored => Metrics::add(&self.metrics.puts_stored, 1),
             PutOutcome::AlreadyHeld => Metrics::add(&self.metrics.puts_held, 1),
         }
-        let now = crate::clock::unix_now();
-        for victim in &put.evicted {
-            self.mesh.stats().record(victim, Event::Purge, now);
+        Ok(outcome)
+    }
+
+    /// What a task needs to take a block in (see `Intake`).
+    fn intake(&self) -> Intake {
+        Intake {
+            store: self.store.clone(),
+            mesh: self.mesh.clone(),
+            arrivals: self.arrivals.clone(),
         }
-        self.mesh.arrivals().arrived(&id, &block, 0);
-        Ok(put.outcome)
+    }
+
+    /// Starts a lookup of `id` in the mesh (unless `origin` allows no hops or there is
+    /// no peer to ask); what it finds is stored if worth a place (pull-through) and
+    /// handed to every request waiting for it, and a lookup that found nothing answers
+    /// them at once. Returns the URL of the peer asked first.
+    fn look_up(&self, id: BlockId, origin: Origin, budget: Duration) -> Vec<String> {
+        let Some(lookup) = self.mesh.look_up(id, origin, budget) else {
+            return Vec::new();
+        };
+        let intake = self.intake();
+        tokio::spawn(async move {
+            match lookup.found.await {
+                Ok(Some((bytes, hops))) => intake.fetched(id, bytes, hops).await,
+                _ => intake.arrivals.gave_up(&id),
+            }
+        });
+        lookup.asked
     }
 
     /// Blocks sharing at least 12 leading bits with `id`, nearest first, at most 100,
@@ -711,7 +740,7 @@ impl Node {
     pub fn render_metrics(&self) -> String {
         let mut out = self.metrics.render(&Gauges {
             store: self.store.stats(),
-            waiting: self.mesh.arrivals().waiting(),
+            waiting: self.arrivals.waiting(),
             uptime_secs: self.started.elapsed().as_secs(),
         });
         self.mesh.render_metrics(&mut out);
@@ -736,7 +765,7 @@ impl Node {
             Metrics::add(&self.metrics.scrubbed_bytes, step.bytes);
             for id in &step.quarantined {
                 // A good copy may live on a peer (DESIGN 7).
-                self.mesh.want(*id, Origin::client(), QUARANTINE_REFETCH);
+                self.look_up(*id, Origin::client(), QUARANTINE_REFETCH);
             }
             cursor = step.next;
             let cost = step.bytes + step.blocks * SCRUB_BLOCK_COST;
@@ -745,6 +774,67 @@ impl Node {
             if cursor.is_none() {
                 tokio::time::sleep(SCRUB_PASS_PAUSE).await;
             }
+        }
+    }
+}
+
+/// The one path by which blocks enter the store, for PUTs, pushes and blocks fetched
+/// from peers alike: store within the admission's terms, record evictions, wake the
+/// requests waiting for the block. Owned handles, so a lookup's task can take in what
+/// it found after the request that started it has gone.
+#[derive(Clone)]
+struct Intake {
+    store: Arc<Store>,
+    mesh: Arc<Mesh>,
+    arrivals: Arc<Arrivals>,
+}
+
+impl Intake {
+    /// Stores `block` (it hashes to `id`) as `admission` allows, records evictions and
+    /// hands it to every waiter with `hops`.
+    async fn store_block(
+        &self,
+        id: BlockId,
+        block: Bytes,
+        admission: Admission,
+        hops: u32,
+    ) -> Result<PutOutcome, NodeError> {
+        let bytes = block.clone();
+        let put = store_work(&self.store, move |s| s.put_with(&id, &bytes, admission)).await?;
+        let put = match put {
+            Ok(put) => put,
+            Err(e) => {
+                // A refused block still reaches whoever waits for it.
+                if hops > 0 {
+                    self.arrivals.arrived(&id, &block, hops);
+                }
+                return Err(e.into());
+            }
+        };
+        let now = crate::clock::unix_now();
+        for victim in &put.evicted {
+            self.mesh.stats().record(victim, Event::Purge, now);
+        }
+        self.arrivals.arrived(&id, &block, hops);
+        Ok(put.outcome)
+    }
+
+    /// A block a lookup found `hops` away: kept if it is worth a place here (the
+    /// request that asked for it counts as one), unless the operator deleted it here;
+    /// handed to the waiters either way.
+    async fn fetched(&self, id: BlockId, bytes: Bytes, hops: u32) {
+        if self.mesh.stats().is_deleted(&id) {
+            self.arrivals.arrived(&id, &bytes, hops);
+            return;
+        }
+        let admission = Admission {
+            heat: 1.0,
+            must_be_worth_it: true,
+            keep_until: None,
+        };
+        match self.store_block(id, bytes, admission, hops).await {
+            Ok(_) | Err(NodeError::Declined | NodeError::Full(_)) => {}
+            Err(e) => tracing::warn!(%id, error = %e, "could not store a block from a peer"),
         }
     }
 }

@@ -443,8 +443,6 @@ impl World {
             gossip_interval: self.cfg.gossip_interval,
             push_interval: self.cfg.push_interval,
             repair_interval: self.cfg.repair_interval,
-            max_waiters: crate::config::DEFAULT_MAX_WAITERS,
-            waiter_memory: crate::config::DEFAULT_WAITER_MEMORY,
         }
     }
 

@@ -61,6 +61,11 @@ pub const TEMP_SUFFIX: &str = ".tmp";
 /// Directory where blocks whose bytes no longer match their id are moved.
 pub const QUARANTINE_DIR: &str = "quarantine";
 
+/// File in the store holding the node's admin bearer token (0600), created at first
+/// start by the node; named here with the store's other files so the config (which
+/// knows where the store is) and the node agree without knowing each other.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
 /// File listing pins, one `<id> <holder>` line each; rewritten whole (see `pins`).
 pub const PINS_FILE: &str = "pins";
 

@@ -346,7 +346,7 @@ async fn the_waiter_byte_budget_refuses_with_503_and_the_node_keeps_serving() {
     let temp = tempfile::tempdir().unwrap();
     let (node, tasks, third) = two_waiters_then_a_third(temp.path(), |c| {
         c.max_waiters = 1000;
-        c.waiter_memory = 3 * libernet::mesh::WAITER_COST as u64 - 1;
+        c.waiter_memory = 3 * libernet::arrivals::WAITER_COST as u64 - 1;
     })
     .await;
     assert_eq!(third.status, StatusCode::SERVICE_UNAVAILABLE);
