@@ -7,7 +7,9 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::Instant;
 
 use bytes::Bytes;
 
@@ -104,7 +106,7 @@ impl Mesh {
     fn note_seed(&self, seed: &str, joined: Result<BlockId, MeshError>) {
         let mut seeds = self.seeds.lock().unwrap_or_else(PoisonError::into_inner);
         let state = seeds.entry(seed.to_owned()).or_default();
-        state.last_attempt = Some(crate::client::unix_now());
+        state.last_attempt = Some(crate::clock::unix_now());
         match joined {
             Ok(peer) => {
                 if state.error.is_some() {
@@ -343,7 +345,7 @@ impl Mesh {
     /// This node's peers, nearest its id first.
     pub fn peers_view(&self) -> PeersView {
         let now = Instant::now();
-        let wall = crate::client::unix_now();
+        let wall = crate::clock::unix_now();
         let me = self.me();
         let peers = self.peers();
         let mut rows: Vec<&super::peers::Peer> = peers.all().collect();

@@ -18,13 +18,13 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
 use super::link::{Answer, Ask};
 use super::{Event, Mesh, push};
-use crate::client::unix_now;
+use crate::clock::{Instant, unix_now};
 use crate::id::BlockId;
 use crate::store::Handed;
 

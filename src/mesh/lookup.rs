@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::Instant;
 
 use bytes::Bytes;
 use tokio::task::JoinSet;
@@ -17,7 +19,7 @@ use super::{
     Event, FORWARD_WAIT_SHARE, LIKE_PEERS, LIKE_TIMEOUT, LOOKUP_MAX_PEERS, LOOKUP_PARALLEL, Mesh,
     Origin,
 };
-use crate::client::unix_now;
+use crate::clock::unix_now;
 use crate::id::BlockId;
 use crate::store::{Admission, StoreError};
 
@@ -172,8 +174,9 @@ impl Mesh {
     /// Stores a peer's identity block (how its signatures are checked); records
     /// evictions and hands off the victims worth it. Returns whether it is held now.
     pub(super) async fn keep(&self, id: BlockId, bytes: Bytes, admission: Admission) -> bool {
-        let store = self.store.clone();
-        let put = tokio::task::spawn_blocking(move || store.put_with(&id, &bytes, admission)).await;
+        let put =
+            crate::store::off_worker(&self.store, move |s| s.put_with(&id, &bytes, admission))
+                .await;
         match put {
             Ok(Ok(put)) => {
                 let now = unix_now();

@@ -24,7 +24,9 @@ use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::Instant;
 
 use ed25519_dalek::VerifyingKey;
 use lru::LruCache;
@@ -547,6 +549,12 @@ impl Mesh {
             .filter_map(|k| k.peek(block))
             .filter(|learned| learned.held && learned.at.elapsed() < push::KNOWN_TTL)
             .count()
+    }
+
+    /// Restarts the mesh's own random choices (gossip targets, push picks) from `seed`
+    /// instead of OS randomness, so that a simulation replays them run after run.
+    pub fn seed_random(&self, seed: u64) {
+        *self.rng.lock().unwrap_or_else(PoisonError::into_inner) = seed | 1;
     }
 
     fn random(&self) -> u64 {

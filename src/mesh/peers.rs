@@ -4,7 +4,9 @@
 //! `now`), so every rule here is unit-tested.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::Instant;
 
 use ed25519_dalek::VerifyingKey;
 

@@ -8,11 +8,13 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::Instant;
 
 use super::link::{Answer, Ask};
 use super::{Event, Mesh, REPLICAS};
-use crate::client::unix_now;
+use crate::clock::unix_now;
 use crate::id::BlockId;
 use crate::store::ReadOutcome;
 
@@ -56,12 +58,15 @@ impl Mesh {
     /// One push round: homes first, then popular blocks.
     pub async fn push_round(self: &Arc<Self>) {
         let now = Instant::now();
-        let peers: Vec<BlockId> = self
+        let mut peers: Vec<BlockId> = self
             .peers()
             .all()
             .filter(|p| p.usable(now))
             .map(|p| p.id)
             .collect();
+        // In id order, not the peer table's hash order: a simulation replays the same
+        // offers in the same order from the same seed.
+        peers.sort_unstable();
         let mut offers: Vec<(BlockId, BlockId, f32)> = Vec::new();
         for peer in &peers {
             let nearest = self.store.nearest(peer, PUSH_SCAN);
@@ -110,8 +115,7 @@ impl Mesh {
             Ok(Answer::Missing) => {}
             _ => return,
         }
-        let store = self.store.clone();
-        let read = tokio::task::spawn_blocking(move || store.read(&block)).await;
+        let read = crate::store::off_worker(&self.store, move |s| s.read(&block)).await;
         let Ok(Ok(ReadOutcome::Found(bytes))) = read else {
             return;
         };

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use super::link::{Answer, Ask};
 use super::{Event, Mesh, REPLICAS};
-use crate::client::unix_now;
+use crate::clock::unix_now;
 use crate::id::BlockId;
 use crate::proto::{HoldState, MAX_HOLDS_IDS};
 use crate::store::ReadOutcome;
@@ -81,8 +81,7 @@ impl Mesh {
     /// checked on their homes and copied where missing.
     pub async fn repair_round(self: &Arc<Self>) -> RepairReport {
         let now = unix_now();
-        let store = self.store.clone();
-        let expired = tokio::task::spawn_blocking(move || store.expire_custody(now))
+        let expired = crate::store::off_worker(&self.store, move |s| s.expire_custody(now))
             .await
             .unwrap_or_default();
         if !expired.is_empty() {
@@ -227,8 +226,7 @@ impl Mesh {
 
     /// Sends `id` to `home` for custody until `until`; whether the home kept it.
     async fn copy_to(&self, home: BlockId, id: BlockId, until: u64) -> bool {
-        let store = self.store.clone();
-        let read = tokio::task::spawn_blocking(move || store.read(&id)).await;
+        let read = crate::store::off_worker(&self.store, move |s| s.read(&id)).await;
         let Ok(Ok(ReadOutcome::Found(block))) = read else {
             return false;
         };
@@ -258,8 +256,8 @@ impl Mesh {
 
 #[cfg(test)]
 mod tests {
+    use crate::clock::Instant;
     use std::collections::HashMap;
-    use std::time::Instant;
 
     use bytes::Bytes;
 

@@ -275,7 +275,9 @@ impl Node {
     pub async fn delete(&self, id: BlockId) -> Result<bool, NodeError> {
         let store = self.store.clone();
         let deleted = blocking(move || store.delete(&id)).await??;
-        self.mesh.stats().record(&id, Event::Delete, unix_now());
+        self.mesh
+            .stats()
+            .record(&id, Event::Delete, crate::clock::unix_now());
         Ok(deleted)
     }
 

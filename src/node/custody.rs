@@ -6,7 +6,7 @@ use crate::id::BlockId;
 use crate::proto::HoldState;
 use crate::store::{Kept, StoreError};
 
-use super::{Node, NodeError, blocking};
+use super::{Node, NodeError};
 
 impl Node {
     /// Until when block `id` is kept here in custody, if it is.
@@ -22,14 +22,13 @@ impl Node {
         ids: &[BlockId],
         keep_until: Option<u64>,
     ) -> Result<Vec<HoldState>, NodeError> {
-        let store = self.store.clone();
         let ids = ids.to_vec();
         let deleted: Vec<bool> = ids
             .iter()
             .map(|id| self.mesh.stats().is_deleted(id))
             .collect();
-        let states = blocking(move || {
-            let now = crate::client::unix_now();
+        let states = super::store_work(&self.store, move |store| {
+            let now = crate::clock::unix_now();
             ids.iter()
                 .zip(deleted)
                 .map(|(id, deleted)| match (store.contains(id), keep_until) {

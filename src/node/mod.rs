@@ -15,7 +15,9 @@ mod upload;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::Instant;
 
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
@@ -260,12 +262,6 @@ impl Node {
                 source,
             })
         })?;
-        let id = identity.id();
-        store.valuer().set_home(id);
-        if store.contains(&id).is_none() {
-            store.put(&id, identity.block())?;
-        }
-        store.protect(id);
         let settings = MeshSettings {
             seeds: config.peers.clone(),
             gossip_interval: config.gossip_interval,
@@ -273,9 +269,62 @@ impl Node {
             repair_interval: config.repair_interval,
         };
         let mesh = Mesh::new(identity.clone(), url.clone(), store.clone(), settings);
+        let arrivals = Arrivals::new(config.max_waiters, config.waiter_memory);
+        Node::compose(store, identity, mesh, arrivals, url, admin_token)
+    }
+
+    /// A node without a config or a disk: `identity` over `store` (typically
+    /// `Store::in_memory`), reaching its peers through `transport`. The same node as
+    /// `open` builds, for in-process meshes (`sim`) and tests; its admin token is random
+    /// and kept nowhere, and its waiters have the default limits. Call `start` to join
+    /// the mesh.
+    pub fn in_process(
+        identity: Arc<Identity>,
+        url: String,
+        store: Arc<Store>,
+        settings: MeshSettings,
+        transport: Arc<dyn crate::mesh::link::Transport>,
+    ) -> Result<Node, NodeError> {
+        let mut token = [0u8; 32];
+        fsutil::random_bytes(&mut token).map_err(|source| {
+            NodeError::Store(StoreError::Io {
+                context: "admin token".into(),
+                source,
+            })
+        })?;
+        let mesh = Mesh::with_transport(
+            identity.clone(),
+            url.clone(),
+            store.clone(),
+            settings,
+            transport,
+        );
+        let arrivals = Arrivals::new(
+            crate::config::DEFAULT_MAX_WAITERS,
+            crate::config::DEFAULT_WAITER_MEMORY,
+        );
+        Node::compose(store, identity, mesh, arrivals, url, hex::encode(token))
+    }
+
+    /// The node over its parts: the identity block stored and protected from eviction,
+    /// the store's valuer centred on the node id.
+    fn compose(
+        store: Arc<Store>,
+        identity: Arc<Identity>,
+        mesh: Arc<Mesh>,
+        arrivals: Arrivals,
+        url: String,
+        admin_token: String,
+    ) -> Result<Node, NodeError> {
+        let id = identity.id();
+        store.valuer().set_home(id);
+        if store.contains(&id).is_none() {
+            store.put(&id, identity.block())?;
+        }
+        store.protect(id);
         Ok(Node {
             store,
-            arrivals: Arc::new(Arrivals::new(config.max_waiters, config.waiter_memory)),
+            arrivals: Arc::new(arrivals),
             identity,
             mesh,
             metrics: Arc::default(),
@@ -313,10 +362,8 @@ impl Node {
             loop {
                 tick.tick().await;
                 let Some(store) = store.upgrade() else { return };
-                let flushed = tokio::task::spawn_blocking(move || {
-                    (store.flush_pins(), store.flush_custody())
-                })
-                .await;
+                let flushed =
+                    crate::store::off_worker(&store, |s| (s.flush_pins(), s.flush_custody())).await;
                 if let Ok((pins, custody)) = flushed {
                     if let Err(e) = pins {
                         tracing::error!(error = %e, "cannot save the pins");
@@ -332,6 +379,11 @@ impl Node {
     /// The node's identity.
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
     }
 
     /// The mesh.
@@ -410,7 +462,7 @@ impl Node {
             self.store.record_request(&id);
             self.mesh
                 .stats()
-                .record(&id, Event::Request, crate::client::unix_now());
+                .record(&id, Event::Request, crate::clock::unix_now());
         }
         if let Some(found) = look(self).await? {
             Metrics::add(&self.metrics.hits, 1);
@@ -460,10 +512,7 @@ impl Node {
         let outcome = match self.store.contains(&id) {
             None => return Ok(None),
             Some(size) if size <= INLINE_READ_MAX => self.store.read(&id)?,
-            Some(_) => {
-                let store = self.store.clone();
-                blocking(move || store.read(&id)).await??
-            }
+            Some(_) => store_work(&self.store, move |s| s.read(&id)).await??,
         };
         match outcome {
             ReadOutcome::Found(bytes) => Ok(Some(bytes)),
@@ -496,9 +545,8 @@ impl Node {
         let block = self.check_upload(id, upload)?;
         let mut added = None;
         if let Some(holder) = holder {
-            let store = self.store.clone();
             let h = holder.clone();
-            if blocking(move || store.pin(id, &h, Durability::Soon)).await?? {
+            if store_work(&self.store, move |s| s.pin(id, &h, Durability::Soon)).await?? {
                 added = Some(holder);
             }
         }
@@ -506,15 +554,17 @@ impl Node {
             Ok(outcome) => outcome,
             Err(e) => {
                 if let Some(holder) = added {
-                    let store = self.store.clone();
-                    blocking(move || store.unpin(&id, Some(&holder), Durability::Soon)).await??;
+                    store_work(&self.store, move |s| {
+                        s.unpin(&id, Some(&holder), Durability::Soon)
+                    })
+                    .await??;
                 }
                 return Err(e);
             }
         };
         self.mesh
             .stats()
-            .record(&id, Event::Upload, crate::client::unix_now());
+            .record(&id, Event::Upload, crate::clock::unix_now());
         Ok(outcome)
     }
 
@@ -550,7 +600,7 @@ impl Node {
         match self.store_block(id, block, admission).await {
             Ok(PutOutcome::Stored) => {
                 counters.pushes_received.fetch_add(1, Ordering::Relaxed);
-                let now = crate::client::unix_now();
+                let now = crate::clock::unix_now();
                 self.mesh.stats().record(&id, Event::PushIn, now);
                 self.mesh.note_holder(&from, &id);
                 tracing::debug!(%id, %from, heat, "push kept");
@@ -750,9 +800,8 @@ impl Intake {
         admission: Admission,
         hops: u32,
     ) -> Result<PutOutcome, NodeError> {
-        let store = self.store.clone();
         let bytes = block.clone();
-        let put = blocking(move || store.put_with(&id, &bytes, admission)).await?;
+        let put = store_work(&self.store, move |s| s.put_with(&id, &bytes, admission)).await?;
         let put = match put {
             Ok(put) => put,
             Err(e) => {
@@ -763,7 +812,7 @@ impl Intake {
                 return Err(e.into());
             }
         };
-        let now = crate::client::unix_now();
+        let now = crate::clock::unix_now();
         for victim in &put.evicted {
             self.mesh.stats().record(victim, Event::Purge, now);
         }
@@ -797,6 +846,17 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, NodeError> {
     tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| NodeError::Task(e.to_string()))
+}
+
+/// Runs store work on the blocking pool, or inline for a memory store
+/// (`store::off_worker`).
+async fn store_work<T: Send + 'static>(
+    store: &Arc<Store>,
+    f: impl FnOnce(Arc<Store>) -> T + Send + 'static,
+) -> Result<T, NodeError> {
+    crate::store::off_worker(store, f)
         .await
         .map_err(|e| NodeError::Task(e.to_string()))
 }

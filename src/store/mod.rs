@@ -1141,11 +1141,26 @@ impl Store {
     }
 }
 
-/// Seconds since the Unix epoch (0 if the clock is before it).
+/// Runs store work `f` where it belongs: on tokio's blocking pool for a store on disk
+/// (file I/O must not stall the async workers), inline for a store in memory (its work
+/// is map lookups, far cheaper than a thread hand-off, and running it inline keeps an
+/// in-process simulation's schedule deterministic: a blocking thread finishes whenever
+/// the OS lets it).
+pub async fn off_worker<T: Send + 'static>(
+    store: &Arc<Store>,
+    f: impl FnOnce(Arc<Store>) -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    if store.files.root().is_none() {
+        return Ok(f(store.clone()));
+    }
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(store)).await
+}
+
+/// Seconds since the Unix epoch in protocol time (custody leases follow the
+/// simulated clock in a simulation; see `clock`).
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    crate::clock::unix_now()
 }
 
 /// The store's error for an I/O failure while doing `context`: `DiskFull` when the

@@ -16,5 +16,6 @@ mod keep;
 mod like;
 mod mesh;
 mod peers;
+mod sim;
 mod store;
 mod support;
