@@ -19,6 +19,9 @@ fn fifty_nodes_keep_what_they_are_trusted_with_and_find_what_is_held() {
     assert!(report.reads_eligible_unpartitioned > 500, "{table}");
     // No kept block is lost after the node losses, up to the repair the mesh does.
     assert_eq!(report.kept_lost, 0, "{table}");
+    // And repair puts every kept block back on three live nodes (custody's R) by the
+    // end of the run.
+    assert_eq!(report.kept_under_replicated, 0, "{table}");
     // Every lookup of a block some live, connected node holds succeeds, outside the
     // round with a partition: there, a lookup's first asks go to peers across the cut,
     // which stay silent until the lookup's deadline (docs/mesh.md "Simulation").
