@@ -26,6 +26,13 @@ pub const GOSSIP_FANOUT: usize = 3;
 /// A peer not heard from for this many rounds gets an announcement too.
 pub const QUIET_ROUNDS: u32 = 3;
 
+/// Quiet peers announced to per round, the longest quiet first. The next quiet ones,
+/// up to `MAX_ANNOUNCED` in all, are only probed (`HEAD` of their own identity block,
+/// which every node holds): with a thousand peers, a full announcement to each quiet
+/// one cost more than all other traffic together (docs/mesh.md "Simulation"), while a
+/// probe is enough to find a peer that is gone.
+pub const QUIET_PER_ROUND: usize = 8;
+
 /// Gossiped URLs contacted per round.
 pub const CONNECTS_PER_ROUND: usize = 8;
 
@@ -160,15 +167,24 @@ impl Mesh {
     /// Announces to a few peers and the quiet ones, and contacts gossiped URLs.
     async fn gossip_round(self: &Arc<Self>, interval: Duration) {
         let now = Instant::now();
+        let probes: Vec<BlockId>;
         let targets: Vec<BlockId> = {
             let peers = self.peers();
             let mut all: Vec<&super::peers::Peer> = peers.all().filter(|p| p.usable(now)).collect();
             all.sort_unstable_by_key(|p| p.id);
-            let mut chosen: Vec<BlockId> = all
+            let mut quiet: Vec<&super::peers::Peer> = all
                 .iter()
+                .copied()
                 .filter(|p| now.saturating_duration_since(p.last_seen) >= interval * QUIET_ROUNDS)
+                .collect();
+            quiet.sort_by_key(|p| p.last_seen);
+            let mut chosen: Vec<BlockId> =
+                quiet.iter().map(|p| p.id).take(QUIET_PER_ROUND).collect();
+            probes = quiet
+                .iter()
                 .map(|p| p.id)
-                .take(MAX_ANNOUNCED)
+                .skip(QUIET_PER_ROUND)
+                .take(MAX_ANNOUNCED.saturating_sub(QUIET_PER_ROUND))
                 .collect();
             for _ in 0..GOSSIP_FANOUT.min(all.len()) {
                 let pick = all[(self.random() % all.len() as u64) as usize].id;
@@ -179,6 +195,16 @@ impl Mesh {
             chosen
         };
         let mut tasks = tokio::task::JoinSet::new();
+        for peer in probes.into_iter().filter(|p| !targets.contains(p)) {
+            let this = self.clone();
+            tasks.spawn(async move {
+                // The answer does not matter: `send` records whether the peer answered.
+                let _ = this
+                    .send(&peer, Ask::Has { id: peer }, GOSSIP_TIMEOUT)
+                    .await;
+                Ok(())
+            });
+        }
         for peer in targets {
             let this = self.clone();
             tasks.spawn(async move { this.announce_to(&peer).await });
@@ -339,17 +365,28 @@ impl Mesh {
                 .iter()
                 .map(|p| (p.id.as_str(), p.url.as_str())),
         );
-        Ok(self.peers_view())
+        Ok(self.peers_view_for(Some(from)))
     }
 
     /// This node's peers, nearest its id first.
     pub fn peers_view(&self) -> PeersView {
+        self.peers_view_for(None)
+    }
+
+    /// The answer to an announcement from `to`: the `MAX_ANNOUNCED` peers nearest the
+    /// announcer, the ones it needs to find its own region, nearest it first (every
+    /// peer, nearest this node first, when `to` is None). Bounded, so an announcement's
+    /// cost does not grow with the size of the mesh.
+    fn peers_view_for(&self, to: Option<BlockId>) -> PeersView {
         let now = Instant::now();
         let wall = crate::clock::unix_now();
         let me = self.me();
         let peers = self.peers();
-        let mut rows: Vec<&super::peers::Peer> = peers.all().collect();
-        rows.sort_unstable_by_key(|p| p.id.distance(&me));
+        let mut rows: Vec<&super::peers::Peer> = peers.all().filter(|p| Some(p.id) != to).collect();
+        rows.sort_unstable_by_key(|p| p.id.distance(&to.unwrap_or(me)));
+        if to.is_some() {
+            rows.truncate(MAX_ANNOUNCED);
+        }
         PeersView {
             id: me.to_string(),
             url: self.url.clone(),
@@ -438,6 +475,27 @@ fn refusal(method: &'static str, path: String, answer: Answer) -> LinkError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mesh::fake::mesh_with;
+
+    /// The answer to an announcement lists at most `MAX_ANNOUNCED` peers, those nearest
+    /// the announcer, never the announcer itself; `GET /peers` still lists every peer.
+    #[test]
+    fn an_announcement_is_answered_with_the_peers_nearest_the_announcer() {
+        let (mesh, ids, _) = mesh_with(90);
+        let from = ids[5];
+        let announce = Announce {
+            id: from.to_string(),
+            url: "http://peer5.test".into(),
+            peers: Vec::new(),
+        };
+        let view = mesh.accept_announce(from, &announce).unwrap();
+        let mut others: Vec<BlockId> = ids.iter().copied().filter(|id| *id != from).collect();
+        others.sort_unstable_by_key(|id| id.distance(&from));
+        others.truncate(MAX_ANNOUNCED);
+        let listed: Vec<BlockId> = view.peers.iter().map(|p| p.id.parse().unwrap()).collect();
+        assert_eq!(listed, others);
+        assert_eq!(mesh.peers_view().peers.len(), 90);
+    }
 
     #[test]
     fn seed_failures_are_told_without_the_os_words() {

@@ -31,7 +31,7 @@ use crate::clock::Instant;
 use ed25519_dalek::VerifyingKey;
 use lru::LruCache;
 
-pub use peers::{Health, MAX_PEERS};
+pub use peers::{Health, MAX_PEERS, Ring};
 pub use repair::{CUSTODY_LEASE, RepairReport};
 pub use stats::{BlockStat, Event, Stats};
 
@@ -239,6 +239,8 @@ pub struct Mesh {
     handoffs: Arc<handoff::HandoffQueue>,
     /// Where the repair rounds are in the lists of kept blocks.
     repair_cursor: Mutex<repair::RepairCursor>,
+    /// Where the push sweep is, and which peers had their first scan.
+    push_cursor: Mutex<push::PushCursor>,
 }
 
 impl Mesh {
@@ -282,6 +284,7 @@ impl Mesh {
             seeds: Mutex::new(HashMap::new()),
             handoffs: Arc::default(),
             repair_cursor: Mutex::default(),
+            push_cursor: Mutex::default(),
         })
     }
 
@@ -519,19 +522,22 @@ impl Mesh {
 
     /// Remembers that `peer` holds `block` (`held`) or declined it.
     fn mark_known(&self, peer: &BlockId, block: &BlockId, held: bool) {
-        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
-        known
+        let mut all = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        let known = all
             .entry(*peer)
-            .or_insert_with(|| {
-                LruCache::new(NonZeroUsize::new(push::KNOWN_PER_PEER).unwrap_or(NonZeroUsize::MIN))
-            })
-            .put(
-                *block,
-                Learned {
-                    at: Instant::now(),
-                    held,
-                },
-            );
+            // Unbounded and trimmed by hand: `LruCache::new` would allocate room for
+            // all `KNOWN_PER_PEER` entries of every peer up front.
+            .or_insert_with(LruCache::unbounded);
+        known.put(
+            *block,
+            Learned {
+                at: Instant::now(),
+                held,
+            },
+        );
+        if known.len() > push::KNOWN_PER_PEER {
+            known.pop_lru();
+        }
     }
 
     /// Notes that peer `peer` holds `block` (it pushed the block here).

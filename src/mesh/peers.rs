@@ -82,6 +82,9 @@ impl Peer {
 pub struct PeerTable {
     me: BlockId,
     peers: HashMap<BlockId, Peer>,
+    /// Each peer's URL, to answer `has_url` without a pass over every peer (gossip
+    /// asks it for each URL an announcement names).
+    urls: HashMap<String, BlockId>,
     candidates: HashSet<String>,
 }
 
@@ -91,6 +94,7 @@ impl PeerTable {
         PeerTable {
             me,
             peers: HashMap::new(),
+            urls: HashMap::new(),
             candidates: HashSet::new(),
         }
     }
@@ -104,13 +108,20 @@ impl PeerTable {
         self.candidates.remove(url);
         if let Some(peer) = self.peers.get_mut(&id) {
             peer.key = key;
-            url.clone_into(&mut peer.url);
+            if peer.url != url {
+                if self.urls.get(&peer.url) == Some(&id) {
+                    self.urls.remove(&peer.url);
+                }
+                url.clone_into(&mut peer.url);
+                self.urls.insert(url.to_owned(), id);
+            }
             peer.last_seen = now;
             return false;
         }
         if self.peers.len() >= MAX_PEERS {
             return false;
         }
+        self.urls.insert(url.to_owned(), id);
         self.peers.insert(
             id,
             Peer {
@@ -151,7 +162,9 @@ impl PeerTable {
 
     /// True when a peer is known at `url`.
     pub fn has_url(&self, url: &str) -> bool {
-        self.peers.values().any(|p| p.url == url)
+        self.urls
+            .get(url)
+            .is_some_and(|id| self.peers.get(id).is_some_and(|p| p.url == url))
     }
 
     /// Records a successful request to `id` that took `latency` and moved the given
@@ -216,7 +229,11 @@ impl PeerTable {
             .map(|p| p.id)
             .collect();
         for id in &dead {
-            self.peers.remove(id);
+            if let Some(peer) = self.peers.remove(id)
+                && self.urls.get(&peer.url) == Some(id)
+            {
+                self.urls.remove(&peer.url);
+            }
         }
         dead
     }
@@ -269,6 +286,17 @@ impl PeerTable {
         all
     }
 
+    /// This node and the peers whose last exchange worked, sorted for the many
+    /// nearest-by-XOR questions of one round (pushes, repair). Built in O(n log n);
+    /// each question then costs about O(k log n) instead of a pass over every peer.
+    pub fn ring(&self) -> Ring {
+        Ring::new(
+            std::iter::once(self.me)
+                .chain(self.healthy().copied())
+                .collect(),
+        )
+    }
+
     /// Ids of peers whose last exchange succeeded.
     fn healthy(&self) -> impl Iterator<Item = &BlockId> {
         self.peers
@@ -306,6 +334,80 @@ impl PeerTable {
         }
         taken
     }
+}
+
+/// Node ids sorted ascending: ids sharing a prefix are a contiguous run, so the ids
+/// nearest a target by XOR are found by descending the implicit binary trie, the run on
+/// the target's side of each bit first, as the store's index finds nearest blocks.
+#[derive(Debug, Clone, Default)]
+pub struct Ring {
+    ids: Vec<BlockId>,
+}
+
+/// Runs at most this long are sorted by distance outright instead of split further.
+const RING_LEAF: usize = 16;
+
+impl Ring {
+    /// A ring of `ids` (any order; duplicates dropped).
+    pub fn new(mut ids: Vec<BlockId>) -> Ring {
+        ids.sort_unstable();
+        ids.dedup();
+        Ring { ids }
+    }
+
+    /// Number of nodes on the ring.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// True with no node at all.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Up to `n` ids nearest `target` by XOR, nearest first.
+    pub fn nearest(&self, target: &BlockId, n: usize) -> Vec<BlockId> {
+        let mut out = Vec::with_capacity(n.min(self.ids.len()));
+        collect_nearest(&self.ids, target, 0, n, &mut out);
+        out
+    }
+
+    /// Whether `node` is among the `replicas` ids nearest `block`: one of its homes.
+    pub fn is_home(&self, block: &BlockId, node: &BlockId, replicas: usize) -> bool {
+        self.nearest(block, replicas).contains(node)
+    }
+}
+
+/// Appends the ids of `run` (sorted, all sharing their first `depth` bits) in order of
+/// distance to `target` until `out` holds `n`.
+fn collect_nearest(
+    run: &[BlockId],
+    target: &BlockId,
+    depth: u32,
+    n: usize,
+    out: &mut Vec<BlockId>,
+) {
+    if out.len() >= n || run.is_empty() {
+        return;
+    }
+    if run.len() <= RING_LEAF || depth >= 256 {
+        let mut sorted = run.to_vec();
+        sorted.sort_unstable_by_key(|id| id.distance(target));
+        let want = n - out.len();
+        out.extend(sorted.into_iter().take(want));
+        return;
+    }
+    // Every id of the half that agrees with `target` on bit `depth` is nearer than any
+    // id of the other half.
+    let split = run.partition_point(|id| !id.bit(depth));
+    let (zeros, ones) = run.split_at(split);
+    let (near, far) = if target.bit(depth) {
+        (ones, zeros)
+    } else {
+        (zeros, ones)
+    };
+    collect_nearest(near, target, depth + 1, n, out);
+    collect_nearest(far, target, depth + 1, n, out);
 }
 
 #[cfg(test)]
@@ -387,6 +489,56 @@ mod tests {
         assert!(!t.is_home(&block, &id(0x40), 1));
         assert!(t.is_home(&block, &id(0x00), 1));
         assert_eq!(t.near_bits(1), 1);
+    }
+
+    /// The ring answers exactly what a full sort by distance answers, for random ids
+    /// and targets, with runs both shorter and longer than a leaf.
+    #[test]
+    fn ring_nearest_matches_a_full_sort() {
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            BlockId::of(&seed.to_le_bytes())
+        };
+        for size in [0usize, 1, 3, 16, 17, 200, 1000] {
+            let ids: Vec<BlockId> = (0..size).map(|_| next()).collect();
+            let ring = Ring::new(ids.clone());
+            assert_eq!(ring.len(), size);
+            for _ in 0..50 {
+                let target = next();
+                for n in [1usize, 3, 8, 40] {
+                    let mut sorted = ids.clone();
+                    sorted.sort_unstable_by_key(|id| id.distance(&target));
+                    sorted.truncate(n);
+                    assert_eq!(ring.nearest(&target, n), sorted, "size {size}, n {n}");
+                }
+            }
+        }
+        // A target equal to a member finds it first.
+        let ids: Vec<BlockId> = (0..100).map(|_| next()).collect();
+        let ring = Ring::new(ids.clone());
+        assert_eq!(ring.nearest(&ids[42], 1), vec![ids[42]]);
+    }
+
+    /// The table's ring is this node plus the healthy peers, and its homes agree with
+    /// the table's own answers.
+    #[test]
+    fn the_ring_holds_this_node_and_healthy_peers() {
+        let now = Instant::now();
+        let mut t = PeerTable::new(id(0x00));
+        for first in [0x40, 0x80, 0xc0] {
+            t.upsert(id(first), key(), "http://x", now);
+        }
+        t.record_failure(&id(0x40), now);
+        let ring = t.ring();
+        assert_eq!(ring.len(), 3);
+        let block = id(0x41);
+        assert_eq!(ring.nearest(&block, 2), t.homes(&block, 2));
+        for node in [id(0x00), id(0x40), id(0x80), id(0xc0)] {
+            assert_eq!(ring.is_home(&block, &node, 2), t.is_home(&block, &node, 2));
+        }
     }
 
     #[test]

@@ -96,9 +96,9 @@ impl Mesh {
         let me = self.me();
         let mut per_home: BTreeMap<BlockId, Vec<(BlockId, u64)>> = BTreeMap::new();
         {
-            let table = self.peers();
+            let ring = self.peers().ring();
             for (id, until) in &batch {
-                for home in table.homes(id, REPLICAS) {
+                for home in ring.nearest(id, REPLICAS) {
                     if home != me {
                         per_home.entry(home).or_default().push((*id, *until));
                     }

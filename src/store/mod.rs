@@ -669,6 +669,12 @@ impl Store {
         self.read_index().hottest(n, min_heat)
     }
 
+    /// Up to `n` held ids after `cursor` (from the start when None), in id order: a way
+    /// to walk the whole store in pieces while it changes.
+    pub fn ids_after(&self, cursor: Option<BlockId>, n: usize) -> Vec<BlockId> {
+        self.read_index().ids_after(cursor, n)
+    }
+
     /// Up to `n` held blocks nearest `target` (XOR), nearest first, with sizes.
     pub fn nearest(&self, target: &BlockId, n: usize) -> Vec<(BlockId, u32)> {
         self.read_index().like(target, 0, n)
