@@ -117,15 +117,27 @@ impl Handler {
             }
         };
         match form {
-            Form::Path => reply.headers.insert(
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(SANDBOX),
-            ),
-            Form::Origin => reply.headers.insert(
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("same-origin"),
-            ),
-        };
+            Form::Path => {
+                reply.headers.insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(SANDBOX),
+                );
+                // A browser opening the same URL would have been redirected: a cache
+                // must not answer its navigation with this.
+                if locator.mode == Mode::Aes256 && reply.headers.contains_key(header::VARY) {
+                    reply.headers.insert(
+                        header::VARY,
+                        HeaderValue::from_static("Accept, Sec-Fetch-Mode"),
+                    );
+                }
+            }
+            Form::Origin => {
+                reply.headers.insert(
+                    header::REFERRER_POLICY,
+                    HeaderValue::from_static("same-origin"),
+                );
+            }
+        }
         Ok(reply)
     }
 

@@ -126,9 +126,11 @@ async fn a_bundle_is_served_at_the_root_of_its_own_origin() {
         assert_eq!(r.status, StatusCode::OK, "{other}");
     }
 
-    // The path form is as it was: sandboxed, for clients that are not browsers.
+    // The path form is as it was: sandboxed, for clients that are not browsers, and
+    // never cached for a browser's navigation (which would be redirected).
     let r = node.get(&base).await;
     assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("vary"), Some("Accept, Sec-Fetch-Mode"));
     assert!(
         r.header("content-security-policy")
             .is_some_and(|p| p.starts_with("sandbox") && !p.contains("allow-same-origin")),
