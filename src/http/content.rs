@@ -35,7 +35,7 @@ use super::handler::{
 };
 use super::origin::{Gateway, Site, is_navigation, is_proxied};
 use super::range::{self, ByteRange};
-use super::route::RouteError;
+use super::route::{Route, RouteError};
 use crate::bundle::{FileEntry, ListEntry, Lookup, MAX_PATH_BYTES, Outline, time_of};
 use crate::codec::{Locator, Mode};
 use crate::node::Opened;
@@ -91,6 +91,9 @@ impl Handler {
             let mut reply = Reply::new(StatusCode::NOT_MODIFIED, "", Bytes::new());
             reply.headers.remove(header::CONTENT_TYPE);
             immutable(&mut reply.headers, &tag);
+            return Ok(reply);
+        }
+        if let Some(reply) = self.to_other_origin(form, rest, parts) {
             return Ok(reply);
         }
         let opened = self.node.open_content(&locator, wait).await?;
@@ -156,6 +159,31 @@ impl Handler {
             } if !(gateway.loopback && is_proxied(&parts.headers)) => Some(gateway),
             _ => None,
         }
+    }
+
+    /// On a bundle's origin, a path that is a path URL of the node
+    /// (`/sha256/<id>/aes256/<key>/...`, as sites written for the path form link other
+    /// bundles) is a redirect to that bundle's own origin under the same gateway.
+    fn to_other_origin(&self, form: Form, rest: Option<&str>, parts: &Parts) -> Option<Reply> {
+        if form != Form::Origin {
+            return None;
+        }
+        let path = parts.uri.path();
+        let (Some(_), Ok(Route::Content { locator, rest })) =
+            (rest, Route::parse(&hyper::Method::GET, path))
+        else {
+            return None;
+        };
+        if locator.mode != Mode::Aes256 {
+            return None;
+        }
+        let gateway = self.origins.parent(parts)?;
+        let mut reply = to_origin(gateway, &locator, rest, parts);
+        reply.headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        );
+        Some(reply)
     }
 
     /// A decrypted single block (no name, so no type beyond octet-stream).

@@ -154,6 +154,29 @@ impl Origins {
         self.site_of(&authority)
     }
 
+    /// The gateway a bundle origin's Host sits under (`localhost` or the domain, with
+    /// the Host's port), for links from one bundle's origin to another's.
+    pub fn parent(&self, parts: &Parts) -> Option<Gateway<'_>> {
+        let authority = request_authority(parts)?;
+        let host = authority.host();
+        let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+        let port = authority.port_u16();
+        if let Some(domain) = self.domain.as_deref()
+            && under(&host, domain).is_some()
+        {
+            return Some(Gateway {
+                name: domain,
+                port,
+                loopback: false,
+            });
+        }
+        under(&host, LOCALHOST).map(|_| Gateway {
+            name: LOCALHOST,
+            port,
+            loopback: true,
+        })
+    }
+
     /// What an authority (`host[:port]`) names.
     fn site_of(&self, authority: &Authority) -> Site<'_> {
         let port = authority.port_u16();
@@ -427,6 +450,28 @@ mod tests {
         let long = format!("{}.localhost", "a.".repeat(200));
         let parts = parts_with("/", &[&long]);
         assert_eq!(origins.site(&parts), Site::Node { gateway: None });
+    }
+
+    #[test]
+    fn a_bundle_origin_names_its_gateway() {
+        let origins = Origins::new(Some("example.org".into()));
+        let l = locator();
+        let parent = |host: &str| origins.parent(&parts_with("/", &[host]));
+        let name = origin_name(&l, "example.org");
+        assert_eq!(
+            parent(&format!("{name}:8443")),
+            Some(Gateway {
+                name: "example.org",
+                port: Some(8443),
+                loopback: false,
+            })
+        );
+        assert_eq!(
+            parent(&origin_name(&l, "LOCALHOST")).map(|g| (g.name, g.port)),
+            Some(("localhost", None))
+        );
+        assert_eq!(parent("example.org"), None);
+        assert_eq!(parent("127.0.0.1:8042"), None);
     }
 
     #[test]

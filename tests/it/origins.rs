@@ -83,6 +83,24 @@ async fn a_bundle_is_served_at_the_root_of_its_own_origin() {
     let r = get_as(&node, &host, &format!("/sha256/{}", locator.id), &[]).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 
+    // A path URL of another bundle, as a site written for the path form links it, is
+    // a redirect to that bundle's origin (the query kept); a raw block path is not.
+    let other = Locator {
+        id: BlockId::of(b"other"),
+        mode: Mode::Aes256,
+        key: Key([3; 32]),
+    };
+    let r = get_as(&node, &host, &format!("{other}/a/b.html?x=1"), &[]).await;
+    assert_eq!(r.status, StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(
+        r.header("location"),
+        Some(&*format!(
+            "//{}:{}/a/b.html?x=1",
+            origin_name(&other, "localhost"),
+            port_of(&node)
+        ))
+    );
+
     // The same answers as the path form: the directory redirect, ranges, HEAD, query.
     let r = get_as(&node, &host, "/pages?wait=1", &[]).await;
     assert_eq!(r.status, StatusCode::MOVED_PERMANENTLY);
