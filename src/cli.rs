@@ -914,7 +914,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%url, node = %node.identity().id(), store = %config.store.display(), blocks = node.store_stats().blocks, "serving");
     let scrub = tokio::spawn(node.clone().scrub_forever(config.scrub_rate));
     node.start();
-    let options = ServerOptions::new(config.max_connections, config.wait);
+    let mut options = ServerOptions::new(config.max_connections, config.wait);
+    options.domain = config.domain.clone();
     http::serve(listener, node.clone(), options, shutdown_signal()).await?;
     scrub.abort();
     if let Err(e) = node.flush_pins().await {

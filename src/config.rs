@@ -35,13 +35,16 @@ pub const DEFAULT_GOSSIP_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_PUSH_INTERVAL: Duration = Duration::from_secs(10);
 /// Default pause between repair rounds (custody checks of kept blocks on their homes).
 pub const DEFAULT_REPAIR_INTERVAL: Duration = Duration::from_secs(60);
+/// Longest `domain`: a bundle's origin puts two 52-character labels and their dots
+/// before it (106 characters), and a host name is at most 253.
+pub const MAX_DOMAIN_LEN: usize = 253 - 2 * (52 + 1);
 /// Most seed peers accepted on the command line or in the file.
 pub const MAX_SEEDS: usize = 64;
 
 /// Flags of `libernet serve`; each overrides the config file.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ServeArgs {
-    /// TOML file with any of: store, listen, quota, wait, url, max_connections,
+    /// TOML file with any of: store, listen, quota, wait, url, domain, max_connections,
     /// max_waiters, waiter_memory, scrub_rate, hot_cache, peers, gossip_interval, push_interval,
     /// repair_interval, half_life, custody_share.
     #[arg(long, value_name = "FILE")]
@@ -65,6 +68,10 @@ pub struct ServeArgs {
     /// Public URL of this node, as peers and `/node` give it [default: http://<listen>].
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
+    /// Domain under which each website gets its own origin, <id>.<key>.DOMAIN (wildcard
+    /// DNS for it to this node); `*.localhost` always works [default: none].
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: Option<String>,
     /// Most connections open at once [default: 512].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
@@ -96,6 +103,7 @@ struct FileConfig {
     custody_share: Option<i64>,
     wait: Option<f64>,
     url: Option<String>,
+    domain: Option<String>,
     max_connections: Option<usize>,
     max_waiters: Option<usize>,
     waiter_memory: Option<toml::Value>,
@@ -147,6 +155,9 @@ pub struct Config {
     pub wait: Duration,
     /// Public URL, if set; else derived from the bound address.
     pub url: Option<String>,
+    /// The domain bundles get their own origins under (`<id>.<key>.<domain>`), if any:
+    /// lowercase DNS labels, no trailing dot.
+    pub domain: Option<String>,
     /// Connection cap.
     pub max_connections: usize,
     /// Waiter cap.
@@ -182,6 +193,7 @@ impl Config {
             custody_share: crate::store::DEFAULT_CUSTODY_PERCENT,
             wait: DEFAULT_WAIT,
             url: None,
+            domain: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_waiters: DEFAULT_MAX_WAITERS,
             waiter_memory: DEFAULT_WAITER_MEMORY,
@@ -232,6 +244,9 @@ impl Config {
             config.wait = parse_wait(secs)?;
         }
         config.url = args.url.clone().or(file.url);
+        if let Some(domain) = args.domain.as_ref().or(file.domain.as_ref()) {
+            config.domain = Some(parse_domain(domain)?);
+        }
         if let Some(n) = args.max_connections.or(file.max_connections) {
             config.max_connections = n;
         }
@@ -312,6 +327,44 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A domain for bundle origins: DNS labels of letters, digits and inner hyphens
+/// (lowercased; one trailing dot dropped), at most `MAX_DOMAIN_LEN` characters, not an
+/// IP address (its last label has a letter) and not `localhost`, which is always one.
+pub fn parse_domain(text: &str) -> Result<String, ConfigError> {
+    let domain = text.strip_suffix('.').unwrap_or(text).to_ascii_lowercase();
+    let bad = |why: &str| ConfigError::Invalid(format!("domain {text:?} {why}"));
+    if domain.is_empty() || domain.len() > MAX_DOMAIN_LEN {
+        return Err(bad(&format!(
+            "must have 1 to {MAX_DOMAIN_LEN} characters (a website's origin adds 106)"
+        )));
+    }
+    for label in domain.split('.') {
+        let ldh = label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if label.is_empty()
+            || label.len() > 63
+            || !ldh
+            || label.starts_with('-')
+            || label.ends_with('-')
+        {
+            return Err(bad(
+                "must be a host name: labels of letters, digits and hyphens, e.g. example.org",
+            ));
+        }
+    }
+    let last = domain.rsplit('.').next().unwrap_or("");
+    if last.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad("must be a name, not an IP address"));
+    }
+    if domain == "localhost" || domain.ends_with(".localhost") {
+        return Err(bad(
+            "must not be under localhost, which always has bundle origins",
+        ));
+    }
+    Ok(domain)
 }
 
 /// A wait in seconds: finite, not negative, capped at `MAX_WAIT`.
@@ -538,5 +591,49 @@ mod tests {
             assert!(Config::load(&args).is_err(), "{args:?}");
         }
         assert_eq!(parse_wait(1e9).unwrap(), MAX_WAIT);
+    }
+
+    #[test]
+    fn domains() {
+        assert_eq!(parse_domain("Example.ORG.").unwrap(), "example.org");
+        assert_eq!(parse_domain("my-node").unwrap(), "my-node");
+        assert_eq!(parse_domain(&"a".repeat(63)).unwrap(), "a".repeat(63));
+        let long = format!("{}.org", vec!["a".repeat(60); 3].join("."));
+        assert_eq!(long.len(), 186);
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "-a.org",
+            "a-.org",
+            "a_b.org",
+            "exa mple.org",
+            "10.0.0.1",
+            "localhost",
+            "x.localhost",
+            "a.org:8042",
+            "http://a.org",
+            "é.org",
+            &"a".repeat(64),
+            &long,
+        ] {
+            assert!(parse_domain(bad).is_err(), "{bad:?}");
+        }
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), "domain = \"sites.example.org\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(file.path().to_owned()),
+            ..ServeArgs::default()
+        };
+        let c = Config::load(&args).unwrap();
+        assert_eq!(c.domain.as_deref(), Some("sites.example.org"));
+        let flag = ServeArgs {
+            domain: Some("other.example".into()),
+            ..args
+        };
+        assert_eq!(
+            Config::load(&flag).unwrap().domain.as_deref(),
+            Some("other.example")
+        );
     }
 }

@@ -1,15 +1,24 @@
-//! The browsing routes, `/sha256/{id}/{mode}/{key}[/{path}]`: decrypted single blocks,
-//! files of bundles (streamed, with `Range` across blocks), redirects to the
-//! trailing-slash form of directories, `index.html`, and listings in HTML or JSON.
-//! Translation only: opening, verifying and reading are `node`'s.
+//! The browsing routes: `/sha256/{id}/{mode}/{key}[/{path}]` on the node's origin (the
+//! path form) and every path of a bundle's own origin (`origin.rs`): decrypted single
+//! blocks, files of bundles (streamed, with `Range` across blocks), redirects to the
+//! trailing-slash form of directories, `index.html`, `404.html`, and listings in HTML or
+//! JSON. Translation only: opening, verifying and reading are `node`'s.
 //!
-//! Decrypted pages share the node's origin, so every content answer carries
-//! `Content-Security-Policy: sandbox ...` without `allow-same-origin`: a bundle's
-//! scripts run, but in an opaque origin that cannot read the node's other pages' storage
-//! or act with their credentials. `Access-Control-Allow-Origin: *` (on every answer of
-//! the node, errors included) keeps module scripts and `fetch` of the bundle's own files
-//! working from that opaque origin (the content is readable by anyone holding its URL
-//! anyway).
+//! In the path form, decrypted pages share the node's origin, so every content answer
+//! carries `Content-Security-Policy: sandbox ...` without `allow-same-origin`: a
+//! bundle's scripts run, but in an opaque origin that cannot read the node's other
+//! pages' storage or act with their credentials. `Access-Control-Allow-Origin: *` (on
+//! every answer of the node, errors included) keeps module scripts and `fetch` of the
+//! bundle's own files working from that opaque origin (the content is readable by
+//! anyone holding its URL anyway). A browser opening a bundle's path URL through a name
+//! bundle origins sit under (`localhost`, a loopback address, the node's domain) is
+//! sent to the bundle's own origin instead (`307`).
+//!
+//! On its own origin a bundle is not sandboxed: it has what any site has (scripts,
+//! `localStorage`, cookies), and the browser keeps them apart from every other
+//! bundle's, since each has its own origin, and from the dashboard's.
+//! `Referrer-Policy: same-origin` keeps that origin, which holds the key, out of the
+//! `Referer` the site's links and resources would send elsewhere.
 
 use bytes::Bytes;
 use hyper::StatusCode;
@@ -24,10 +33,11 @@ use super::handler::{
     Handler, IMMUTABLE, REPR_DIGEST, Reply, digest_value, header_value, if_none_match,
     if_range_allows, wait_param,
 };
+use super::origin::{Gateway, Site, is_navigation, is_proxied};
 use super::range::{self, ByteRange};
-use super::route::RouteError;
+use super::route::{Route, RouteError};
 use crate::bundle::{FileEntry, ListEntry, Lookup, MAX_PATH_BYTES, Outline, time_of};
-use crate::codec::Locator;
+use crate::codec::{Locator, Mode};
 use crate::node::Opened;
 
 /// What may stay unescaped in a path segment of a listing link.
@@ -39,6 +49,18 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 
 /// The sandbox every decrypted answer runs in (see the module doc).
 const SANDBOX: &str = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads";
+
+/// The file at a bundle's root answered, with status 404, for paths it does not have.
+pub const NOT_FOUND_PAGE: &str = "404.html";
+
+/// Where a bundle is being read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Form {
+    /// `/sha256/<id>/<mode>/<key>/...` on the node's origin: sandboxed.
+    Path,
+    /// Any path of `<id>.<key>.<gateway>`: the bundle's own origin.
+    Origin,
+}
 
 /// Files of one block or less are read whole; larger ones are streamed.
 const STREAM_ABOVE_CHUNKS: usize = 1;
@@ -53,30 +75,40 @@ pub const LISTING_PAGE: usize = 1000;
 pub const LISTING_PAGE_BYTES: usize = 256 << 10;
 
 impl Handler {
-    /// Answers a browsing route.
+    /// Answers a browsing route in either form.
     pub(super) async fn content(
         &self,
         locator: Locator,
         rest: Option<&str>,
         parts: &Parts,
+        form: Form,
     ) -> Result<Reply, ApiError> {
         let wait = wait_param(parts.uri.query(), self.default_wait)?;
         let json = wants_json(&parts.headers);
         let tag = content_tag(&locator.id, json);
-        if if_none_match(&parts.headers, &tag) {
+        let gateway = self.origin_for(form, &locator, parts);
+        if gateway.is_none() && if_none_match(&parts.headers, &tag) {
             let mut reply = Reply::new(StatusCode::NOT_MODIFIED, "", Bytes::new());
             reply.headers.remove(header::CONTENT_TYPE);
             immutable(&mut reply.headers, &tag);
             return Ok(reply);
         }
+        if let Some(reply) = self.to_other_origin(form, rest, parts) {
+            return Ok(reply);
+        }
         let opened = self.node.open_content(&locator, wait).await?;
-        let mut reply = match (opened, rest) {
-            (Opened::Data(bytes), None) => self.data(bytes, parts, &tag)?,
-            (Opened::Data(_), Some(_)) => {
+        let mut reply = match (opened, rest, gateway) {
+            (Opened::Bundle(_), _, Some(gateway)) => to_origin(gateway, &locator, rest, parts),
+            (Opened::Data(bytes), None, _) => self.data(bytes, parts, &tag)?,
+            // A single block's own origin shows it at its root.
+            (Opened::Data(bytes), Some(""), _) if form == Form::Origin => {
+                self.data(bytes, parts, &tag)?
+            }
+            (Opened::Data(_), Some(_), _) => {
                 return Err(not_in_bundle("this content is not a bundle"));
             }
-            (Opened::Bundle(_), None) => redirect(parts, "/")?,
-            (Opened::Bundle(outline), Some(path)) => {
+            (Opened::Bundle(_), None, None) => redirect(parts, "/")?,
+            (Opened::Bundle(outline), Some(path), None) => {
                 let query = parts.uri.query();
                 let view = View {
                     json,
@@ -87,11 +119,71 @@ impl Handler {
                     .await?
             }
         };
-        reply.headers.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(SANDBOX),
-        );
+        match form {
+            Form::Path => {
+                reply.headers.insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(SANDBOX),
+                );
+                // A browser opening the same URL would have been redirected: a cache
+                // must not answer its navigation with this.
+                if locator.mode == Mode::Aes256 && reply.headers.contains_key(header::VARY) {
+                    reply.headers.insert(
+                        header::VARY,
+                        HeaderValue::from_static("Accept, Sec-Fetch-Mode"),
+                    );
+                }
+            }
+            Form::Origin => {
+                reply.headers.insert(
+                    header::REFERRER_POLICY,
+                    HeaderValue::from_static("same-origin"),
+                );
+            }
+        }
         Ok(reply)
+    }
+
+    /// The gateway to send a path URL's bundle to its own origin under, when the
+    /// request allows it: a browser opening a page (`is_navigation`: scripts, `curl` and
+    /// the CLI never are) of an `aes256` URL, through a Host that is a gateway itself,
+    /// and, for a loopback one, not through a proxy (the browser could be anywhere and
+    /// its `localhost` is not this node).
+    fn origin_for(&self, form: Form, locator: &Locator, parts: &Parts) -> Option<Gateway<'_>> {
+        if form != Form::Path || locator.mode != Mode::Aes256 || !is_navigation(&parts.headers) {
+            return None;
+        }
+        match self.origins.site(parts) {
+            Site::Node {
+                gateway: Some(gateway),
+            } if !(gateway.loopback && is_proxied(&parts.headers)) => Some(gateway),
+            _ => None,
+        }
+    }
+
+    /// On a bundle's origin, a path that is a path URL of the node
+    /// (`/sha256/<id>/aes256/<key>/...`, as sites written for the path form link other
+    /// bundles) is a redirect to that bundle's own origin under the same gateway.
+    fn to_other_origin(&self, form: Form, rest: Option<&str>, parts: &Parts) -> Option<Reply> {
+        if form != Form::Origin {
+            return None;
+        }
+        let path = parts.uri.path();
+        let (Some(_), Ok(Route::Content { locator, rest })) =
+            (rest, Route::parse(&hyper::Method::GET, path))
+        else {
+            return None;
+        };
+        if locator.mode != Mode::Aes256 {
+            return None;
+        }
+        let gateway = self.origins.parent(parts)?;
+        let mut reply = to_origin(gateway, &locator, rest, parts);
+        reply.headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        );
+        Some(reply)
     }
 
     /// A decrypted single block (no name, so no type beyond octet-stream).
@@ -134,9 +226,11 @@ impl Handler {
         tag: &str,
         wait: Duration,
     ) -> Result<Reply, ApiError> {
-        let decoded = percent_decode_str(raw)
-            .decode_utf8()
-            .map_err(|_| not_in_bundle("the path is not UTF-8"))?;
+        let Ok(decoded) = percent_decode_str(raw).decode_utf8() else {
+            return self
+                .missing(outline, "the path is not UTF-8", parts, tag, wait)
+                .await;
+        };
         if decoded.len() > MAX_PATH_BYTES {
             return Err(RouteError::PathTooLong.into());
         }
@@ -145,9 +239,12 @@ impl Handler {
         let loader = self.node.parts(wait);
         match outline.lookup(path, &loader).await? {
             Lookup::File(name, file) if !dir_form => {
-                self.file(&name, &file, parts, tag, wait).await
+                self.file(&name, &file, parts, tag, wait, true).await
             }
-            Lookup::File(..) => Err(not_in_bundle("a file, not a directory")),
+            Lookup::File(..) => {
+                self.missing(outline, "a file, not a directory", parts, tag, wait)
+                    .await
+            }
             Lookup::Directory(_) if !dir_form => redirect(parts, "/"),
             Lookup::Directory(dir) if view.listing => {
                 listing(outline, &loader, &dir, parts, &view, tag).await
@@ -159,15 +256,45 @@ impl Handler {
                     format!("{dir}/index.html")
                 };
                 match outline.lookup(&index, &loader).await? {
-                    Lookup::File(name, file) => self.file(&name, &file, parts, tag, wait).await,
+                    Lookup::File(name, file) => {
+                        self.file(&name, &file, parts, tag, wait, true).await
+                    }
                     _ => listing(outline, &loader, &dir, parts, &view, tag).await,
                 }
             }
-            Lookup::NotFound => Err(not_in_bundle("no such file in the bundle")),
+            Lookup::NotFound => {
+                self.missing(outline, "no such file in the bundle", parts, tag, wait)
+                    .await
+            }
         }
     }
 
-    /// A file of a bundle, whole or a range, read whole when small and streamed when not.
+    /// A path the bundle does not have: its root's `404.html`, with status 404 and
+    /// without the content's entity tag or ranges, when it has one; else the error
+    /// (`why`). Blocks of `404.html` that cannot be found are that error instead (504).
+    async fn missing(
+        &self,
+        outline: &Outline,
+        why: &str,
+        parts: &Parts,
+        tag: &str,
+        wait: Duration,
+    ) -> Result<Reply, ApiError> {
+        let loader = self.node.parts(wait);
+        let Lookup::File(name, file) = outline.lookup(NOT_FOUND_PAGE, &loader).await? else {
+            return Err(not_in_bundle(why));
+        };
+        let mut reply = self.file(&name, &file, parts, tag, wait, false).await?;
+        reply.status = StatusCode::NOT_FOUND;
+        let h = &mut reply.headers;
+        h.remove(header::ETAG);
+        h.remove(header::ACCEPT_RANGES);
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Ok(reply)
+    }
+
+    /// A file of a bundle, whole or (when `ranged`) the range asked for, read whole when
+    /// small and streamed when not.
     async fn file(
         &self,
         name: &str,
@@ -175,9 +302,14 @@ impl Handler {
         parts: &Parts,
         tag: &str,
         wait: Duration,
+        ranged: bool,
     ) -> Result<Reply, ApiError> {
         let len = file.size;
-        let range = requested_range(&parts.headers, tag, len);
+        let range = if ranged {
+            requested_range(&parts.headers, tag, len)
+        } else {
+            ByteRange::Whole
+        };
         let (status, start, end) = match range {
             ByteRange::Whole => (StatusCode::OK, 0, len.saturating_sub(1)),
             ByteRange::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
@@ -324,7 +456,8 @@ fn content_tag(id: &crate::id::BlockId, json: bool) -> String {
     }
 }
 
-fn wants_json(headers: &HeaderMap) -> bool {
+/// True when `Accept` names `application/json`.
+pub(super) fn wants_json(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT)
         .iter()
@@ -361,6 +494,24 @@ fn redirect(parts: &Parts, suffix: &str) -> Result<Reply, ApiError> {
         .headers
         .insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
     Ok(reply)
+}
+
+/// A temporary redirect (`307`: it depends on the Host and the node's settings, so no
+/// cache keeps it) from a path URL to the same path on its bundle's own origin, the
+/// query kept; the `Location` is scheme-relative and built only from parsed parts
+/// (`Gateway::location`).
+fn to_origin(gateway: Gateway<'_>, locator: &Locator, rest: Option<&str>, parts: &Parts) -> Reply {
+    let path = format!("/{}", rest.unwrap_or(""));
+    let location = gateway.location(locator, &path, parts.uri.query());
+    let body = serde_json::json!({ "location": location }).to_string();
+    let mut reply = Reply::json(StatusCode::TEMPORARY_REDIRECT, body);
+    reply
+        .headers
+        .insert(header::LOCATION, header_value(&location));
+    reply
+        .headers
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    reply
 }
 
 fn not_in_bundle(why: &str) -> ApiError {
@@ -455,7 +606,8 @@ fn listing_html(shown: &str, entries: &[ListEntry], next: Option<&str>) -> Strin
     html
 }
 
-fn escape_html(text: &str) -> String {
+/// `text` with HTML's special characters escaped, for text and attribute values.
+pub(super) fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -6,6 +6,7 @@
 use hyper::StatusCode;
 use serde_json::{Value, json};
 
+use super::content::escape_html;
 use super::route::RouteError;
 use crate::node::NodeError;
 
@@ -50,6 +51,27 @@ impl ApiError {
         }
         body.to_string().into_bytes()
     }
+
+    /// The same error as a small HTML page for people (browsers opening a page): the
+    /// status, the message and the stable code. Text only, escaped; no script.
+    pub fn html(&self) -> String {
+        let status = escape_html(&format!(
+            "{} {}",
+            self.status.as_u16(),
+            self.status.canonical_reason().unwrap_or("Error")
+        ));
+        let message = escape_html(&self.message);
+        let code = escape_html(self.code);
+        format!(
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+             <title>{status}</title>\
+             <style>body{{font-family:system-ui,sans-serif;margin:2rem;max-width:40rem}}\
+             small{{color:#666}}</style></head>\
+             <body><h1>{status}</h1><p>{message}</p>\
+             <p><small>libernet node, error <code>{code}</code></small></p></body></html>\n"
+        )
+    }
 }
 
 impl From<RouteError> for ApiError {
@@ -59,6 +81,9 @@ impl From<RouteError> for ApiError {
             RouteError::BadId(_) => ApiError::new(StatusCode::BAD_REQUEST, "bad_id", e.to_string()),
             RouteError::BadKey(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "bad_key", e.to_string())
+            }
+            RouteError::BadHost => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_host", e.to_string())
             }
             RouteError::PathTooLong => {
                 ApiError::new(StatusCode::URI_TOO_LONG, "path_too_long", e.to_string())

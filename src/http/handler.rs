@@ -16,10 +16,12 @@ use sha2::{Digest, Sha256};
 use super::assets::DASHBOARD_POLICY;
 use super::body::{Body, FileBody};
 use super::conn::{PRESSED_ALLOWANCE, Slots};
+use super::content::{Form, wants_json};
 use super::error::ApiError;
+use super::origin::{Origins, Site, accepts_html};
 use super::peer::{Caller, check_body_digest, holder_of, json_reply};
 use super::range::{self, ByteRange};
-use super::route::Route;
+use super::route::{Route, RouteError};
 use super::sign::{Covered, ResponseSigner};
 use crate::config::parse_wait;
 use crate::id::{BlockId, MAX_BLOCK_SIZE};
@@ -44,6 +46,10 @@ pub const BODY_RATE_GRACE: Duration = Duration::from_secs(2);
 
 /// Cache lifetime of immutable content: 336 days, as DESIGN 3 fixes.
 pub(super) const IMMUTABLE: &str = "public, max-age=29030400, immutable";
+
+/// The policy of an HTML error page: an opaque origin, no script, no resource at all
+/// but its own inline style.
+const ERROR_PAGE_POLICY: &str = "sandbox; default-src 'none'; style-src 'unsafe-inline'";
 
 pub(super) static REPR_DIGEST: HeaderName = HeaderName::from_static("repr-digest");
 static CONTENT_DIGEST: HeaderName = HeaderName::from_static("content-digest");
@@ -92,7 +98,23 @@ impl Reply {
     }
 
     pub(super) fn error(e: &ApiError) -> Reply {
-        let mut reply = Reply::new(e.status, "application/json", e.body());
+        Reply::error_as(e, "application/json", e.body())
+    }
+
+    /// An error of a browsing route for a browser: the same status and headers as
+    /// `error`, an HTML page for a body (`ApiError::html`), sandboxed and allowed no
+    /// resources but its inline style.
+    pub(super) fn error_page(e: &ApiError) -> Reply {
+        let mut reply = Reply::error_as(e, "text/html; charset=utf-8", e.html());
+        reply.headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(ERROR_PAGE_POLICY),
+        );
+        reply
+    }
+
+    fn error_as(e: &ApiError, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
+        let mut reply = Reply::new(e.status, content_type, body);
         reply
             .headers
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -147,6 +169,8 @@ pub struct Handler {
     pub(super) default_wait: Duration,
     /// The server's connection slots, to learn whether they are scarce.
     slots: Option<Arc<Slots>>,
+    /// The names bundles have their own origins under (see `origin.rs`).
+    pub(super) origins: Origins,
 }
 
 impl Handler {
@@ -159,7 +183,14 @@ impl Handler {
             signer,
             default_wait,
             slots: None,
+            origins: Origins::default(),
         }
+    }
+
+    /// This handler, serving bundles on their own origins under `origins`' names.
+    pub(super) fn with_origins(mut self, origins: Origins) -> Handler {
+        self.origins = origins;
+        self
     }
 
     /// This handler, shortening body grace periods while `slots` are scarce.
@@ -239,7 +270,17 @@ impl Handler {
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
         let (parts, body) = req.into_parts();
-        let route = Route::parse(&parts.method, parts.uri.path());
+        let route = match self.origins.site(&parts) {
+            Site::Node { .. } => Route::parse(&parts.method, parts.uri.path()),
+            Site::Bundle(locator) => Route::on_origin(&parts.method, locator, parts.uri.path()),
+            Site::Bad => Err(RouteError::BadHost),
+        };
+        // A browser opening a page gets the errors of the browsing routes as a page.
+        let browsing = matches!(
+            route,
+            Ok(Route::Content { .. } | Route::Site { .. }) | Err(RouteError::BadHost)
+        );
+        let html_errors = browsing && !wants_json(&parts.headers) && accepts_html(&parts.headers);
         let route_name = route.as_ref().map_or("none", Route::name);
         let caller = self.caller(&parts);
         let peer = caller.peer();
@@ -248,7 +289,13 @@ impl Handler {
             Ok(route) => self.dispatch(route, caller, &parts, body).await,
             Err(e) => Err(ApiError::from(e)),
         };
-        let reply = reply.unwrap_or_else(|e| Reply::error(&e));
+        let reply = reply.unwrap_or_else(|e| {
+            if html_errors {
+                Reply::error_page(&e)
+            } else {
+                Reply::error(&e)
+            }
+        });
         let status = reply.status.as_u16();
         let response = self.finish(reply, &parts);
         let bytes = if parts.method == Method::HEAD {
@@ -305,7 +352,12 @@ impl Handler {
             Route::Pin { id } => self.pin(id, true, parts).await,
             Route::Unpin { id } => self.pin(id, false, parts).await,
             Route::DeleteBlock { id } => self.delete_block(id, parts).await,
-            Route::Content { locator, rest } => self.content(locator, rest, parts).await,
+            Route::Content { locator, rest } => {
+                self.content(locator, rest, parts, Form::Path).await
+            }
+            Route::Site { locator, rest } => {
+                self.content(locator, Some(rest), parts, Form::Origin).await
+            }
             Route::Node => {
                 let info = serde_json::to_vec(&self.node.info()).map_err(|e| {
                     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())

@@ -11,6 +11,7 @@ mod conn;
 mod content;
 mod error;
 mod handler;
+mod origin;
 mod peer;
 mod range;
 mod route;
@@ -32,9 +33,10 @@ use tokio::net::TcpListener;
 
 pub use body::{Body, FileBody};
 pub use conn::{PRESSED_ALLOWANCE, RESERVE_DIVISOR};
-pub use content::{LISTING_PAGE, LISTING_PAGE_BYTES};
+pub use content::{LISTING_PAGE, LISTING_PAGE_BYTES, NOT_FOUND_PAGE};
 pub use error::{ApiError, RETRY_AFTER_SECS};
 pub use handler::{BODY_RATE_GRACE, BODY_READ_TIMEOUT, Handler, MIN_BODY_RATE};
+pub use origin::{LABEL_LEN, from_label, label, origin_name};
 pub use range::ByteRange;
 pub use route::{Route, RouteError};
 pub use sign::{LABEL, REUSE_SECS, ResponseSigner};
@@ -69,7 +71,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 pub const HOUSEKEEPING_TICK: Duration = Duration::from_millis(250);
 
 /// Settings of the server.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServerOptions {
     /// Connections served at once; more wait in the kernel's accept queue.
     pub max_connections: usize,
@@ -77,6 +79,9 @@ pub struct ServerOptions {
     pub default_wait: Duration,
     /// Time allowed for a request's headers to arrive.
     pub header_read_timeout: Duration,
+    /// The domain bundles get their own origins under (`<id>.<key>.<domain>`), besides
+    /// `localhost`; as `config` validated it.
+    pub domain: Option<String>,
 }
 
 impl ServerOptions {
@@ -86,6 +91,7 @@ impl ServerOptions {
             max_connections,
             default_wait,
             header_read_timeout: HEADER_READ_TIMEOUT,
+            domain: None,
         }
     }
 }
@@ -112,7 +118,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let slots = conn::Slots::new(options.max_connections);
-    let handler = Arc::new(Handler::new(node, options.default_wait).with_slots(slots.clone()));
+    let handler = Arc::new(
+        Handler::new(node, options.default_wait)
+            .with_slots(slots.clone())
+            .with_origins(origin::Origins::new(options.domain.clone())),
+    );
     // Connections opened and closed and requests answered since housekeeping last looked.
     let traffic = Arc::new(AtomicU64::new(0));
     let housekeeping = tokio::spawn(housekeep(Arc::downgrade(&handler), traffic.clone()));

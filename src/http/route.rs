@@ -35,6 +35,14 @@ pub enum Route<'a> {
         /// `Some("a/b%20c")` for a path inside a bundle (still percent-encoded).
         rest: Option<&'a str>,
     },
+    /// `GET`/`HEAD` of any path on a bundle's own origin (`<id>.<key>.localhost`,
+    /// `<id>.<key>.<domain>`: see `origin.rs`): the path inside that bundle.
+    Site {
+        /// The bundle (always `aes256`).
+        locator: Locator,
+        /// The path after its leading `/` (still percent-encoded; `""` for the root).
+        rest: &'a str,
+    },
     /// `GET`/`HEAD /node`.
     Node,
     /// `GET`/`HEAD /metrics`.
@@ -95,6 +103,12 @@ pub enum RouteError {
         "the path inside the bundle is too long (at most {MAX_PATH_BYTES} bytes and {MAX_PATH_COMPONENTS} components)"
     )]
     PathTooLong,
+    /// A Host under a name bundle origins sit under that names no bundle (not
+    /// `<52 base32>.<52 base32>`).
+    #[error(
+        "the host names no bundle: a bundle's origin is <id>.<key>.localhost, each label its 32 bytes in 52 base32 characters"
+    )]
+    BadHost,
     /// The resource exists but not for this method.
     #[error("method not allowed; allowed: {allow}")]
     MethodNotAllowed {
@@ -188,6 +202,21 @@ impl<'a> Route<'a> {
         }
     }
 
+    /// The route of a request on the bundle `locator`'s own origin: every path (raw,
+    /// undecoded) is a path inside the bundle, read-only.
+    pub fn on_origin(
+        method: &Method,
+        locator: Locator,
+        path: &'a str,
+    ) -> Result<Route<'a>, RouteError> {
+        if method != Method::GET && method != Method::HEAD {
+            return Err(RouteError::MethodNotAllowed { allow: READ_ONLY });
+        }
+        let rest = path.strip_prefix('/').unwrap_or(path);
+        check_rest(rest)?;
+        Ok(Route::Site { locator, rest })
+    }
+
     /// A short stable name for logs and metrics.
     pub fn name(&self) -> &'static str {
         match self {
@@ -195,6 +224,7 @@ impl<'a> Route<'a> {
             Route::PutBlock { .. } => "put_block",
             Route::Like { .. } => "like",
             Route::Content { .. } => "content",
+            Route::Site { .. } => "site",
             Route::Node => "node",
             Route::Metrics => "metrics",
             Route::Asset(_) => "asset",
@@ -229,19 +259,25 @@ fn content_view(id: BlockId, view: &str) -> Result<(Locator, Option<&str>), Rout
         .map_err(RouteError::BadKey)?;
     let rest = parts.next();
     if let Some(rest) = rest {
-        // Refused before any work: resolving is linear, but a path nobody's bundle can
-        // hold should not cost a tree load. Percent-encoding triples a byte at most.
-        if rest.len() > 3 * MAX_PATH_BYTES
-            || rest.bytes().filter(|&b| b == b'/').count() >= MAX_PATH_COMPONENTS
-        {
-            return Err(RouteError::PathTooLong);
-        }
+        check_rest(rest)?;
     }
     if mode == Mode::Passphrase && rest.is_some() {
         // Passphrase content is a single record, never a bundle.
         return Err(RouteError::NotFound);
     }
     Ok((Locator { id, mode, key }, rest))
+}
+
+/// Refuses a path inside a bundle before any work: resolving is linear, but a path
+/// nobody's bundle can hold should not cost a tree load. Percent-encoding triples a
+/// byte at most.
+fn check_rest(rest: &str) -> Result<(), RouteError> {
+    if rest.len() > 3 * MAX_PATH_BYTES
+        || rest.bytes().filter(|&b| b == b'/').count() >= MAX_PATH_COMPONENTS
+    {
+        return Err(RouteError::PathTooLong);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -442,5 +478,36 @@ mod tests {
         for (method, path, want) in cases {
             assert_eq!(Route::parse(method, &path), want, "{method} {path}");
         }
+    }
+
+    #[test]
+    fn origin_paths_are_paths_in_the_bundle() {
+        let id: BlockId = ID.parse().unwrap();
+        let locator = Locator {
+            id,
+            mode: Mode::Aes256,
+            key: Key(id.0),
+        };
+        let site = |rest| Ok(Route::Site { locator, rest });
+        let get = Method::GET;
+        assert_eq!(Route::on_origin(&get, locator, "/"), site(""));
+        assert_eq!(
+            Route::on_origin(&Method::HEAD, locator, "/css/site.css"),
+            site("css/site.css")
+        );
+        // The node's own paths are the bundle's there.
+        assert_eq!(Route::on_origin(&get, locator, "/node"), site("node"));
+        assert_eq!(
+            Route::on_origin(&get, locator, &format!("/sha256/{ID}")),
+            site(&*format!("sha256/{ID}").leak())
+        );
+        assert_eq!(
+            Route::on_origin(&Method::PUT, locator, "/x"),
+            Err(RouteError::MethodNotAllowed { allow: READ_ONLY })
+        );
+        assert_eq!(
+            Route::on_origin(&get, locator, &"/a".repeat(MAX_PATH_COMPONENTS + 1)),
+            Err(RouteError::PathTooLong)
+        );
     }
 }

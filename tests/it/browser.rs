@@ -1,7 +1,7 @@
 //! A real browser on a website stored in a node: `libernet put` uploads
 //! `tests/fixtures/site`, and headless Chromium, driven over the Chrome DevTools
-//! Protocol, opens the URL the CLI printed. The page must work as it would from any
-//! web server: its title, stylesheet, image and script load through relative links,
+//! Protocol, opens the URL the CLI printed, which sends it to the site's own origin
+//! (`<id>.<key>.localhost`). The page must work as it would from any web server: its title, stylesheet, image and script load through relative links,
 //! clicking a relative link reaches another page, and a file whose name has a space
 //! loads by its percent-encoded name. A screenshot of the home page is left in
 //! `target/test-artifacts/browser/website.png` for a person to look at.
@@ -96,8 +96,10 @@ async fn website_bundle_works_in_a_browser() {
     check_bundle_url(&url, &node.url);
 
     let artifacts = artifacts_dir();
+    let origin = origin_url(&url);
     let checked =
-        tokio::task::spawn_blocking(move || check_website(&chromium, &url, &artifacts)).await;
+        tokio::task::spawn_blocking(move || check_website(&chromium, &url, &origin, &artifacts))
+            .await;
     if let Err(e) = checked {
         // Show the browser check's own panic message, not a JoinError.
         std::panic::resume_unwind(e.into_panic());
@@ -135,7 +137,7 @@ fn fixture_site_works_in_a_browser_from_python_http_server() {
             Some(format!("http://{address}"))
         },
     );
-    check_website(&chromium, &url, &artifacts_dir().join("python"));
+    check_website(&chromium, &url, &url, &artifacts_dir().join("python"));
 }
 
 /// The harness itself, no browser needed: a DevTools socket that answers the WebSocket
@@ -180,11 +182,12 @@ fn a_slow_devtools_handshake_is_waited_for() {
     drop(slow.join().unwrap());
 }
 
-/// Everything the browser checks on the website at `base_url` (ending in `/`).
-fn check_website(chromium: &Path, base_url: &str, artifacts: &Path) {
+/// Everything the browser checks on the website opened at `open_url`, which lands at
+/// `base_url` (ending in `/`).
+fn check_website(chromium: &Path, open_url: &str, base_url: &str, artifacts: &Path) {
     let mut browser = Browser::launch(chromium);
 
-    browser.open(base_url);
+    browser.open_to(open_url, base_url);
     assert_eq!(
         browser.evaluate("document.title"),
         json!(HOME_TITLE),
@@ -247,6 +250,18 @@ fn check_website(chromium: &Path, base_url: &str, artifacts: &Path) {
     // And back up the tree: `about.html`, then `../index.html`.
     browser.follow("about", &about, ABOUT_TITLE);
     browser.follow("home", &format!("{base_url}index.html"), HOME_TITLE);
+}
+
+/// Where a browser opening the path URL `http://<loopback>:<port>/sha256/<id>/aes256/<key>/<rest>`
+/// lands: the bundle's own origin, `http://<b32 id>.<b32 key>.localhost:<port>/<rest>`.
+pub(crate) fn origin_url(path_url: &str) -> String {
+    let (server, path) = libernet::transfer::split_url(path_url, "http://unused")
+        .unwrap_or_else(|e| panic!("{path_url} is no content URL: {e}"));
+    let port = server.rsplit(':').next().unwrap_or("80");
+    let (locator, rest) = libernet::codec::Locator::split(&path)
+        .unwrap_or_else(|e| panic!("{path_url} is no content URL: {e}"));
+    let name = libernet::http::origin_name(&locator, "localhost");
+    format!("http://{name}:{port}/{}", rest.unwrap_or(""))
 }
 
 /// The fixture website, in the source tree.
@@ -725,11 +740,17 @@ impl Browser {
 
     /// Navigates to `url` and waits until that page has loaded completely.
     pub(crate) fn open(&mut self, url: &str) {
+        self.open_to(url, url);
+    }
+
+    /// Navigates to `url` and waits until the page it redirects to, `lands_at`, has
+    /// loaded completely.
+    pub(crate) fn open_to(&mut self, url: &str, lands_at: &str) {
         let navigated = self.page("Page.navigate", json!({"url": url}));
         if let Some(error) = navigated.get("errorText") {
             panic!("navigating to {url}: {error}");
         }
-        self.wait_for_load(url, &format!("loading {url}"));
+        self.wait_for_load(lands_at, &format!("loading {url}, to land at {lands_at}"));
     }
 
     /// Waits until the page at `url` has loaded completely, whatever it shows.
@@ -742,7 +763,7 @@ impl Browser {
     }
 
     /// Clicks the link with this id, waits for the page at `url` and checks its title.
-    fn follow(&mut self, link: &str, url: &str, title: &str) {
+    pub(crate) fn follow(&mut self, link: &str, url: &str, title: &str) {
         let what = format!("following link #{link} to {url}");
         let click = format!("document.getElementById({}).click()", json!(link));
         self.try_evaluate(&click)

@@ -15,7 +15,7 @@ use libernet::id::BlockId;
 use serde_json::{Value, json};
 use std::path::Path;
 
-use crate::browser::{Browser, artifacts_dir, chromium_or_skip, one_browser_at_a_time};
+use crate::browser::{Browser, artifacts_dir, chromium_or_skip, one_browser_at_a_time, origin_url};
 use crate::dashboard::{json as get_json, mesh_node, peer_health};
 use crate::support::{TestNode, bytes, eventually};
 
@@ -175,8 +175,8 @@ async fn dashboard_in_a_browser() {
     page.save_screenshot(&shots.join("dashboard-phone.png"), 390, 844, true);
     page.viewport(1280, 900, false);
 
-    // The uploaded site works in the browser.
-    page.open(&url);
+    // The uploaded site works in the browser, on its own origin.
+    page.open_to(&url, &origin_url(&url));
     assert_eq!(page.eval("document.title"), json!(SITE_TITLE));
     assert_eq!(
         page.eval("getComputedStyle(document.querySelector('h1')).color"),
@@ -245,6 +245,11 @@ impl Page {
     /// Opens `url` and waits for it to load.
     fn open(&mut self, url: &str) {
         tokio::task::block_in_place(|| self.browser.open(url));
+    }
+
+    /// Opens `url` and waits for the page it redirects to, `lands_at`, to load.
+    fn open_to(&mut self, url: &str, lands_at: &str) {
+        tokio::task::block_in_place(|| self.browser.open_to(url, lands_at));
     }
 
     /// A DevTools command to the page.

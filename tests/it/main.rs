@@ -15,6 +15,8 @@ mod hardening;
 mod keep;
 mod like;
 mod mesh;
+mod origins;
+mod origins_browser;
 mod peers;
 mod sim;
 mod store;
