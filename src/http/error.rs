@@ -7,6 +7,7 @@ use hyper::StatusCode;
 use serde_json::{Value, json};
 
 use super::route::RouteError;
+use crate::cid::CidError;
 use crate::node::NodeError;
 
 /// Seconds a client is told to wait before asking again for a block that did not come.
@@ -59,6 +60,31 @@ impl From<RouteError> for ApiError {
             RouteError::BadId(_) => ApiError::new(StatusCode::BAD_REQUEST, "bad_id", e.to_string()),
             RouteError::BadKey(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "bad_key", e.to_string())
+            }
+            RouteError::BadCid(ref cid) => {
+                let code = match cid {
+                    CidError::Empty
+                    | CidError::TooLong(_)
+                    | CidError::Multibase(_)
+                    | CidError::Encoding(_)
+                    | CidError::Truncated
+                    | CidError::Varint
+                    | CidError::Trailing => "bad_cid",
+                    // Well-formed CIDs of something this store never holds.
+                    CidError::Version0
+                    | CidError::Version(_)
+                    | CidError::Codec(_)
+                    | CidError::Hash(_)
+                    | CidError::DigestLength(_)
+                    | CidError::Identity => "unsupported_cid",
+                };
+                ApiError::new(StatusCode::BAD_REQUEST, code, e.to_string())
+            }
+            RouteError::IpfsPath => {
+                ApiError::new(StatusCode::BAD_REQUEST, "ipfs_path", e.to_string())
+            }
+            RouteError::BadExtension => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_extension", e.to_string())
             }
             RouteError::PathTooLong => {
                 ApiError::new(StatusCode::URI_TOO_LONG, "path_too_long", e.to_string())

@@ -17,6 +17,7 @@ use super::assets::DASHBOARD_POLICY;
 use super::body::{Body, FileBody};
 use super::conn::{PRESSED_ALLOWANCE, Slots};
 use super::error::ApiError;
+use super::gateway::blob_preflight;
 use super::peer::{Caller, check_body_digest, holder_of, json_reply};
 use super::range::{self, ByteRange};
 use super::route::Route;
@@ -49,6 +50,11 @@ pub(super) static REPR_DIGEST: HeaderName = HeaderName::from_static("repr-digest
 static CONTENT_DIGEST: HeaderName = HeaderName::from_static("content-digest");
 static SIGNATURE_INPUT: HeaderName = HeaderName::from_static("signature-input");
 static SIGNATURE: HeaderName = HeaderName::from_static("signature");
+static X_REASON: HeaderName = HeaderName::from_static("x-reason");
+
+/// Most bytes of an error's `X-Reason` header: the message is one line for people, and
+/// a header is no place for more.
+const MAX_REASON_BYTES: usize = 200;
 
 /// An answer before digest and signature are added.
 pub(super) struct Reply {
@@ -106,6 +112,15 @@ impl Reply {
                 .headers
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        // Blossom clients (BUD-01) show `X-Reason` to their users; browsers let pages
+        // read it only when exposed.
+        reply
+            .headers
+            .insert(X_REASON.clone(), header_value(&reason(&e.message)));
+        reply.headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("*"),
+        );
         reply
     }
 
@@ -124,8 +139,8 @@ impl Reply {
         reply
     }
 
-    /// Headers every block answer carries (DESIGN 3).
-    fn block(status: StatusCode, id: &BlockId, body: Bytes) -> Reply {
+    /// Headers every block answer carries (DESIGN 3), with `tag` as its entity tag.
+    fn block(status: StatusCode, id: &BlockId, tag: &str, body: Bytes) -> Reply {
         let mut reply = Reply::new(status, "application/octet-stream", body);
         let h = &mut reply.headers;
         h.insert(
@@ -134,7 +149,7 @@ impl Reply {
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        h.insert(header::ETAG, etag(id));
+        h.insert(header::ETAG, header_value(tag));
         h.insert(REPR_DIGEST.clone(), digest_value(id.as_bytes()));
         reply
     }
@@ -334,6 +349,9 @@ impl Handler {
             }
             Route::Mesh => json_reply(StatusCode::OK, &self.node.mesh_view().await),
             Route::Upload => self.upload(parts, body).await,
+            Route::Ipfs { cid } => self.ipfs(cid, &caller, parts).await,
+            Route::Blob { id } => self.blob(id, &caller, parts).await,
+            Route::BlobPreflight => Ok(blob_preflight()),
         }
     }
 
@@ -343,14 +361,28 @@ impl Handler {
         caller: &Caller,
         parts: &Parts,
     ) -> Result<Reply, ApiError> {
+        let wait = wait_param(parts.uri.query(), self.default_wait)?;
+        self.block_reply(id, caller, parts, wait, &format!("\"{id}\""))
+            .await
+    }
+
+    /// A block's answer, whichever route names it: `304` when `If-None-Match` names
+    /// `tag`, the size for a `HEAD`, the bytes (or a `Range` of them) for a `GET`, waiting
+    /// up to `wait` for the mesh to bring a block not held here.
+    pub(super) async fn block_reply(
+        &self,
+        id: BlockId,
+        caller: &Caller,
+        parts: &Parts,
+        mut wait: Duration,
+        tag: &str,
+    ) -> Result<Reply, ApiError> {
         let origin = self.origin(caller, parts);
-        let mut wait = wait_param(parts.uri.query(), self.default_wait)?;
         if origin.from.is_some() && origin.hops == 0 {
             wait = Duration::ZERO; // a peer asking for this node's own copy only
         }
-        let tag = format!("\"{id}\"");
-        if if_none_match(&parts.headers, &tag) {
-            let mut reply = Reply::block(StatusCode::NOT_MODIFIED, &id, Bytes::new());
+        if if_none_match(&parts.headers, tag) {
+            let mut reply = Reply::block(StatusCode::NOT_MODIFIED, &id, tag, Bytes::new());
             reply.headers.remove(header::CONTENT_TYPE);
             return Ok(reply);
         }
@@ -358,10 +390,10 @@ impl Handler {
             .headers
             .get(header::RANGE)
             .and_then(|v| v.to_str().ok());
-        let range_header = range_header.filter(|_| if_range_allows(&parts.headers, &tag));
+        let range_header = range_header.filter(|_| if_range_allows(&parts.headers, tag));
         if parts.method == Method::HEAD && range_header.is_none() {
             let size = self.node.block_size(id, wait, origin).await?;
-            let mut reply = Reply::block(StatusCode::OK, &id, Bytes::new());
+            let mut reply = Reply::block(StatusCode::OK, &id, tag, Bytes::new());
             reply.digest = Some(id.0);
             reply.length = Some(u64::from(size));
             return Ok(reply);
@@ -371,7 +403,7 @@ impl Handler {
         let len = bytes.len() as u64;
         match range::parse(range_header, len) {
             ByteRange::Whole => {
-                let mut reply = Reply::block(StatusCode::OK, &id, bytes);
+                let mut reply = Reply::block(StatusCode::OK, &id, tag, bytes);
                 reply.digest = Some(id.0);
                 // How far away the block was found (0: held here): peers add it up
                 // along a chain of forwards; clients and benchmarks may read it.
@@ -382,7 +414,7 @@ impl Handler {
             }
             ByteRange::Part { start, end } => {
                 let part = bytes.slice(start as usize..=end as usize);
-                let mut reply = Reply::block(StatusCode::PARTIAL_CONTENT, &id, part);
+                let mut reply = Reply::block(StatusCode::PARTIAL_CONTENT, &id, tag, part);
                 let content_range = format!("bytes {start}-{end}/{len}");
                 reply
                     .headers
@@ -618,8 +650,20 @@ fn too_slow() -> ApiError {
     )
 }
 
-pub(super) fn etag(id: &BlockId) -> HeaderValue {
-    header_value(&format!("\"{id}\""))
+/// An error message fit for a header: visible ASCII and spaces (anything else
+/// becomes `?`), at most `MAX_REASON_BYTES`.
+fn reason(message: &str) -> String {
+    message
+        .chars()
+        .map(|c| {
+            if c == ' ' || c.is_ascii_graphic() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(MAX_REASON_BYTES)
+        .collect()
 }
 
 pub(super) fn digest_value(sha256: &[u8; 32]) -> HeaderValue {

@@ -10,6 +10,7 @@ mod body;
 mod conn;
 mod content;
 mod error;
+mod gateway;
 mod handler;
 mod peer;
 mod range;
