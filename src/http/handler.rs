@@ -717,6 +717,16 @@ mod tests {
     }
 
     #[test]
+    fn reasons_fit_in_a_header() {
+        assert_eq!(reason("bad id: x"), "bad id: x");
+        assert_eq!(reason("é\r\nSet-Cookie: a"), "???Set-Cookie: a");
+        assert_eq!(reason(&"a".repeat(500)).len(), MAX_REASON_BYTES);
+        let e = ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such resource");
+        let reply = Reply::error(&e);
+        assert_eq!(reply.headers[&X_REASON], "no such resource");
+    }
+
+    #[test]
     fn etag_matching() {
         let id = BlockId::of(b"a");
         let tag = format!("\"{id}\"");

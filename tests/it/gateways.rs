@@ -564,7 +564,7 @@ fn clients_or_skip() -> Option<PathBuf> {
         "Node.js (`node` on PATH)"
     };
     if std::env::var_os("LIBERNET_REQUIRE_NODE").is_some() {
-        panic!("LIBERNET_REQUIRE_NODE is set but {missing} is missing");
+        panic!("LIBERNET_REQUIRE_NODE is set, and this is not found: {missing}");
     }
     let banner = format!(
         "\n************************************************************\n\
