@@ -3,6 +3,7 @@
 //! Layout, from the bottom up (each module knows only those above it in this list):
 //!
 //! - [`id`]: block ids (SHA-256), hex, XOR distance, match score. Pure.
+//! - [`cid`]: IPFS CIDv1 (raw, sha2-256) of blocks, parsed strictly and printed. Pure.
 //! - [`proto`]: the wire contract's header names and JSON bodies (`/node`, `/peers`,
 //!   announcements), shared by server, client and mesh. Pure.
 //! - [`codec`]: content to encrypted blocks and back; near-id placement. Pure.
@@ -29,6 +30,7 @@
 pub mod arrivals;
 pub mod backup;
 pub mod bundle;
+pub mod cid;
 pub mod cli;
 pub mod client;
 pub mod clock;

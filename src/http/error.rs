@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::content::escape_html;
 use super::route::RouteError;
+use crate::cid::CidError;
 use crate::node::NodeError;
 
 /// Seconds a client is told to wait before asking again for a block that did not come.
@@ -84,6 +85,31 @@ impl From<RouteError> for ApiError {
             }
             RouteError::BadHost => {
                 ApiError::new(StatusCode::BAD_REQUEST, "bad_host", e.to_string())
+            }
+            RouteError::BadCid(ref cid) => {
+                let code = match cid {
+                    CidError::Empty
+                    | CidError::TooLong(_)
+                    | CidError::Multibase(_)
+                    | CidError::Encoding(_)
+                    | CidError::Truncated
+                    | CidError::Varint
+                    | CidError::Trailing => "bad_cid",
+                    // Well-formed CIDs of something this store never holds.
+                    CidError::Version0
+                    | CidError::Version(_)
+                    | CidError::Codec(_)
+                    | CidError::Hash(_)
+                    | CidError::DigestLength(_)
+                    | CidError::Identity => "unsupported_cid",
+                };
+                ApiError::new(StatusCode::BAD_REQUEST, code, e.to_string())
+            }
+            RouteError::IpfsPath => {
+                ApiError::new(StatusCode::BAD_REQUEST, "ipfs_path", e.to_string())
+            }
+            RouteError::BadExtension => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_extension", e.to_string())
             }
             RouteError::PathTooLong => {
                 ApiError::new(StatusCode::URI_TOO_LONG, "path_too_long", e.to_string())

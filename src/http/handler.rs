@@ -18,6 +18,7 @@ use super::body::{Body, FileBody};
 use super::conn::{PRESSED_ALLOWANCE, Slots};
 use super::content::{Form, wants_json};
 use super::error::ApiError;
+use super::gateway::blob_preflight;
 use super::origin::{Origins, Site, accepts_html};
 use super::peer::{Caller, check_body_digest, holder_of, json_reply};
 use super::range::{self, ByteRange};
@@ -55,6 +56,11 @@ pub(super) static REPR_DIGEST: HeaderName = HeaderName::from_static("repr-digest
 static CONTENT_DIGEST: HeaderName = HeaderName::from_static("content-digest");
 static SIGNATURE_INPUT: HeaderName = HeaderName::from_static("signature-input");
 static SIGNATURE: HeaderName = HeaderName::from_static("signature");
+static X_REASON: HeaderName = HeaderName::from_static("x-reason");
+
+/// Most bytes of an error's `X-Reason` header: the message is one line for people, and
+/// a header is no place for more.
+const MAX_REASON_BYTES: usize = 200;
 
 /// An answer before digest and signature are added.
 pub(super) struct Reply {
@@ -128,6 +134,15 @@ impl Reply {
                 .headers
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        // Blossom clients (BUD-01) show `X-Reason` to their users; browsers let pages
+        // read it only when exposed.
+        reply
+            .headers
+            .insert(X_REASON.clone(), header_value(&reason(&e.message)));
+        reply.headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("*"),
+        );
         reply
     }
 
@@ -146,8 +161,8 @@ impl Reply {
         reply
     }
 
-    /// Headers every block answer carries (DESIGN 3).
-    fn block(status: StatusCode, id: &BlockId, body: Bytes) -> Reply {
+    /// Headers every block answer carries (DESIGN 3), with `tag` as its entity tag.
+    fn block(status: StatusCode, id: &BlockId, tag: &str, body: Bytes) -> Reply {
         let mut reply = Reply::new(status, "application/octet-stream", body);
         let h = &mut reply.headers;
         h.insert(
@@ -156,7 +171,7 @@ impl Reply {
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        h.insert(header::ETAG, etag(id));
+        h.insert(header::ETAG, header_value(tag));
         h.insert(REPR_DIGEST.clone(), digest_value(id.as_bytes()));
         reply
     }
@@ -386,6 +401,9 @@ impl Handler {
             }
             Route::Mesh => json_reply(StatusCode::OK, &self.node.mesh_view().await),
             Route::Upload => self.upload(parts, body).await,
+            Route::Ipfs { cid } => self.ipfs(cid, &caller, parts).await,
+            Route::Blob { id } => self.blob(id, &caller, parts).await,
+            Route::BlobPreflight => Ok(blob_preflight()),
         }
     }
 
@@ -395,14 +413,28 @@ impl Handler {
         caller: &Caller,
         parts: &Parts,
     ) -> Result<Reply, ApiError> {
+        let wait = wait_param(parts.uri.query(), self.default_wait)?;
+        self.block_reply(id, caller, parts, wait, &format!("\"{id}\""))
+            .await
+    }
+
+    /// A block's answer, whichever route names it: `304` when `If-None-Match` names
+    /// `tag`, the size for a `HEAD`, the bytes (or a `Range` of them) for a `GET`, waiting
+    /// up to `wait` for the mesh to bring a block not held here.
+    pub(super) async fn block_reply(
+        &self,
+        id: BlockId,
+        caller: &Caller,
+        parts: &Parts,
+        mut wait: Duration,
+        tag: &str,
+    ) -> Result<Reply, ApiError> {
         let origin = self.origin(caller, parts);
-        let mut wait = wait_param(parts.uri.query(), self.default_wait)?;
         if origin.from.is_some() && origin.hops == 0 {
             wait = Duration::ZERO; // a peer asking for this node's own copy only
         }
-        let tag = format!("\"{id}\"");
-        if if_none_match(&parts.headers, &tag) {
-            let mut reply = Reply::block(StatusCode::NOT_MODIFIED, &id, Bytes::new());
+        if if_none_match(&parts.headers, tag) {
+            let mut reply = Reply::block(StatusCode::NOT_MODIFIED, &id, tag, Bytes::new());
             reply.headers.remove(header::CONTENT_TYPE);
             return Ok(reply);
         }
@@ -410,10 +442,10 @@ impl Handler {
             .headers
             .get(header::RANGE)
             .and_then(|v| v.to_str().ok());
-        let range_header = range_header.filter(|_| if_range_allows(&parts.headers, &tag));
+        let range_header = range_header.filter(|_| if_range_allows(&parts.headers, tag));
         if parts.method == Method::HEAD && range_header.is_none() {
             let size = self.node.block_size(id, wait, origin).await?;
-            let mut reply = Reply::block(StatusCode::OK, &id, Bytes::new());
+            let mut reply = Reply::block(StatusCode::OK, &id, tag, Bytes::new());
             reply.digest = Some(id.0);
             reply.length = Some(u64::from(size));
             return Ok(reply);
@@ -423,7 +455,7 @@ impl Handler {
         let len = bytes.len() as u64;
         match range::parse(range_header, len) {
             ByteRange::Whole => {
-                let mut reply = Reply::block(StatusCode::OK, &id, bytes);
+                let mut reply = Reply::block(StatusCode::OK, &id, tag, bytes);
                 reply.digest = Some(id.0);
                 // How far away the block was found (0: held here): peers add it up
                 // along a chain of forwards; clients and benchmarks may read it.
@@ -434,7 +466,7 @@ impl Handler {
             }
             ByteRange::Part { start, end } => {
                 let part = bytes.slice(start as usize..=end as usize);
-                let mut reply = Reply::block(StatusCode::PARTIAL_CONTENT, &id, part);
+                let mut reply = Reply::block(StatusCode::PARTIAL_CONTENT, &id, tag, part);
                 let content_range = format!("bytes {start}-{end}/{len}");
                 reply
                     .headers
@@ -670,8 +702,20 @@ fn too_slow() -> ApiError {
     )
 }
 
-pub(super) fn etag(id: &BlockId) -> HeaderValue {
-    header_value(&format!("\"{id}\""))
+/// An error message fit for a header: visible ASCII and spaces (anything else
+/// becomes `?`), at most `MAX_REASON_BYTES`.
+fn reason(message: &str) -> String {
+    message
+        .chars()
+        .map(|c| {
+            if c == ' ' || c.is_ascii_graphic() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(MAX_REASON_BYTES)
+        .collect()
 }
 
 pub(super) fn digest_value(sha256: &[u8; 32]) -> HeaderValue {
@@ -722,6 +766,16 @@ mod tests {
         );
         assert_eq!(redact_key("/sha256/00"), "/sha256/00");
         assert_eq!(redact_key("/sha256/like/00"), "/sha256/like/00");
+    }
+
+    #[test]
+    fn reasons_fit_in_a_header() {
+        assert_eq!(reason("bad id: x"), "bad id: x");
+        assert_eq!(reason("é\r\nSet-Cookie: a"), "???Set-Cookie: a");
+        assert_eq!(reason(&"a".repeat(500)).len(), MAX_REASON_BYTES);
+        let e = ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such resource");
+        let reply = Reply::error(&e);
+        assert_eq!(reply.headers[&X_REASON], "no such resource");
     }
 
     #[test]

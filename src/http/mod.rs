@@ -10,6 +10,7 @@ mod body;
 mod conn;
 mod content;
 mod error;
+mod gateway;
 mod handler;
 mod origin;
 mod peer;

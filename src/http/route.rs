@@ -5,6 +5,7 @@ use hyper::Method;
 
 use super::assets::Asset;
 use crate::bundle::{MAX_PATH_BYTES, MAX_PATH_COMPONENTS};
+use crate::cid::{CidError, RawCid};
 use crate::codec::{Key, Locator, Mode};
 use crate::id::{BlockId, IdError};
 
@@ -83,6 +84,18 @@ pub enum Route<'a> {
         /// The block.
         id: BlockId,
     },
+    /// `GET`/`HEAD /ipfs/{cid}`: a raw block by its CID (the IPFS trustless gateway).
+    Ipfs {
+        /// The block (or the empty probe).
+        cid: RawCid,
+    },
+    /// `GET`/`HEAD /{sha256}[.ext]`: a block as a Blossom blob (BUD-01).
+    Blob {
+        /// The block.
+        id: BlockId,
+    },
+    /// `OPTIONS /{sha256}[.ext]`: a browser's CORS preflight for a blob (BUD-01).
+    BlobPreflight,
 }
 
 /// Why a request has no route.
@@ -109,6 +122,16 @@ pub enum RouteError {
         "the host names no bundle: a bundle's origin is <id>.<key>.localhost, each label its 32 bytes in 52 base32 characters"
     )]
     BadHost,
+    /// `/ipfs/{cid}` with a CID this node cannot answer.
+    #[error("bad CID: {0}")]
+    BadCid(CidError),
+    /// `/ipfs/{cid}/{path}`: a raw block has nothing inside it to name.
+    #[error("a raw block has no paths inside it: ask for /ipfs/{{cid}} alone")]
+    IpfsPath,
+    /// `/{sha256}.{ext}` with an extension that is not 1 to `MAX_EXTENSION` letters,
+    /// digits and dots.
+    #[error("a blob's extension is 1 to {MAX_EXTENSION} letters, digits or dots after the hash")]
+    BadExtension,
     /// The resource exists but not for this method.
     #[error("method not allowed; allowed: {allow}")]
     MethodNotAllowed {
@@ -122,6 +145,13 @@ const READ_WRITE: &str = "GET, HEAD, PUT, DELETE";
 const PEERS: &str = "GET, HEAD, PUT";
 const PIN: &str = "PUT, DELETE";
 const PINS: &str = "GET, HEAD, POST";
+const BLOB: &str = "GET, HEAD, OPTIONS";
+
+/// Longest file extension after a blob's hash (`/{sha256}.{ext}`, BUD-01). Blossom
+/// clients add the MIME type's usual extension (`.png`, `.webm`, `.tar.gz`); an
+/// extension is never used (the blob's type does not depend on it), so a short bound
+/// keeps odd paths out without refusing any real one.
+pub const MAX_EXTENSION: usize = 16;
 
 impl<'a> Route<'a> {
     /// Parses a request's method and (raw, undecoded) path.
@@ -175,8 +205,19 @@ impl<'a> Route<'a> {
                 _ => Err(RouteError::MethodNotAllowed { allow: PIN }),
             };
         }
+        if let Some(rest) = path.strip_prefix("/ipfs/") {
+            let (cid, inside) = match rest.split_once('/') {
+                Some((cid, _)) => (cid, true),
+                None => (rest, false),
+            };
+            let cid = cid.parse().map_err(RouteError::BadCid)?;
+            if inside {
+                return Err(RouteError::IpfsPath);
+            }
+            return only_read(Route::Ipfs { cid });
+        }
         let Some(rest) = path.strip_prefix("/sha256/") else {
-            return Err(RouteError::NotFound);
+            return blob(method, path);
         };
         if rest == "holds" {
             return match *method {
@@ -240,7 +281,41 @@ impl<'a> Route<'a> {
             Route::Unpin { .. } => "unpin",
             Route::Holds => "holds",
             Route::DeleteBlock { .. } => "delete_block",
+            Route::Ipfs { .. } => "ipfs",
+            Route::Blob { .. } => "blob",
+            Route::BlobPreflight => "blob_preflight",
         }
+    }
+}
+
+/// `/{sha256}[.{ext}]` (Blossom BUD-01), read-only; any other path has no route.
+fn blob<'a>(method: &Method, path: &str) -> Result<Route<'a>, RouteError> {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    let Some(hex) = rest.get(..crate::id::ID_HEX_LEN) else {
+        return Err(RouteError::NotFound);
+    };
+    let Ok(id) = hex.parse::<BlockId>() else {
+        return Err(RouteError::NotFound);
+    };
+    let ext = &rest[hex.len()..];
+    if !ext.is_empty() {
+        let Some(ext) = ext.strip_prefix('.') else {
+            return Err(RouteError::NotFound);
+        };
+        if ext.contains('/') {
+            return Err(RouteError::NotFound);
+        }
+        if ext.is_empty()
+            || ext.len() > MAX_EXTENSION
+            || !ext.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.')
+        {
+            return Err(RouteError::BadExtension);
+        }
+    }
+    match *method {
+        Method::GET | Method::HEAD => Ok(Route::Blob { id }),
+        Method::OPTIONS => Ok(Route::BlobPreflight),
+        _ => Err(RouteError::MethodNotAllowed { allow: BLOB }),
     }
 }
 
@@ -285,10 +360,13 @@ mod tests {
     use super::*;
 
     const ID: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    /// The raw CIDv1 of the block `ID` names (the empty block).
+    const CID: &str = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku";
 
     #[test]
     fn table() {
         let id: BlockId = ID.parse().unwrap();
+        let cid = RawCid::Block(id);
         let get = Method::GET;
         let put = Method::PUT;
         let del = Method::DELETE;
@@ -472,6 +550,76 @@ mod tests {
                 Err(RouteError::PathTooLong),
             ),
             (&get, "/sha512/x".into(), Err(RouteError::NotFound)),
+            (&get, format!("/ipfs/{CID}"), Ok(Route::Ipfs { cid })),
+            (
+                &Method::HEAD,
+                format!("/ipfs/{}", CID.to_uppercase()),
+                Ok(Route::Ipfs { cid }),
+            ),
+            (
+                &get,
+                "/ipfs/bafkqaaa".into(),
+                Ok(Route::Ipfs { cid: RawCid::Empty }),
+            ),
+            (
+                &put,
+                format!("/ipfs/{CID}"),
+                Err(RouteError::MethodNotAllowed { allow: READ_ONLY }),
+            ),
+            (&get, format!("/ipfs/{CID}/"), Err(RouteError::IpfsPath)),
+            (&get, format!("/ipfs/{CID}/a/b"), Err(RouteError::IpfsPath)),
+            (
+                &get,
+                "/ipfs/QmPZ9gcCEpqKTo6aq61g2nXGUhM4iCL3ewB6LDXZCtioEB".into(),
+                Err(RouteError::BadCid(CidError::Version0)),
+            ),
+            (
+                &get,
+                "/ipfs/..%2F..%2Fnode".into(),
+                Err(RouteError::BadCid(CidError::Multibase('.'))),
+            ),
+            (
+                &get,
+                "/ipfs/".into(),
+                Err(RouteError::BadCid(CidError::Empty)),
+            ),
+            (&get, "/ipfs".into(), Err(RouteError::NotFound)),
+            (&get, "/ipns/example.org".into(), Err(RouteError::NotFound)),
+            (&get, format!("/{ID}"), Ok(Route::Blob { id })),
+            (&Method::HEAD, format!("/{ID}.png"), Ok(Route::Blob { id })),
+            (&get, format!("/{ID}.tar.gz"), Ok(Route::Blob { id })),
+            (
+                &get,
+                format!("/{}.PDF", ID.to_uppercase()),
+                Ok(Route::Blob { id }),
+            ),
+            (&Method::OPTIONS, format!("/{ID}"), Ok(Route::BlobPreflight)),
+            (
+                &put,
+                format!("/{ID}"),
+                Err(RouteError::MethodNotAllowed { allow: BLOB }),
+            ),
+            (
+                &del,
+                format!("/{ID}.png"),
+                Err(RouteError::MethodNotAllowed { allow: BLOB }),
+            ),
+            (&get, format!("/{ID}."), Err(RouteError::BadExtension)),
+            (&get, format!("/{ID}.p%6eg"), Err(RouteError::BadExtension)),
+            (
+                &get,
+                format!("/{ID}.{}", "a".repeat(MAX_EXTENSION + 1)),
+                Err(RouteError::BadExtension),
+            ),
+            (&get, format!("/{ID}/x"), Err(RouteError::NotFound)),
+            (&get, format!("/{ID}./x"), Err(RouteError::NotFound)),
+            (&get, format!("/{ID}x"), Err(RouteError::NotFound)),
+            (&get, format!("/{}", &ID[1..]), Err(RouteError::NotFound)),
+            (
+                &get,
+                format!("/{}", "é".repeat(40)),
+                Err(RouteError::NotFound),
+            ),
             (&get, "/etc/passwd".into(), Err(RouteError::NotFound)),
             (&get, "*".into(), Err(RouteError::NotFound)),
         ];

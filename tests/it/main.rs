@@ -10,6 +10,7 @@ mod content;
 mod custody;
 mod dashboard;
 mod dashboard_browser;
+mod gateways;
 mod handoff;
 mod hardening;
 mod keep;
