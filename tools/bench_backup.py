@@ -6,7 +6,7 @@
    large random files (~50 to ~200 MiB), 1% of the small files copied to two more places,
    the smallest large file copied once, a few executable and read-only files, a
    symlink and an empty directory.
-2. Setup: `libernet backup add TREE` against a release node on a fresh store, and
+2. Setup: `libernet backup add --new-set TREE` against a release node on a fresh store, and
    `restic init` of a fresh local repository.
 3. First backup: `libernet backup run --json` and `restic backup TREE`.
 4. Changes 1% of the small files (bytes overwritten in place or appended) and appends to
