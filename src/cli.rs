@@ -21,6 +21,8 @@ use crate::node::Node;
 use crate::proto::PeersView;
 use crate::transfer::{self, Mismatch, Options, PutReport, Target};
 
+mod backup_more;
+
 /// Exit code of "not found" and "did not verify".
 pub const EXIT_NOT_FOUND: u8 = 1;
 
@@ -153,17 +155,31 @@ struct BackupArgs {
     /// Print one JSON object on standard output instead of text (for scripts and cron).
     #[arg(long, global = true)]
     json: bool,
+    /// Read the passphrase from the first line of FILE (instead of LIBERNET_PASSPHRASE
+    /// or a prompt).
+    #[arg(
+        long,
+        global = true,
+        env = "LIBERNET_PASSWORD_FILE",
+        value_name = "FILE"
+    )]
+    password_file: Option<PathBuf>,
     #[command(subcommand)]
     command: BackupCommand,
 }
 
 #[derive(Debug, Subcommand)]
 enum BackupCommand {
-    /// Add directories to this machine's backup (creates the set on first use).
+    /// Add directories to this machine's backup. When the user name and passphrase open
+    /// no set, asks before creating one (a mistyped passphrase would start a second set);
+    /// `--new-set` creates it without asking.
     Add {
         /// Directories (they must exist).
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
+        /// Create a new backup set if this user name and passphrase open none.
+        #[arg(long)]
+        new_set: bool,
     },
     /// Stop backing up directories (earlier runs keep them).
     Remove {
@@ -174,20 +190,65 @@ enum BackupCommand {
     /// Show the set's machines, directories and latest runs.
     List,
     /// Back up this machine's directories now.
-    Run,
-    /// Restore directories (all by default) of the latest run, or of the newest at or
-    /// before --at. All or nothing: with blocks missing, nothing is written.
+    Run(backup_more::RunArgs),
+    /// Restore directories or files (all directories by default) of the latest run, or
+    /// of the one --at names. All or nothing: with blocks missing, nothing is written.
+    /// Into an existing directory, entries go beside what is there; files already there
+    /// are refused unless --overwrite.
     Restore {
-        /// Directories (or paths inside them) to restore.
+        /// Directories or files (absolute, or relative to here) to restore.
         dirs: Vec<PathBuf>,
-        /// Restore under DEST (absent or empty) at their full paths, instead of back in
-        /// place (where each directory must be absent or empty).
+        /// Restore under DEST at their full paths, instead of back in place.
         #[arg(long, value_name = "DEST")]
         to: Option<PathBuf>,
-        /// A time: 2026-11-21 (the end of that day), "2026-11-21 14:30", RFC 3339, or
-        /// @UNIX_SECONDS. Local time unless an offset is given.
-        #[arg(long, value_name = "TIME")]
+        /// A run id (from `backup history`), `latest`, or a time: the newest run at or
+        /// before it. Times: 2026-11-21 (the end of that day), "2026-11-21 14:30",
+        /// RFC 3339, or @UNIX_SECONDS; local time unless an offset is given.
+        #[arg(long, value_name = "RUN|TIME")]
         at: Option<String>,
+        /// Replace files that exist already (else the restore is refused).
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// List the files of the latest run (or of the one --at names), under PATHs.
+    Ls {
+        /// Absolute paths to list under (all when none).
+        paths: Vec<String>,
+        /// A run id, `latest`, or a time (as for restore).
+        #[arg(long, value_name = "RUN|TIME")]
+        at: Option<String>,
+    },
+    /// Find files and directories matching PATTERN in every run of this machine.
+    ///
+    /// A glob: `*` and `?` stop at `/`, `**` crosses directories. Without a `/`, it is
+    /// matched against names at any depth (`*.pdf`); starting with `/`, against the whole
+    /// path; else against the end of the path (`docs/*.txt`).
+    Find {
+        /// The pattern.
+        pattern: String,
+    },
+    /// What changed between two runs: added (+), removed (-), changed (M) paths.
+    Diff {
+        /// The older run: a run id, `latest`, or a time.
+        from: String,
+        /// The newer run.
+        to: String,
+    },
+    /// Forget runs no rule keeps (restic's policy), and release their pins.
+    ///
+    /// Going from the newest run back, --keep-daily N keeps the newest run of each of
+    /// the last N days that have runs; --keep-weekly of each of the last N ISO weeks;
+    /// --keep-monthly of each of the last N months (local time). A run any rule keeps
+    /// stays, pinned on its node. This machine's runs only.
+    Forget(backup_more::ForgetArgs),
+    /// Re-encrypt the index under a new passphrase; the old one stops opening the set.
+    ///
+    /// The new passphrase comes from --new-password-file, LIBERNET_NEW_PASSPHRASE, or a
+    /// prompt (twice).
+    Passwd {
+        /// Read the new passphrase from the first line of FILE.
+        #[arg(long, value_name = "FILE")]
+        new_password_file: Option<PathBuf>,
     },
     /// Fetch and check every block of the latest run; report what is missing.
     Verify,
@@ -257,6 +318,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             || cause.downcast_ref::<Mismatch>().is_some()
             || cause.is::<backup::Incomplete>()
             || cause.is::<backup::NoIndex>()
+            || cause.is::<backup::Moved>()
+            || cause.is::<NotFound>()
     });
     if not_found {
         EXIT_NOT_FOUND
@@ -567,7 +630,7 @@ fn print_put(report: &PutReport, quiet: bool, started: Instant, holder: Option<&
 /// Runs a `libernet backup` command and prints its outcome (text, or `--json`).
 async fn backup_command(args: BackupArgs, client: &ClientArgs) -> anyhow::Result<()> {
     let env = BackupEnv::load();
-    let (creds, prompted) = credentials(&env, args.machine.clone())?;
+    let (creds, prompted) = credentials(&env, args.machine.clone(), args.password_file.as_deref())?;
     let mut remote = Remote::connect(&client.server)
         .await
         .with_context(|| format!("cannot reach the node at {}", client.server))?;
@@ -586,10 +649,10 @@ async fn backup_command(args: BackupArgs, client: &ClientArgs) -> anyhow::Result
         Ok(())
     };
     match args.command {
-        BackupCommand::Add { dirs } => {
+        BackupCommand::Add { dirs, new_set } => {
             let found = session.find().await?;
-            if found.is_none() && prompted {
-                confirm_new_set(&session)?;
+            if found.is_none() {
+                confirm_new_set(&session, new_set, prompted)?;
             }
             let change = backup::add(&session, &dirs, found).await?;
             let verb = if change.created {
@@ -617,8 +680,15 @@ async fn backup_command(args: BackupArgs, client: &ClientArgs) -> anyhow::Result
                 print!("{}", listing_text(&listing));
             }
         }
-        BackupCommand::Run => {
-            let report = backup::run(&session, progress).await?;
+        BackupCommand::Run(run_args) => {
+            let exclude = run_args.exclude()?;
+            let report = backup::run(&session, &exclude, progress).await.map_err(|e| {
+                if e.is::<backup::NoIndex>() {
+                    e.context("nothing to back up: create the set with `libernet backup add --new-set DIR`")
+                } else {
+                    e
+                }
+            })?;
             for path in &report.ignored {
                 if !client.quiet && !args.json {
                     eprintln!("libernet: skipped {path} (not a file, directory or link)");
@@ -626,9 +696,15 @@ async fn backup_command(args: BackupArgs, client: &ClientArgs) -> anyhow::Result
             }
             out(&report, run_summary(&report))?;
         }
-        BackupCommand::Restore { dirs, to, at } => {
-            let at = at.as_deref().map(parse_at).transpose()?;
-            let report = backup::restore(&session, &dirs, to.as_deref(), at, progress).await?;
+        BackupCommand::Restore {
+            dirs,
+            to,
+            at,
+            overwrite,
+        } => {
+            let spec = backup_more::run_spec(at.as_deref())?;
+            let report =
+                backup::restore(&session, &dirs, to.as_deref(), &spec, overwrite, progress).await?;
             let places: Vec<String> = report
                 .restored
                 .iter()
@@ -678,6 +754,59 @@ async fn backup_command(args: BackupArgs, client: &ClientArgs) -> anyhow::Result
                 .into());
             }
         }
+        BackupCommand::Ls { paths, at } => {
+            let listing =
+                backup::ls(&session, &backup_more::run_spec(at.as_deref())?, &paths).await?;
+            if args.json {
+                out(&listing, String::new())?;
+            } else {
+                backup_more::print_ls(&listing)?;
+            }
+        }
+        BackupCommand::Find { pattern } => {
+            let patterns = backup::Patterns::new(std::slice::from_ref(&pattern), "pattern")?;
+            let hits = backup::find(&session, &patterns).await?;
+            if args.json {
+                out(&hits, String::new())?;
+            } else {
+                backup_more::print_find(&hits)?;
+            }
+            if hits.is_empty() {
+                return Err(NotFound(format!("nothing matches {pattern:?} in any run")).into());
+            }
+        }
+        BackupCommand::Diff { from, to } => {
+            let (a, b) = (
+                backup_more::run_spec(Some(&from))?,
+                backup_more::run_spec(Some(&to))?,
+            );
+            let diff = backup::diff(&session, &a, &b).await?;
+            if args.json {
+                out(&diff, String::new())?;
+            } else {
+                backup_more::print_diff(&diff, client.quiet)?;
+            }
+        }
+        BackupCommand::Forget(forget_args) => {
+            let report =
+                backup::forget(&session, &forget_args.policy(), forget_args.dry_run).await?;
+            if args.json {
+                out(&report, String::new())?;
+            } else {
+                backup_more::print_forget(&report, client.quiet)?;
+            }
+        }
+        BackupCommand::Passwd { new_password_file } => {
+            let new = backup_more::new_passphrase(&env, new_password_file.as_deref())?;
+            if let Some(warning) = backup::key::weak_warning(&new) {
+                eprintln!("libernet: warning: {warning}");
+            }
+            let report = backup::passwd(&session, &new).await?;
+            out(
+                &report,
+                "libernet: the backup index is now encrypted under the new passphrase; the old one no longer opens it".to_owned(),
+            )?;
+        }
         BackupCommand::History => {
             let runs = backup::history(&session).await?;
             if args.json {
@@ -689,6 +818,11 @@ async fn backup_command(args: BackupArgs, client: &ClientArgs) -> anyhow::Result
     }
     Ok(())
 }
+
+/// A search that found nothing (exit code 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct NotFound(String);
 
 /// Serialising the reports behind one `&dyn`.
 mod erased {
@@ -704,9 +838,13 @@ mod erased {
     }
 }
 
-/// User, passphrase and machine, from the environment or prompts; and whether the
-/// passphrase was typed (then a new set asks for it twice).
-fn credentials(env: &BackupEnv, machine: Option<String>) -> anyhow::Result<(Credentials, bool)> {
+/// User, passphrase and machine, from the environment, the password file or prompts;
+/// and whether the passphrase was typed (then a new set asks for it twice).
+fn credentials(
+    env: &BackupEnv,
+    machine: Option<String>,
+    password_file: Option<&std::path::Path>,
+) -> anyhow::Result<(Credentials, bool)> {
     use std::io::IsTerminal;
     let interactive = std::io::stdin().is_terminal();
     let user = match &env.user {
@@ -722,11 +860,13 @@ fn credentials(env: &BackupEnv, machine: Option<String>) -> anyhow::Result<(Cred
     if user.is_empty() {
         bail!("the user name is empty");
     }
-    let (passphrase, prompted) = match &env.passphrase {
-        Some(p) => (p.clone(), false),
-        None if interactive => (rpassword::prompt_password("passphrase: ")?, true),
-        None => bail!(
-            "set LIBERNET_PASSPHRASE (or run on a terminal to be asked); it is never taken as an argument"
+    let (passphrase, prompted) = match (password_file, &env.passphrase) {
+        (Some(file), _) => (read_password_file(file)?, false),
+        (None, Some(p)) => (p.clone(), false),
+        (None, None) if interactive => (rpassword::prompt_password("passphrase: ")?, true),
+        (None, None) => bail!(
+            "set LIBERNET_PASSPHRASE or give --password-file (or run on a terminal to be asked); \
+             it is never taken as an argument"
         ),
     };
     if passphrase.is_empty() {
@@ -746,14 +886,55 @@ fn credentials(env: &BackupEnv, machine: Option<String>) -> anyhow::Result<(Cred
     ))
 }
 
-fn confirm_new_set(session: &Session) -> anyhow::Result<()> {
-    eprintln!(
-        "libernet: no backup of user {:?} opens with this passphrase; creating a new backup set",
-        session.creds().user
-    );
-    let again = rpassword::prompt_password("passphrase again: ")?;
-    if again != session.creds().passphrase {
-        bail!("the passphrases differ; nothing was created");
+/// The first line of a password file, without its line ending.
+fn read_password_file(file: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the password file {}", file.display()))?;
+    let line = text.lines().next().unwrap_or("");
+    if line.is_empty() {
+        bail!("the password file {} is empty", file.display());
+    }
+    Ok(line.to_owned())
+}
+
+/// Before a new set is created: `--new-set`, or a yes on a terminal (and the typed
+/// passphrase typed again); else refused, as a mistyped passphrase would otherwise start
+/// a second set silently. Warns about a short passphrase.
+fn confirm_new_set(session: &Session, new_set: bool, prompted: bool) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let user = &session.creds().user;
+    if !new_set {
+        let no_set = || {
+            anyhow::Error::new(backup::NoIndex {
+                user: user.clone(),
+                months: backup::index::MAX_MONTHS_BACK,
+            })
+        };
+        if !std::io::stdin().is_terminal() {
+            return Err(no_set().context(
+                "not creating a new backup set (a mistyped passphrase would start a second one): \
+                 give --new-set to create it",
+            ));
+        }
+        eprintln!(
+            "libernet: no backup set of user {user:?} opens with this passphrase \
+             (if you have one, the passphrase is mistyped)"
+        );
+        eprint!("create a new backup set? [y/N] ");
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        if !matches!(line.trim(), "y" | "Y" | "yes") {
+            return Err(no_set().context("nothing was created"));
+        }
+    }
+    if prompted {
+        let again = rpassword::prompt_password("passphrase again: ")?;
+        if again != session.creds().passphrase {
+            bail!("the passphrases differ; nothing was created");
+        }
+    }
+    if let Some(warning) = backup::key::weak_warning(&session.creds().passphrase) {
+        eprintln!("libernet: warning: {warning}");
     }
     Ok(())
 }
@@ -823,8 +1004,12 @@ fn run_summary(r: &backup::RunReport) -> String {
         Some(p) => format!("; {} blocks pinned ({} released)", p.pinned, p.released),
         None => "; not pinned (no admin token for this node)".to_owned(),
     };
+    let excluded = match r.excluded {
+        0 => String::new(),
+        n => format!(", {n} paths excluded"),
+    };
     format!(
-        "libernet: backed up {} files ({} bytes), {} unchanged; read {} files ({} bytes): {} blocks sent ({} bytes), {} already there; {:.1} s, {:.1} MB/s{pins}",
+        "libernet: backed up {} files ({} bytes), {} unchanged{excluded}; read {} files ({} bytes): {} blocks sent ({} bytes), {} already there; {:.1} s, {:.1} MB/s{pins}",
         r.files,
         r.bytes,
         r.reused,
@@ -876,13 +1061,14 @@ fn listing_text(l: &backup::Listing) -> String {
 fn history_text(runs: &[backup::HistoryEntry]) -> String {
     use std::fmt::Write;
     let mut out = format!(
-        "{:<25}  {:<16}  {:>8}  {:>14}  {:>7}  {:>7}\n",
-        "STARTED", "MACHINE", "FILES", "BYTES", "SENT", "REUSED"
+        "{:<8}  {:<25}  {:<16}  {:>8}  {:>14}  {:>7}  {:>7}\n",
+        "ID", "STARTED", "MACHINE", "FILES", "BYTES", "SENT", "REUSED"
     );
     for e in runs {
         let _ = writeln!(
             out,
-            "{:<25}  {:<16}  {:>8}  {:>14}  {:>7}  {:>7}",
+            "{:<8}  {:<25}  {:<16}  {:>8}  {:>14}  {:>7}  {:>7}",
+            e.id,
             local_time(e.run.started),
             e.machine,
             e.run.files,

@@ -263,10 +263,17 @@ pub fn encode(content: &[u8]) -> Result<Encoded, CodecError> {
 /// Encodes `content` under a passphrase: key = sha256(passphrase), random nonce, no
 /// compression. Only someone with the passphrase can read it.
 pub fn encode_passphrase(content: &[u8], passphrase: &str) -> Result<Encoded, CodecError> {
+    encode_with_key(content, &Key::from_passphrase(passphrase))
+}
+
+/// Encodes `content` under `key` (a key derived from a secret, such as the backup
+/// index's Argon2id key): random nonce, no compression, `Mode::Passphrase` (checked only
+/// by the cipher's tag).
+pub fn encode_with_key(content: &[u8], key: &Key) -> Result<Encoded, CodecError> {
     if content.len() > MAX_CONTENT {
         return Err(CodecError::TooLarge(content.len()));
     }
-    let key = Key::from_passphrase(passphrase);
+    let key = *key;
     let mut nonce = [0u8; NONCE_LEN];
     getrandom::fill(&mut nonce).map_err(|e| CodecError::Random(e.to_string()))?;
     let block = seal(&key, nonce, content);

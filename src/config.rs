@@ -449,6 +449,8 @@ pub struct BackupEnv {
     pub user: Option<String>,
     /// `LIBERNET_PASSPHRASE`.
     pub passphrase: Option<String>,
+    /// `LIBERNET_NEW_PASSPHRASE`: `backup passwd`'s new passphrase.
+    pub new_passphrase: Option<String>,
     /// `LIBERNET_TOKEN`: the node's admin token, to pin what a backup sends.
     pub token: Option<String>,
     /// The admin token file of the default store, used for a node on this machine when
@@ -471,6 +473,7 @@ impl BackupEnv {
         BackupEnv {
             user: var("LIBERNET_USER"),
             passphrase: var("LIBERNET_PASSPHRASE"),
+            new_passphrase: var("LIBERNET_NEW_PASSPHRASE"),
             token: var("LIBERNET_TOKEN"),
             default_token_file: default_store().join(crate::store::ADMIN_TOKEN_FILE),
             hostname,

@@ -6,7 +6,7 @@
    large random files (~50 to ~200 MiB), 1% of the small files copied to two more places,
    the smallest large file copied once, a few executable and read-only files, a
    symlink and an empty directory.
-2. Setup: `libernet backup add TREE` against a release node on a fresh store, and
+2. Setup: `libernet backup add --new-set TREE` against a release node on a fresh store, and
    `restic init` of a fresh local repository.
 3. First backup: `libernet backup run --json` and `restic backup TREE`.
 4. Changes 1% of the small files (bytes overwritten in place or appended) and appends to
@@ -15,6 +15,15 @@
    `restic restore latest --target DEST`); each restored tree must match the source:
    contents (size and SHA-256), permission bits, file mtimes (to 1 us) and symlinks.
 6. Verify: `libernet backup verify` and `restic check --read-data` (for information).
+7. Excluded backup: adds a cache directory tagged with CACHEDIR.TAG (5% of the tree's
+   bytes) and `*.tmp` files, then backs up with `--exclude '*.tmp' --exclude-caches`
+   (both tools take the same options); they must not be read.
+8. Forget: `libernet backup forget --keep-daily 1` (releases the forgotten runs' pins;
+   the node evicts unpinned blocks only under quota pressure) and `restic forget
+   --keep-daily 1 --prune` (rewrites the repository); all runs are from today, so each
+   keeps only the excluded backup.
+9. Restore after forget: the kept run, checked as in 5 against the tree without the
+   excluded entries (the cache directory is not compared: the tools may keep its tag).
 
 Each step reports wall time, MB/s (the tree's bytes over the time), CPU, the client's
 peak RSS, the node's peak RSS (libernet: the node is restarted before every step, so its
@@ -87,6 +96,15 @@ RUN_FIELDS = ("files", "bytes", "reused", "read_files", "sent", "sent_bytes", "s
 #: libernet keeps mtimes in microseconds as a float, rounded: a restored file may be up
 #: to 1 us off the original's nanoseconds (restic keeps nanoseconds).
 MTIME_TOLERANCE_NS = 1000
+
+#: The cache directory and the temporary files of the excluded backup: its share of the
+#: tree's bytes, and how many `*.tmp` files.
+JUNK_DIR = "cache"
+JUNK_SHARE = 0.05
+JUNK_TMP_FILES = 20
+
+#: The exclusion options both tools take in the excluded backup.
+EXCLUDES = ["--exclude", "*.tmp", "--exclude-caches"]
 
 #: Every small file whose index in sorted order is 7 modulo this is made executable
 #: (0755), every one at 11 modulo the other read-only (0444): modes the tools must keep.
@@ -280,6 +298,27 @@ def change_tree(info: TreeInfo, plan: Plan) -> None:
     info.files, info.bytes = count_files(info.root)
 
 
+def add_junk(info: TreeInfo) -> int:
+    """Writes the cache directory (a CACHEDIR.TAG and random files, JUNK_SHARE of the
+    tree's bytes) and JUNK_TMP_FILES `*.tmp` files; returns their bytes."""
+    cache = info.root / JUNK_DIR
+    cache.mkdir()
+    (cache / "CACHEDIR.TAG").write_bytes(
+        b"Signature: 8a477f597d28d172789f06886806bc55\n# a cache, for the benchmark\n")
+    total = max(1, int(info.bytes * JUNK_SHARE))
+    for n in range(4):
+        write_random(cache / f"blob{n}", total // 4, SEED + 10 + n)
+    for n in range(JUNK_TMP_FILES):
+        path = info.root / f"scratch{n}.tmp"
+        path.write_bytes(random.Random(SEED + 100 + n).randbytes(4096))
+    return total + JUNK_TMP_FILES * 4096
+
+
+def excluded(rel: str) -> bool:
+    """True for what the restore after forget does not compare (see add_junk)."""
+    return rel.endswith(".tmp") or rel == JUNK_DIR or rel.startswith(JUNK_DIR + "/")
+
+
 def count_files(root: Path) -> tuple[int, int]:
     """Regular files under ``root`` and their bytes."""
     files = total = 0
@@ -382,14 +421,18 @@ class Expected:
     meta: dict[str, tuple]
 
 
-def check_restore(expected: Expected, dest: Path, root: Path) -> list[str]:
+def check_restore(expected: Expected, dest: Path, root: Path,
+                  skip: Callable[[str], bool] | None = None) -> list[str]:
     """Problems of the tree restored under ``dest`` (at ``dest``/``root`` without its
-    leading slash); empty when it is identical."""
+    leading slash), not looking at paths ``skip`` names; empty when it is identical."""
     restored = dest / root.relative_to("/")
     if not restored.is_dir():
         return [f"nothing restored at {restored}"]
-    problems = compare_trees(expected.contents, scan_tree(restored))
-    problems += compare_meta(expected.meta, scan_meta(restored))
+    keep = (lambda _: True) if skip is None else (lambda rel: not skip(rel))
+    got_contents = {k: v for k, v in scan_tree(restored).items() if keep(k)}
+    got_meta = {k: v for k, v in scan_meta(restored).items() if keep(k)}
+    problems = compare_trees(expected.contents, got_contents)
+    problems += compare_meta(expected.meta, got_meta)
     stray = stray_entries(dest, root)
     if stray:
         problems.append(f"{len(stray)} entries outside the restored path, e.g. {stray[:3]}")
@@ -455,7 +498,10 @@ class Tool:
     def setup(self) -> Measure:
         raise NotImplementedError
 
-    def backup(self, step: str) -> Measure:
+    def backup(self, step: str, exclude: bool = False) -> Measure:
+        raise NotImplementedError
+
+    def forget(self) -> Measure:
         raise NotImplementedError
 
     def restore(self, dest: Path) -> Measure:
@@ -492,9 +538,10 @@ class Restic(Tool):
         timed = self.run(["init"], "init", quiet=False)
         return Measure("setup", self.name, timed, None, note="restic init")
 
-    def backup(self, step: str) -> Measure:
+    def backup(self, step: str, exclude: bool = False) -> Measure:
         root = self.bench.tree.root
-        timed = self.run(["backup", "--json", str(root)], step.replace(" ", "-"))
+        extra = EXCLUDES if exclude else []
+        timed = self.run(["backup", "--json", *extra, str(root)], step.replace(" ", "-"))
         summary = last_json(timed.stdout, lambda d: d.get("message_type") == "summary")
         note = "no summary line"
         if summary:
@@ -504,9 +551,14 @@ class Restic(Tool):
         return Measure(step, self.name, timed, self.bench.tree.bytes,
                        stored=disk_usage(self.repo), note=note)
 
-    def restore(self, dest: Path) -> Measure:
-        timed = self.run(["restore", "latest", "--target", str(dest)], "restore")
-        return Measure("restore", self.name, timed, self.bench.tree.bytes)
+    def restore(self, dest: Path, step: str = "restore") -> Measure:
+        timed = self.run(["restore", "latest", "--target", str(dest)], step.replace(" ", "-"))
+        return Measure(step, self.name, timed, self.bench.tree.bytes)
+
+    def forget(self) -> Measure:
+        timed = self.run(["forget", "--keep-daily", "1", "--prune"], "forget")
+        return Measure("forget", self.name, timed, None, stored=disk_usage(self.repo),
+                       note="restic forget --keep-daily 1 --prune")
 
     def verify(self) -> Measure:
         timed = self.run(["check", "--read-data"], "check")
@@ -566,15 +618,16 @@ class Libernet(Tool):
 
     def setup(self) -> Measure:
         with self.node() as node:
-            m = self.run(node, ["backup", "add", str(self.bench.tree.root)], "add", "setup",
-                         None, quiet=False)
-        m.note = "libernet backup add TREE"
+            m = self.run(node, ["backup", "add", "--new-set", str(self.bench.tree.root)],
+                         "add", "setup", None, quiet=False)
+        m.note = "libernet backup add --new-set TREE"
         return m
 
-    def backup(self, step: str) -> Measure:
+    def backup(self, step: str, exclude: bool = False) -> Measure:
+        extra = EXCLUDES if exclude else []
         with self.node() as node:
-            m = self.run(node, ["backup", "run", "--json"], step.replace(" ", "-"), step,
-                         self.bench.tree.bytes)
+            m = self.run(node, ["backup", "run", "--json", *extra], step.replace(" ", "-"),
+                         step, self.bench.tree.bytes)
         summary = last_json(m.timed.stdout)
         if summary is None:
             raise BenchFailure(f"libernet backup run printed no JSON object: "
@@ -582,14 +635,30 @@ class Libernet(Tool):
         m.note = ", ".join(f"{k} {summary[k]:,}" if isinstance(summary[k], int)
                            else f"{k} {summary[k]:.2f}" if isinstance(summary[k], float)
                            else f"{k} {summary[k]}"
-                           for k in RUN_FIELDS if k in summary)
+                           for k in RUN_FIELDS + (("excluded",) if exclude else ())
+                           if k in summary)
         m.stored = disk_usage(self.store / "blocks")
         return m
 
-    def restore(self, dest: Path) -> Measure:
+    def restore(self, dest: Path, step: str = "restore") -> Measure:
         with self.node() as node:
-            return self.run(node, ["backup", "restore", "--to", str(dest)], "restore",
-                            "restore", self.bench.tree.bytes)
+            return self.run(node, ["backup", "restore", "--to", str(dest)],
+                            step.replace(" ", "-"), step, self.bench.tree.bytes)
+
+    def forget(self) -> Measure:
+        with self.node() as node:
+            m = self.run(node, ["backup", "forget", "--keep-daily", "1", "--json"], "forget",
+                         "forget", None)
+        done = last_json(m.timed.stdout)
+        if done is None:
+            raise BenchFailure(f"libernet backup forget printed no JSON object: "
+                               f"{m.timed.stdout[:300]!r}")
+        pins = done.get("pins") or {}
+        m.note = (f"libernet backup forget --keep-daily 1: kept {len(done['kept'])}, "
+                  f"forgot {len(done['removed'])}, {pins.get('released', 0):,} pins released "
+                  "(blocks stay until evicted)")
+        m.stored = disk_usage(self.store / "blocks")
+        return m
 
     def verify(self) -> Measure:
         with self.node() as node:
@@ -677,17 +746,32 @@ class Bench:
         self.step("restore", lambda t: t.restore(self.restore_dir(t)),
                   lambda t, m: self.check(t, m, expected, root))
         self.step("verify", lambda t: t.verify())
+        junk = add_junk(self.tree)
+        os.sync()
+        say(f"added {junk / 1e6:,.1f} MB to exclude: {JUNK_DIR}/ (CACHEDIR.TAG) and "
+            f"{JUNK_TMP_FILES} *.tmp files")
+        warm(root)
+        self.step("excluded backup", lambda t: t.backup("excluded backup", exclude=True))
+        self.step("forget", lambda t: t.forget())
+        kept = Expected({k: v for k, v in scan_tree(root).items() if not excluded(k)},
+                        {k: v for k, v in scan_meta(root).items() if not excluded(k)})
+        self.step("restore after forget",
+                  lambda t: t.restore(self.restore_dir(t, "after-forget"),
+                                      "restore after forget"),
+                  lambda t, m: self.check(t, m, kept, root, "after-forget"))
         for tool in self.tools:
             with contextlib.suppress(OSError):
                 self.state_notes.append(f"{tool.name} afterwards: {tool.state_note()}")
 
-    def restore_dir(self, tool: Tool) -> Path:
-        return self.run_dir / f"restored-{tool.name}"
+    def restore_dir(self, tool: Tool, suffix: str = "") -> Path:
+        return self.run_dir / f"restored-{tool.name}{'-' + suffix if suffix else ''}"
 
-    def check(self, tool: Tool, m: Measure, expected: Expected, root: Path) -> None:
-        """Fails the restore step unless the restored tree equals the source."""
-        dest = self.restore_dir(tool)
-        problems = check_restore(expected, dest, root)
+    def check(self, tool: Tool, m: Measure, expected: Expected, root: Path,
+              suffix: str = "") -> None:
+        """Fails the restore step unless the restored tree equals the source (less what
+        ``excluded`` names, when ``suffix`` is the restore after forget)."""
+        dest = self.restore_dir(tool, suffix)
+        problems = check_restore(expected, dest, root, excluded if suffix else None)
         if problems:
             m.note = "MISMATCH: " + "; ".join(problems)
             raise BenchFailure("restored tree differs: " + "; ".join(problems))
@@ -714,7 +798,8 @@ def measure_line(m: Measure) -> str:
 
 # --- report ----------------------------------------------------------------------------
 
-STEPS = ("setup", "first backup", "second backup", "restore", "verify")
+STEPS = ("setup", "first backup", "second backup", "restore", "verify", "excluded backup",
+         "forget", "restore after forget")
 
 
 def find(measures: list[Measure], step: str, tool: str) -> Measure | None:
@@ -792,7 +877,9 @@ def settings_lines(plan: Plan, bench: Bench) -> list[str]:
         "XDG dirs in the run dir, LIBERNET_LOG=warn",
         "restic: a local repository in the run dir (`restic init` defaults: repository "
         "version 2, compression auto), RESTIC_CACHE_DIR and HOME in the run dir; "
-        "`backup --json TREE`, `restore latest --target DEST`, `check --read-data`",
+        "`backup --json TREE`, `restore latest --target DEST`, `check --read-data`, "
+        "`backup --json --exclude '*.tmp' --exclude-caches TREE`, "
+        "`forget --keep-daily 1 --prune`",
         "restore check: every file's size and SHA-256, every entry's kind, permission bits "
         f"(files and directories), symlink targets, file mtimes within "
         f"{MTIME_TOLERANCE_NS // 1000} us, nothing written outside DEST/<tree path>",

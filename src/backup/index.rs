@@ -2,7 +2,9 @@
 //! bundle URL. It lives in the mesh only, as passphrase-encrypted records placed near
 //! `sha256("USER:<user>@<YYYY-MM>")` (DESIGN 5) for the UTC month they were written in, so
 //! a user name and a passphrase find it from any node: LIKE around the target, month by
-//! month back from now, decrypting what is there.
+//! month back from now, decrypting what is there. Records are sealed under an Argon2id
+//! key whose parameters and salt each record carries in clear (`key`); records of the
+//! first format (key = SHA-256 of the passphrase) are still read.
 //!
 //! Each record is the whole index. A new record lists the records it supersedes (the
 //! heads its writer read); the newest head wins, and heads written concurrently (two
@@ -11,12 +13,14 @@
 //! stays a few tens of KiB however long the history.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
+use super::key::{HEADER_LEN, Kdf, Keys};
 use crate::client::{Remote, unix_now};
-use crate::codec::{self, Key, Locator, MAX_CONTENT, Mode};
+use crate::codec::{self, Locator, MAX_CONTENT, Mode, NEAR_OVERHEAD};
 use crate::id::BlockId;
 use crate::transfer::{Uploader, blocking, fetch};
 
@@ -74,6 +78,24 @@ pub struct Run {
     pub skipped: u64,
 }
 
+/// Hex digits of a run's short id (`backup history`, `diff`, `--at`): its manifest
+/// block's id cut like restic's short snapshot ids.
+pub const RUN_ID_LEN: usize = 8;
+
+impl Run {
+    /// The run's short id: the first `RUN_ID_LEN` hex digits of its manifest's id.
+    pub fn id(&self) -> &str {
+        let id = self.url.strip_prefix("/sha256/").unwrap_or(&self.url);
+        id.get(..RUN_ID_LEN).unwrap_or(id)
+    }
+
+    /// The whole id of its manifest block, if the URL holds one.
+    pub fn manifest(&self) -> Option<BlockId> {
+        let id = self.url.strip_prefix("/sha256/")?;
+        id.get(..64)?.parse().ok()
+    }
+}
+
 /// What the index knows of one machine.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Machine {
@@ -113,6 +135,10 @@ pub struct Record {
     /// Each machine's directories and runs.
     #[serde(default)]
     pub machines: BTreeMap<String, Machine>,
+    /// Set by `backup passwd` in the last record it writes under the old passphrase:
+    /// the set now opens with another passphrase only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub moved: bool,
 }
 
 /// The index as found.
@@ -128,6 +154,8 @@ pub struct Found {
     pub month: String,
     /// Records that decrypted in that month.
     pub records: usize,
+    /// The newest head's key derivation; `None` for a first-format record (SHA-256).
+    pub kdf: Option<Kdf>,
 }
 
 /// The LIKE target of `user`'s records written in `month` (`YYYY-MM`).
@@ -150,13 +178,13 @@ pub fn month_of(unix: u64, back: u32) -> String {
     )
 }
 
-/// Finds the newest index of `user` that `key` opens, searching back month by month.
+/// Finds the newest index of `user` that `keys` opens, searching back month by month.
 /// `None` when no record decrypts (a wrong passphrase, or no backup yet).
-pub async fn find(remote: &Remote, user: &str, key: &Key) -> anyhow::Result<Option<Found>> {
+pub async fn find(remote: &Remote, user: &str, keys: &Arc<Keys>) -> anyhow::Result<Option<Found>> {
     let now = unix_now();
     for back in 0..=MAX_MONTHS_BACK {
         let month = month_of(now, back);
-        let records = month_records(remote, user, key, &month).await?;
+        let records = month_records(remote, user, keys, &month).await?;
         if let Some(found) = resolve(records, month) {
             return Ok(Some(found));
         }
@@ -164,19 +192,19 @@ pub async fn find(remote: &Remote, user: &str, key: &Key) -> anyhow::Result<Opti
     Ok(None)
 }
 
-/// The records of `month` that `key` opens.
+/// The records of `month` that `keys` opens.
 async fn month_records(
     remote: &Remote,
     user: &str,
-    key: &Key,
+    keys: &Arc<Keys>,
     month: &str,
-) -> anyhow::Result<Vec<(BlockId, Record)>> {
+) -> anyhow::Result<Vec<(BlockId, Opened)>> {
     let target = target(user, month);
     let ids = candidates(remote, &target, INDEX_BITS).await?;
     let mut tasks = tokio::task::JoinSet::new();
     for id in ids {
-        let (remote, key, user) = (remote.clone(), *key, user.to_owned());
-        tasks.spawn(async move { (id, open_record(&remote, &id, &key, &user).await) });
+        let (remote, keys, user) = (remote.clone(), keys.clone(), user.to_owned());
+        tasks.spawn(async move { (id, open_record(&remote, &id, &keys, &user).await) });
     }
     let mut records = Vec::new();
     while let Some(done) = tasks.join_next().await {
@@ -224,35 +252,54 @@ pub async fn candidates(
     Ok(found.into_iter().collect())
 }
 
-/// The record in block `id` if `key` opens it and it is `user`'s; anything else (a
-/// stranger's block, another passphrase, a block gone) is `None`.
-async fn open_record(remote: &Remote, id: &BlockId, key: &Key, user: &str) -> Option<Record> {
+/// A record as opened, with the derivation of its key (`None`: the first format).
+pub type Opened = (Record, Option<Kdf>);
+
+/// The record in block `id` if `keys` opens it and it is `user`'s; anything else (a
+/// stranger's block, another passphrase, a block gone, a derivation refused) is `None`.
+async fn open_record(remote: &Remote, id: &BlockId, keys: &Keys, user: &str) -> Option<Opened> {
     let block = remote.get_block(id, None).await.ok()?;
-    let key = *key;
-    let content =
-        blocking(move || Ok(codec::decode(&block, Mode::Passphrase, &key).map(|d| d.content)))
-            .await
-            .ok()?
-            .ok()?;
+    let (key, kdf) = match Kdf::parse(&block) {
+        Some((kdf, _)) => match keys.get(&kdf).await {
+            Ok(key) => (key, Some(kdf)),
+            Err(e) => {
+                tracing::debug!(%id, error = %format!("{e:#}"), "record skipped");
+                return None;
+            }
+        },
+        None => (keys.legacy(), None),
+    };
+    let skip = kdf.map_or(0, |_| HEADER_LEN);
+    let content = blocking(move || {
+        Ok(codec::decode(&block[skip..], Mode::Passphrase, &key).map(|d| d.content))
+    })
+    .await
+    .ok()?
+    .ok()?;
     let record: Record = serde_json::from_slice(&content).ok()?;
-    (record.libernet_backup >= 1 && record.user == user).then_some(record)
+    (record.libernet_backup >= 1 && record.user == user).then_some((record, kdf))
+}
+
+/// Opens the one record in block `id` (for tests and tools that know its id).
+pub async fn open(remote: &Remote, id: &BlockId, keys: &Keys, user: &str) -> Option<Opened> {
+    open_record(remote, id, keys, user).await
 }
 
 /// The newest head of `records`, with the other heads merged in.
-fn resolve(records: Vec<(BlockId, Record)>, month: String) -> Option<Found> {
+fn resolve(records: Vec<(BlockId, Opened)>, month: String) -> Option<Found> {
     let superseded: BTreeSet<BlockId> = records
         .iter()
-        .flat_map(|(_, r)| r.supersedes.iter().copied())
+        .flat_map(|(_, (r, _))| r.supersedes.iter().copied())
         .collect();
     let count = records.len();
-    let mut heads: Vec<(BlockId, Record)> = records
+    let mut heads: Vec<(BlockId, Opened)> = records
         .into_iter()
         .filter(|(id, _)| !superseded.contains(id))
         .collect();
-    heads.sort_by_key(|(id, r)| (r.written, *id));
-    let (id, mut record) = heads.pop()?;
+    heads.sort_by_key(|(id, (r, _))| (r.written, *id));
+    let (id, (mut record, kdf)) = heads.pop()?;
     let mut head_ids = vec![id];
-    for (other_id, other) in heads {
+    for (other_id, (other, _)) in heads {
         head_ids.push(other_id);
         merge(&mut record, other);
     }
@@ -262,6 +309,7 @@ fn resolve(records: Vec<(BlockId, Record)>, month: String) -> Option<Found> {
         heads: head_ids,
         month,
         records: count,
+        kdf,
     })
 }
 
@@ -298,14 +346,19 @@ pub struct Written {
     pub archives: Vec<BlockId>,
 }
 
+/// Most bytes of a record's JSON: a block less the clear header, the cipher's overhead
+/// and room for the near-id suffix.
+pub const MAX_RECORD: usize = MAX_CONTENT - HEADER_LEN - NEAR_OVERHEAD;
+
 /// Writes `record` as the new index: it supersedes `previous`'s heads, moves old runs to
-/// archives, and is placed near this month's target. Sent through `uploader` (so pinned
-/// when it pins).
+/// archives, is sealed under `keys`' key for `kdf`, and is placed near this month's
+/// target. Sent through `uploader` (so pinned when it pins).
 pub async fn write(
     uploader: &Uploader,
     mut record: Record,
     previous: Option<&Found>,
-    passphrase: &str,
+    keys: &Keys,
+    kdf: &Kdf,
 ) -> anyhow::Result<Written> {
     record.libernet_backup = FORMAT;
     record.written = unix_now();
@@ -328,16 +381,17 @@ pub async fn write(
         machine.older = Some(locator.to_string());
     }
     let json = serde_json::to_vec(&record)?;
-    if json.len() > MAX_CONTENT {
+    if json.len() > MAX_RECORD {
         bail!(
-            "the backup index is {} bytes, over the {MAX_CONTENT} of a block",
+            "the backup index is {} bytes, over the {MAX_RECORD} a record holds",
             json.len()
         );
     }
     let target = target(&record.user, &month_of(record.written, 0));
-    let passphrase = passphrase.to_owned();
+    let key = keys.get(kdf).await?;
+    let kdf = *kdf;
     let encoded = blocking(move || {
-        let sealed = codec::encode_passphrase(&json, &passphrase)?;
+        let sealed = kdf.seal(&json, &key)?;
         Ok(codec::place_near(sealed, &target, INDEX_BITS)?)
     })
     .await?;
@@ -400,6 +454,7 @@ mod tests {
             written,
             writer: machine.into(),
             supersedes,
+            moved: false,
             machines: BTreeMap::from([(
                 machine.to_owned(),
                 Machine {
@@ -441,10 +496,10 @@ mod tests {
         // a <- b (b supersedes a); c written concurrently on another machine; d older
         // concurrent head on the same machine as b with a run b lacks.
         let records = vec![
-            (a, record(10, vec![], "m1", &[1])),
-            (b, record(20, vec![a], "m1", &[1, 2])),
-            (c, record(15, vec![a], "m2", &[5])),
-            (d, record(12, vec![a], "m1", &[1, 3])),
+            (a, (record(10, vec![], "m1", &[1]), None)),
+            (b, (record(20, vec![a], "m1", &[1, 2]), None)),
+            (c, (record(15, vec![a], "m2", &[5]), None)),
+            (d, (record(12, vec![a], "m1", &[1, 3]), None)),
         ];
         let found = resolve(records, "2026-11".into()).unwrap();
         assert_eq!(found.id, b);

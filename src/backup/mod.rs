@@ -7,19 +7,27 @@
 //! they are sent to when the node's admin token is at hand, and released when a later
 //! run no longer references them.
 
+mod browse;
+mod forget;
 pub mod index;
+pub mod key;
+pub mod pattern;
 mod restore;
 mod run;
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use serde::Serialize;
 
 use crate::client::Remote;
-use crate::codec::Key;
 use crate::transfer::Uploader;
+pub use browse::{Diff, Entry, Hit, Listing as RunListing, RunRef, RunSpec, diff, find, ls};
+pub use forget::{Decision, ForgetReport, Policy, forget};
 pub use index::{Found, Machine, Record, Run};
+use key::{Kdf, Keys};
+pub use pattern::{Exclude, Patterns};
 pub use restore::{RestoreReport, VerifyReport, restore, verify};
 pub use run::{PinReport, RunReport, run};
 
@@ -59,12 +67,26 @@ pub struct NoIndex {
     pub months: u32,
 }
 
+/// The index opens with this user name and passphrase no more: `backup passwd` moved
+/// the set to another passphrase. Exit code 1.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the backup set of user {user:?} was moved to a new passphrase (`libernet backup passwd`); \
+     this passphrase no longer opens it"
+)]
+pub struct Moved {
+    /// The user name.
+    pub user: String,
+}
+
 /// A backup set on one node.
 pub struct Session {
     remote: Remote,
     creds: Credentials,
     /// The pin holder, when the remote carries the node's admin token.
     holder: Option<String>,
+    /// The passphrase's keys, derived once each.
+    keys: Arc<Keys>,
 }
 
 impl Session {
@@ -73,10 +95,12 @@ impl Session {
         let holder = remote
             .has_token()
             .then(|| holder_name(&creds.user, &creds.machine));
+        let keys = Arc::new(Keys::new(&creds.passphrase));
         Session {
             remote,
             creds,
             holder,
+            keys,
         }
     }
 
@@ -90,13 +114,16 @@ impl Session {
         &self.creds
     }
 
-    fn key(&self) -> Key {
-        Key::from_passphrase(&self.creds.passphrase)
-    }
-
-    /// The newest index, if any.
+    /// The newest index, if any (a set moved to another passphrase is `Moved`).
     pub async fn find(&self) -> anyhow::Result<Option<Found>> {
-        index::find(&self.remote, &self.creds.user, &self.key()).await
+        let found = index::find(&self.remote, &self.creds.user, &self.keys).await?;
+        if found.as_ref().is_some_and(|f| f.record.moved) {
+            return Err(Moved {
+                user: self.creds.user.clone(),
+            }
+            .into());
+        }
+        Ok(found)
     }
 
     /// The newest index, or `NoIndex`.
@@ -121,10 +148,24 @@ impl Session {
         record: Record,
         previous: Option<&Found>,
     ) -> anyhow::Result<index::Written> {
+        let kdf = match previous.and_then(|f| f.kdf) {
+            Some(kdf) => kdf,
+            None => Kdf::fresh()?,
+        };
+        self.write_with(record, previous, &kdf).await
+    }
+
+    /// Writes `record` sealed under `kdf` (a set's first record, or a new passphrase's).
+    async fn write_with(
+        &self,
+        record: Record,
+        previous: Option<&Found>,
+        kdf: &Kdf,
+    ) -> anyhow::Result<index::Written> {
         let mut record = record;
         record.user = self.creds.user.clone();
         record.writer = self.creds.machine.clone();
-        index::write(&self.uploader(), record, previous, &self.creds.passphrase).await
+        index::write(&self.uploader(), record, previous, &self.keys, kdf).await
     }
 }
 
@@ -286,6 +327,8 @@ pub async fn list(session: &Session) -> anyhow::Result<Listing> {
 /// One run in `history`.
 #[derive(Debug, Clone, Serialize)]
 pub struct HistoryEntry {
+    /// The run's short id (for `diff`, `ls --at`, `restore --at`).
+    pub id: String,
     /// The machine.
     pub machine: String,
     /// The run.
@@ -300,6 +343,7 @@ pub async fn history(session: &Session) -> anyhow::Result<Vec<HistoryEntry>> {
     for (name, machine) in &found.record.machines {
         for run in index::all_runs(&session.remote, machine).await? {
             out.push(HistoryEntry {
+                id: run.id().to_owned(),
                 machine: name.clone(),
                 run,
             });
@@ -307,6 +351,61 @@ pub async fn history(session: &Session) -> anyhow::Result<Vec<HistoryEntry>> {
     }
     out.sort_by_key(|e| (e.run.started, e.machine.clone()));
     Ok(out)
+}
+
+/// What `passwd` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PasswdReport {
+    /// The index record under the new passphrase.
+    pub record: String,
+    /// The record under the old passphrase that says the set moved.
+    pub moved: String,
+}
+
+/// Re-encrypts the index under `new_passphrase` (a fresh salt): a record holding the
+/// whole index is written under the new passphrase, then one under the old passphrase
+/// that supersedes the old heads and says the set moved, so the old passphrase finds
+/// nothing more to restore or add to. Records written before stay in the mesh until
+/// evicted: whoever knew the old passphrase could still open those (and the runs they
+/// name); a new passphrase does not take back what was known.
+pub async fn passwd(session: &Session, new_passphrase: &str) -> anyhow::Result<PasswdReport> {
+    if new_passphrase == session.creds.passphrase {
+        bail!("the new passphrase is the old one");
+    }
+    let found = session.require().await?;
+    let new = Session {
+        remote: session.remote.clone(),
+        creds: Credentials {
+            passphrase: new_passphrase.to_owned(),
+            ..session.creds.clone()
+        },
+        holder: session.holder.clone(),
+        keys: Arc::new(Keys::new(new_passphrase)),
+    };
+    if new.find().await?.is_some() {
+        bail!(
+            "the new passphrase already opens a backup set of user {:?}; choose another",
+            session.creds.user
+        );
+    }
+    let written = new
+        .write_with(found.record.clone(), None, &Kdf::fresh()?)
+        .await?;
+    let moved = Record {
+        moved: true,
+        ..Record::default()
+    };
+    let tomb = session.write(moved, Some(&found)).await?;
+    if let Some(holder) = &session.holder {
+        // Both new records were pinned as they were sent; the old heads are not needed.
+        for batch in found.heads.chunks(crate::node::MAX_REPIN) {
+            session.remote.repin(holder, &[], batch).await?;
+        }
+    }
+    Ok(PasswdReport {
+        record: written.id.to_string(),
+        moved: tomb.id.to_string(),
+    })
 }
 
 /// True when `inner` is `outer` or lies under it (as path strings).

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use serde::Serialize;
 
+use super::browse::{RunSpec, pick};
 use super::{Incomplete, Session, absolute, bundle_path, index};
 use crate::bundle::{Restore, Tree};
 use crate::client::Remote;
@@ -54,30 +55,8 @@ impl VerifyReport {
     }
 }
 
-/// The run to restore: this machine's newest that started at or before `at`.
-async fn pick_run(session: &Session, at: Option<u64>) -> anyhow::Result<index::Run> {
-    let found = session.require().await?;
-    let machine = &session.creds().machine;
-    let Some(entry) = found.record.machines.get(machine) else {
-        let names: Vec<&String> = found.record.machines.keys().collect();
-        bail!("machine {machine:?} has no backups; this backup set has {names:?} (use --machine)");
-    };
-    let runs = match at {
-        None => entry.runs.clone(),
-        Some(_) => index::all_runs(session.remote(), entry).await?,
-    };
-    let limit = at.unwrap_or(u64::MAX);
-    runs.into_iter()
-        .rev()
-        .find(|r| r.started <= limit)
-        .with_context(|| match at {
-            Some(t) => format!("machine {machine:?} has no backup from before {t} (unix time)"),
-            None => format!("machine {machine:?} has no completed backup run yet"),
-        })
-}
-
 /// The run's tree; a missing manifest block is reported as such.
-async fn load_tree(remote: &Remote, run: &index::Run) -> anyhow::Result<Tree> {
+pub(super) async fn load_tree(remote: &Remote, run: &index::Run) -> anyhow::Result<Tree> {
     let (locator, _) = Locator::split(run.url.trim_end_matches('/'))
         .with_context(|| format!("bad run URL in the index: {}", run.url))?;
     match transfer::open(remote, locator).await {
@@ -90,58 +69,78 @@ async fn load_tree(remote: &Remote, run: &index::Run) -> anyhow::Result<Tree> {
     }
 }
 
-/// Restores `dirs` (every directory of the run when empty) of this machine's latest run
-/// (or the newest at or before `at`): into `to` at their full paths, or else each back
-/// where it was (which must be absent or empty). All or nothing.
+/// How a restore job writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Way {
+    /// Into an absent or empty directory, whole.
+    Whole,
+    /// Beside what an existing directory holds; files already there are replaced only
+    /// with `--overwrite`.
+    Merge,
+}
+
+/// Most paths named in a refusal to overwrite.
+const NAMED_CONFLICTS: usize = 10;
+
+/// Restores `paths` (every directory of the run when empty) of the run `spec` names:
+/// into `to` at their full paths, or else each back where it was. A destination that
+/// is absent or empty is written whole; into an existing directory entries go beside
+/// what is there, and files already there are refused unless `overwrite` (checked
+/// before anything is fetched). All or nothing: blocks are fetched into staging first.
 pub async fn restore(
     session: &Session,
-    dirs: &[PathBuf],
+    paths: &[PathBuf],
     to: Option<&Path>,
-    at: Option<u64>,
+    spec: &RunSpec,
+    overwrite: bool,
     progress: bool,
 ) -> anyhow::Result<RestoreReport> {
-    let run = pick_run(session, at).await?;
+    let run = pick(session, spec).await?;
     let tree = load_tree(session.remote(), &run).await?;
-    let selected: Vec<String> = if dirs.is_empty() {
+    let selected: Vec<String> = if paths.is_empty() {
         run.dirs.iter().map(|d| bundle_path(d).to_owned()).collect()
     } else {
         let mut out = Vec::new();
-        for dir in dirs {
-            let abs = absolute(dir)?;
+        for path in paths {
+            let abs = absolute(path)?;
             let text = abs.to_str().context("the path is not UTF-8")?;
             out.push(bundle_path(text).to_owned());
         }
         out
     };
-    let mut jobs: Vec<(String, PathBuf, Tree)> = Vec::new();
+    let mut jobs: Vec<(String, PathBuf, Tree, Way)> = Vec::new();
+    let mut merged = Tree::default();
     for path in &selected {
         let part = select(&tree, path);
         if part.files.is_empty() && part.directories.is_empty() {
-            bail!("/{path} is not in the backup (see `libernet backup list`)");
+            bail!("/{path} is not in the run (see `libernet backup ls`)");
         }
-        match to {
-            Some(dest) => jobs.push((path.clone(), dest.to_owned(), part)),
-            None => {
-                if tree.files.contains_key(path) {
-                    bail!("/{path} is a file: restore it with --to DEST");
-                }
-                jobs.push((
-                    path.clone(),
-                    PathBuf::from("/").join(path),
-                    part.subtree(path),
-                ));
-            }
-        }
-    }
-    if to.is_some() {
-        // One destination: the selections side by side at their full paths.
-        let mut merged = Tree::default();
-        for (_, _, part) in jobs.drain(..) {
+        if to.is_some() {
             merged.files.extend(part.files);
             merged.directories.extend(part.directories);
+            continue;
         }
-        let dest = to.map(Path::to_owned).unwrap_or_default();
-        jobs.push((selected.join(", "), dest, merged));
+        let place = PathBuf::from("/").join(path);
+        if tree.files.contains_key(path) || !absent_or_empty(&place) {
+            jobs.push((path.clone(), PathBuf::from("/"), part, Way::Merge));
+        } else {
+            jobs.push((path.clone(), place, part.subtree(path), Way::Whole));
+        }
+    }
+    if let Some(dest) = to {
+        let way = if absent_or_empty(dest) {
+            Way::Whole
+        } else if dest.is_dir() {
+            Way::Merge
+        } else {
+            bail!("--to {}: not a directory", dest.display());
+        };
+        jobs.push((selected.join(", "), dest.to_owned(), merged, way));
+    }
+    for (_, dest, tree, way) in &jobs {
+        if *way == Way::Merge {
+            check_merge(tree, dest, overwrite)?;
+        }
     }
     let files = jobs
         .iter()
@@ -150,13 +149,23 @@ pub async fn restore(
     let bytes = jobs.iter().map(|j| j.2.total_size()).sum();
     let mut staged = Vec::new();
     let mut created = Vec::new();
-    for (_, dest, tree) in &jobs {
+    for (_, dest, tree, way) in &jobs {
         if to.is_some() && !dest.exists() {
             std::fs::create_dir_all(dest).with_context(|| format!("{}", dest.display()))?;
             created.push(dest.clone());
         }
-        let (tree_c, dest_c) = (tree.clone(), dest.clone());
-        match blocking(move || Ok(Restore::begin(&tree_c, &dest_c)?)).await {
+        let (tree_c, dest_c, way) = (tree.clone(), dest.clone(), *way);
+        let begun = blocking(move || {
+            Ok(match way {
+                Way::Whole => Restore::begin(&tree_c, &dest_c)?,
+                Way::Merge => {
+                    let near = staging_place(&tree_c, &dest_c);
+                    Restore::begin_merge(&tree_c, &dest_c, &near)?
+                }
+            })
+        })
+        .await;
+        match begun {
             Ok(r) => staged.push(Arc::new(r)),
             Err(e) => {
                 remove_created(&created);
@@ -166,7 +175,7 @@ pub async fn restore(
     }
     let bar = transfer::progress_bar(bytes, Options { progress }, "restore");
     let mut problems = Problems::default();
-    for ((_, _, tree), restore) in jobs.iter().zip(&staged) {
+    for ((_, _, tree, _), restore) in jobs.iter().zip(&staged) {
         let result = fetch_tree(
             session.remote(),
             tree,
@@ -188,7 +197,7 @@ pub async fn restore(
         return Err(Incomplete(format!("{}; nothing was written", problems.describe())).into());
     }
     let mut restored = Vec::new();
-    for ((label, dest, tree), restore) in jobs.into_iter().zip(staged) {
+    for ((label, dest, tree, _), restore) in jobs.into_iter().zip(staged) {
         let restore =
             Arc::try_unwrap(restore).map_err(|_| anyhow::anyhow!("restore still in use"))?;
         let tree = Arc::new(tree);
@@ -202,6 +211,93 @@ pub async fn restore(
         files,
         bytes,
     })
+}
+
+/// True when `path` does not exist or is an empty directory.
+fn absent_or_empty(path: &Path) -> bool {
+    match std::fs::read_dir(path) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(_) => std::fs::symlink_metadata(path).is_err(),
+    }
+}
+
+/// Refuses a merge into `dest` that would replace a directory, or a file without
+/// `overwrite`, naming what is in the way.
+fn check_merge(tree: &Tree, dest: &Path, overwrite: bool) -> anyhow::Result<()> {
+    let (mut existing, mut blocked) = (Vec::new(), Vec::new());
+    let links = tree
+        .directories
+        .iter()
+        .filter(|(_, t)| t.is_some())
+        .map(|(p, _)| p);
+    for path in tree.files.keys().chain(links) {
+        let at = dest.join(path);
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if meta.is_dir() => blocked.push(at),
+            Ok(_) => existing.push(at),
+            Err(_) => {}
+        }
+    }
+    for (path, target) in &tree.directories {
+        let at = dest.join(path);
+        let meta = std::fs::symlink_metadata(&at);
+        if target.is_none() && meta.is_ok_and(|m| !m.is_dir()) {
+            blocked.push(at);
+        }
+    }
+    let name = |list: &[PathBuf]| {
+        let mut text: Vec<String> = list
+            .iter()
+            .take(NAMED_CONFLICTS)
+            .map(|p| p.display().to_string())
+            .collect();
+        if list.len() > NAMED_CONFLICTS {
+            text.push(format!("and {} more", list.len() - NAMED_CONFLICTS));
+        }
+        text.join(", ")
+    };
+    if !blocked.is_empty() {
+        bail!(
+            "{} paths are in the way (a directory where the run has a file, or the other \
+             way round): {}; nothing was written",
+            blocked.len(),
+            name(&blocked)
+        );
+    }
+    if !existing.is_empty() && !overwrite {
+        bail!(
+            "{} files exist already: {}; give --overwrite to replace them (nothing was written)",
+            existing.len(),
+            name(&existing)
+        );
+    }
+    Ok(())
+}
+
+/// Where a merging restore stages: the deepest existing directory above every path
+/// of `tree` under `dest` (so its renames stay on one file system).
+fn staging_place(tree: &Tree, dest: &Path) -> PathBuf {
+    let mut paths = tree.files.keys().chain(tree.directories.keys());
+    let mut common: Vec<&str> = paths
+        .next()
+        .map(|p| p.split('/').collect())
+        .unwrap_or_default();
+    for path in paths {
+        let same = common
+            .iter()
+            .zip(path.split('/'))
+            .take_while(|(a, b)| *a == b)
+            .count();
+        common.truncate(same);
+    }
+    let mut at = dest.join(common.join("/"));
+    while !at.is_dir() {
+        match at.parent() {
+            Some(parent) => at = parent.to_owned(),
+            None => return dest.to_owned(),
+        }
+    }
+    at
 }
 
 /// Destinations this restore created, removed again after a failure (they are empty:
@@ -236,7 +332,7 @@ fn select(tree: &Tree, path: &str) -> Tree {
 
 /// Fetches and checks every block of this machine's latest run; writes nothing.
 pub async fn verify(session: &Session, progress: bool) -> anyhow::Result<VerifyReport> {
-    let run = pick_run(session, None).await?;
+    let run = pick(session, &RunSpec::Latest).await?;
     let tree = match load_tree(session.remote(), &run).await {
         Ok(tree) => tree,
         Err(e) if e.chain().any(|c| c.is::<Incomplete>()) => {

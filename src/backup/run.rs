@@ -1,7 +1,8 @@
 //! One backup run: scan the machine's directories, reuse the blocks of files unchanged
 //! since the last run (same size and modification time) without reading them, send the
-//! blocks the node lacks, write the run's bundle and a new index record, then make the
-//! node's pins for this set match exactly what the run references.
+//! blocks the node lacks, write the run's bundle and a new index record, then pin on
+//! the node what the run references (every kept run stays pinned; `forget` releases
+//! what only forgotten runs referenced) and release the superseded record.
 //!
 //! A run killed at any point leaves no record; the next run finds the blocks that
 //! arrived (every block is checked before it is sent) and sends only the rest.
@@ -14,6 +15,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use super::pattern::Exclude;
 use super::{Session, bundle_path, index};
 use crate::bundle::{self, FileEntry, ScannedFile};
 use crate::client::unix_now;
@@ -61,6 +63,9 @@ pub struct RunReport {
     pub skipped: u64,
     /// Paths skipped (sockets, FIFOs, devices).
     pub ignored: Vec<String>,
+    /// Paths left out by `--exclude`, `--exclude-file` or `--exclude-caches` (an
+    /// excluded directory counts once).
+    pub excluded: u64,
     /// The run's bundle URL (it holds the key: keep it private).
     pub url: String,
     /// The new index record.
@@ -78,10 +83,15 @@ struct Plan {
     reused: u64,
     bytes: u64,
     ignored: Vec<String>,
+    excluded: u64,
 }
 
-/// Backs up this machine's directories.
-pub async fn run(session: &Session, progress: bool) -> anyhow::Result<RunReport> {
+/// Backs up this machine's directories, leaving out what `exclude` says.
+pub async fn run(
+    session: &Session,
+    exclude: &Exclude,
+    progress: bool,
+) -> anyhow::Result<RunReport> {
     let started = unix_now();
     let clock = Instant::now();
     let found = session.require().await?;
@@ -100,8 +110,8 @@ pub async fn run(session: &Session, progress: bool) -> anyhow::Result<RunReport>
     let previous = previous_tree(session, machine.runs.last()).await;
     bar.set_message("scanning");
     let plan = {
-        let dirs = dirs.clone();
-        blocking(move || scan(&dirs, previous.as_ref())).await?
+        let (dirs, exclude) = (dirs.clone(), exclude.clone());
+        blocking(move || scan(&dirs, previous.as_ref(), &exclude)).await?
     };
     let read_bytes: u64 = plan.to_read.iter().map(|f| f.entry.size).sum();
     bar.set_length(read_bytes);
@@ -135,6 +145,7 @@ pub async fn run(session: &Session, progress: bool) -> anyhow::Result<RunReport>
         reused,
         bytes,
         ignored,
+        excluded,
     } = plan;
     let read_files = to_read.len() as u64;
     for (file, contents) in to_read.into_iter().zip(chunks) {
@@ -175,7 +186,7 @@ pub async fn run(session: &Session, progress: bool) -> anyhow::Result<RunReport>
     let pins = match &session.holder {
         Some(holder) => {
             bar.set_message("pinning");
-            Some(reconcile_pins(session, holder, &referenced).await?)
+            Some(add_pins(session, holder, &referenced, &found.heads).await?)
         }
         None => None,
     };
@@ -193,6 +204,7 @@ pub async fn run(session: &Session, progress: bool) -> anyhow::Result<RunReport>
         sent_bytes: uploader.sent_bytes.load(Ordering::Relaxed),
         skipped: uploader.skipped.load(Ordering::Relaxed),
         ignored,
+        excluded,
         url,
         record: written.id.to_string(),
         pins,
@@ -239,8 +251,13 @@ async fn previous_tree(
 
 /// Scans `dirs` and sorts their files into reused (unchanged since `previous`) and to
 /// be read.
-fn scan(dirs: &[String], previous: Option<&HashMap<String, FileEntry>>) -> anyhow::Result<Plan> {
+fn scan(
+    dirs: &[String],
+    previous: Option<&HashMap<String, FileEntry>>,
+    exclude: &Exclude,
+) -> anyhow::Result<Plan> {
     let mut plan = Plan::default();
+    let filter = exclude.filter();
     for dir in dirs {
         let meta = std::fs::symlink_metadata(dir);
         if !meta.as_ref().is_ok_and(|m| m.is_dir()) {
@@ -249,8 +266,8 @@ fn scan(dirs: &[String], previous: Option<&HashMap<String, FileEntry>>) -> anyho
                  with `libernet backup remove {dir}`"
             );
         }
-        let scan =
-            bundle::scan(std::path::Path::new(dir)).with_context(|| format!("scanning {dir}"))?;
+        let scan = bundle::scan_with(std::path::Path::new(dir), &|p, d| filter.keep(p, d))
+            .with_context(|| format!("scanning {dir}"))?;
         let prefix = bundle_path(dir);
         let join = |path: &str| {
             if prefix.is_empty() {
@@ -285,6 +302,7 @@ fn scan(dirs: &[String], previous: Option<&HashMap<String, FileEntry>>) -> anyho
             }
         }
     }
+    plan.excluded = filter.excluded() as u64;
     Ok(plan)
 }
 
@@ -296,8 +314,38 @@ fn unchanged(old: &FileEntry, new: &FileEntry) -> bool {
         && old.contents.iter().map(|c| c.size).sum::<u64>() == new.size
 }
 
+/// Pins `referenced` for this set on the node, keeping what it pins already, and
+/// releases `superseded` (index records a new one replaced) unless referenced.
+async fn add_pins(
+    session: &Session,
+    holder: &str,
+    referenced: &BTreeSet<BlockId>,
+    superseded: &[BlockId],
+) -> anyhow::Result<PinReport> {
+    let remote = &session.remote;
+    let current: BTreeSet<BlockId> = remote.pins_of(holder).await?.into_iter().collect();
+    let pin: Vec<BlockId> = referenced.difference(&current).copied().collect();
+    let unpin: Vec<BlockId> = superseded
+        .iter()
+        .filter(|id| current.contains(id) && !referenced.contains(id))
+        .copied()
+        .collect();
+    let mut report = PinReport {
+        pinned: current.union(referenced).count() - unpin.len(),
+        ..PinReport::default()
+    };
+    for batch in pin.chunks(PIN_BATCH) {
+        report.absent += remote.repin(holder, batch, &[]).await?.len();
+    }
+    for batch in unpin.chunks(PIN_BATCH) {
+        remote.repin(holder, &[], batch).await?;
+        report.released += batch.len();
+    }
+    Ok(report)
+}
+
 /// Makes this set's pins on the node exactly `referenced`.
-async fn reconcile_pins(
+pub(super) async fn reconcile_pins(
     session: &Session,
     holder: &str,
     referenced: &BTreeSet<BlockId>,

@@ -1006,6 +1006,13 @@ fn entry_of(meta: &fs::Metadata) -> FileEntry {
 /// Walks `root` (a directory, or a single file which becomes a one-file bundle named
 /// after it) without following symlinks.
 pub fn scan(root: &Path) -> Result<Scan, BundleError> {
+    scan_with(root, &|_, _| true)
+}
+
+/// `scan`, leaving out every entry for which `keep(path, is_dir)` is false (a directory
+/// left out is not walked). A directory whose entries are all left out is kept as an
+/// empty directory.
+pub fn scan_with(root: &Path, keep: &dyn Fn(&Path, bool) -> bool) -> Result<Scan, BundleError> {
     let meta = fs::symlink_metadata(root).map_err(io_error(format!("{}", root.display())))?;
     let mut out = Scan::default();
     if meta.is_file() {
@@ -1023,7 +1030,9 @@ pub fn scan(root: &Path) -> Result<Scan, BundleError> {
     let walk = walkdir::WalkDir::new(root)
         .follow_links(false)
         .sort_by_file_name()
-        .min_depth(1);
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(|e| keep(e.path(), e.file_type().is_dir()));
     for entry in walk {
         let entry = entry.map_err(|e| BundleError::Io {
             context: format!("walking {}", root.display()),
@@ -1058,7 +1067,11 @@ pub fn scan(root: &Path) -> Result<Scan, BundleError> {
             }
         } else if kind.is_dir() {
             let mut children = fs::read_dir(entry.path()).map_err(io_error(context()))?;
-            if children.next().is_none() {
+            let kept = |c: io::Result<fs::DirEntry>| {
+                c.is_err()
+                    || c.is_ok_and(|c| keep(&c.path(), c.file_type().is_ok_and(|t| t.is_dir())))
+            };
+            if !children.any(kept) {
                 out.directories.insert(rel, None);
             }
         } else if kind.is_file() {
@@ -1090,6 +1103,9 @@ pub struct Restore {
     staging: PathBuf,
     /// The destination existed (empty): entries move into it one by one at the end.
     existed: bool,
+    /// The destination may hold other entries: each file and link moves to its own
+    /// place at the end (replacing what is there), directories are made as needed.
+    merge: bool,
     done: bool,
 }
 
@@ -1125,8 +1141,34 @@ impl Restore {
             dest: dest.to_owned(),
             staging,
             existed,
+            merge: false,
             done: false,
         };
+        restore.stage(tree)?;
+        Ok(restore)
+    }
+
+    /// A restore into `dest`, an existing directory that may hold other entries: the
+    /// tree is staged in a directory made inside `near` (an existing directory on the
+    /// same file system), and `finish` moves each file and link to its place under
+    /// `dest`, replacing a file or link already there. The caller checks beforehand
+    /// what may be replaced.
+    pub fn begin_merge(tree: &Tree, dest: &Path, near: &Path) -> Result<Restore, BundleError> {
+        let restore = Restore {
+            dest: dest.to_owned(),
+            staging: near.join(format!(".libernet-restore-{}", std::process::id())),
+            existed: true,
+            merge: true,
+            done: false,
+        };
+        restore.stage(tree)?;
+        Ok(restore)
+    }
+
+    /// Creates the staging directory, every directory and every regular file (empty, at
+    /// its final size).
+    fn stage(&self, tree: &Tree) -> Result<(), BundleError> {
+        let restore = self;
         fs::create_dir(&restore.staging)
             .map_err(io_error(format!("{}", restore.staging.display())))?;
         for (path, target) in &tree.directories {
@@ -1150,7 +1192,32 @@ impl Restore {
                     .map_err(io_error(format!("{}", at.display())))?;
             }
         }
-        Ok(restore)
+        Ok(())
+    }
+
+    /// `finish` of a merging restore: files and links one by one to their places,
+    /// empty directories made, the staging removed.
+    fn finish_merge(&self, tree: &Tree) -> Result<(), BundleError> {
+        let links = tree
+            .directories
+            .iter()
+            .filter(|(_, t)| t.is_some())
+            .map(|(p, _)| p);
+        for path in tree.files.keys().chain(links) {
+            let to = self.dest.join(path);
+            if let Some(parent) = to.parent() {
+                fs::create_dir_all(parent).map_err(io_error(format!("{}", parent.display())))?;
+            }
+            fs::rename(self.staging.join(path), &to)
+                .map_err(io_error(format!("{}", to.display())))?;
+        }
+        for (path, target) in &tree.directories {
+            if target.is_none() {
+                let at = self.dest.join(path);
+                fs::create_dir_all(&at).map_err(io_error(format!("{}", at.display())))?;
+            }
+        }
+        fs::remove_dir_all(&self.staging).map_err(io_error(format!("{}", self.staging.display())))
     }
 
     /// Links, and regular files synced with their times and modes.
@@ -1222,7 +1289,9 @@ impl Restore {
                     .map_err(io_error(format!("{}", at.display())))?;
             }
         }
-        if self.existed {
+        if self.merge {
+            self.finish_merge(tree)?;
+        } else if self.existed {
             let entries = fs::read_dir(&self.staging)
                 .map_err(io_error(format!("{}", self.staging.display())))?;
             for entry in entries {

@@ -2,6 +2,7 @@
 
 mod admin;
 mod backup;
+mod backup_more;
 mod blocks;
 mod browser;
 mod cli;
