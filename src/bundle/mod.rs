@@ -968,6 +968,9 @@ pub struct Scan {
     pub directories: BTreeMap<String, Option<String>>,
     /// Paths skipped: sockets, FIFOs, devices.
     pub skipped: Vec<PathBuf>,
+    /// Hidden entries left out (`scan_with` without `include_hidden`), relative to the
+    /// root; a hidden directory is one entry.
+    pub hidden: Vec<String>,
 }
 
 /// Seconds since 2001-01-01 of a file time, truncated to the microsecond (counted in
@@ -1006,6 +1009,18 @@ fn entry_of(meta: &fs::Metadata) -> FileEntry {
 /// Walks `root` (a directory, or a single file which becomes a one-file bundle named
 /// after it) without following symlinks.
 pub fn scan(root: &Path) -> Result<Scan, BundleError> {
+    scan_with(root, true)
+}
+
+/// True for a dotfile or dot-directory name (`.git`, `.env`).
+fn is_hidden(name: &std::ffi::OsStr) -> bool {
+    name.as_encoded_bytes().first() == Some(&b'.')
+}
+
+/// `scan`; without `include_hidden`, entries under `root` whose name starts with a dot
+/// are left out (and listed in `Scan::hidden`), and nothing under a hidden directory is
+/// read. `root` itself is always taken.
+pub fn scan_with(root: &Path, include_hidden: bool) -> Result<Scan, BundleError> {
     let meta = fs::symlink_metadata(root).map_err(io_error(format!("{}", root.display())))?;
     let mut out = Scan::default();
     if meta.is_file() {
@@ -1024,7 +1039,8 @@ pub fn scan(root: &Path) -> Result<Scan, BundleError> {
         .follow_links(false)
         .sort_by_file_name()
         .min_depth(1);
-    for entry in walk {
+    let mut walk = walk.into_iter();
+    while let Some(entry) = walk.next() {
         let entry = entry.map_err(|e| BundleError::Io {
             context: format!("walking {}", root.display()),
             source: e.into(),
@@ -1038,6 +1054,13 @@ pub fn scan(root: &Path) -> Result<Scan, BundleError> {
             .to_owned();
         let context = || format!("{}", entry.path().display());
         let kind = entry.file_type();
+        if !include_hidden && is_hidden(entry.file_name()) {
+            if kind.is_dir() {
+                walk.skip_current_dir();
+            }
+            out.hidden.push(rel);
+            continue;
+        }
         if kind.is_symlink() {
             let target = fs::read_link(entry.path()).map_err(io_error(context()))?;
             let target = target
@@ -1057,8 +1080,11 @@ pub fn scan(root: &Path) -> Result<Scan, BundleError> {
                 out.links.insert(rel, link);
             }
         } else if kind.is_dir() {
-            let mut children = fs::read_dir(entry.path()).map_err(io_error(context()))?;
-            if children.next().is_none() {
+            let children = fs::read_dir(entry.path()).map_err(io_error(context()))?;
+            let mut shown = children
+                .filter_map(Result::ok)
+                .filter(|c| include_hidden || !is_hidden(&c.file_name()));
+            if shown.next().is_none() {
                 out.directories.insert(rel, None);
             }
         } else if kind.is_file() {
@@ -1127,37 +1153,45 @@ impl Restore {
             existed,
             done: false,
         };
-        fs::create_dir(&restore.staging)
-            .map_err(io_error(format!("{}", restore.staging.display())))?;
+        fs::create_dir(&restore.staging).map_err(io_error(restore.named(&restore.staging)))?;
         for (path, target) in &tree.directories {
             if target.is_none() {
                 let at = restore.staging.join(path);
-                fs::create_dir_all(&at).map_err(io_error(format!("{}", at.display())))?;
+                fs::create_dir_all(&at).map_err(io_error(restore.named(&at)))?;
             }
         }
         for (path, file) in &tree.files {
             let at = restore.staging.join(path);
             if let Some(parent) = at.parent() {
-                fs::create_dir_all(parent).map_err(io_error(format!("{}", parent.display())))?;
+                fs::create_dir_all(parent).map_err(io_error(restore.named(parent)))?;
             }
             if file.link.is_none() {
                 let f = fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .open(&at)
-                    .map_err(io_error(format!("{}", at.display())))?;
-                f.set_len(file.size)
-                    .map_err(io_error(format!("{}", at.display())))?;
+                    .map_err(io_error(restore.named(&at)))?;
+                f.set_len(file.size).map_err(io_error(restore.named(&at)))?;
             }
         }
         Ok(restore)
+    }
+
+    /// How a path under the staging directory is named in messages: by where it is
+    /// going (the staging directory's name is an internal detail).
+    fn named(&self, at: &Path) -> String {
+        match at.strip_prefix(&self.staging) {
+            Ok(rel) if rel.as_os_str().is_empty() => self.dest.display().to_string(),
+            Ok(rel) => self.dest.join(rel).display().to_string(),
+            Err(_) => at.display().to_string(),
+        }
     }
 
     /// Links, and regular files synced with their times and modes.
     fn finish_files(&self, files: &[(&String, &FileEntry)]) -> Result<(), BundleError> {
         for (path, file) in files {
             let at = self.staging.join(path);
-            let context = || format!("{}", at.display());
+            let context = || self.named(&at);
             if let Some(target) = &file.link {
                 std::os::unix::fs::symlink(target, &at).map_err(io_error(context()))?;
                 let time = filetime::FileTime::from_system_time(time_of(file.modified));
@@ -1190,9 +1224,9 @@ impl Restore {
         let file = fs::OpenOptions::new()
             .write(true)
             .open(&at)
-            .map_err(io_error(format!("{}", at.display())))?;
+            .map_err(io_error(self.named(&at)))?;
         file.write_all_at(data, offset)
-            .map_err(io_error(format!("{}", at.display())))
+            .map_err(io_error(self.named(&at)))
     }
 
     /// Sets modes and times, creates the links, syncs, and moves the tree into place.
@@ -1215,23 +1249,20 @@ impl Restore {
             if let Some(target) = target {
                 let at = self.staging.join(path);
                 if let Some(parent) = at.parent() {
-                    fs::create_dir_all(parent)
-                        .map_err(io_error(format!("{}", parent.display())))?;
+                    fs::create_dir_all(parent).map_err(io_error(self.named(parent)))?;
                 }
-                std::os::unix::fs::symlink(target, &at)
-                    .map_err(io_error(format!("{}", at.display())))?;
+                std::os::unix::fs::symlink(target, &at).map_err(io_error(self.named(&at)))?;
             }
         }
         if self.existed {
-            let entries = fs::read_dir(&self.staging)
-                .map_err(io_error(format!("{}", self.staging.display())))?;
+            let entries =
+                fs::read_dir(&self.staging).map_err(io_error(self.named(&self.staging)))?;
             for entry in entries {
-                let entry = entry.map_err(io_error(format!("{}", self.staging.display())))?;
+                let entry = entry.map_err(io_error(self.named(&self.staging)))?;
                 let to = self.dest.join(entry.file_name());
                 fs::rename(entry.path(), &to).map_err(io_error(format!("{}", to.display())))?;
             }
-            fs::remove_dir(&self.staging)
-                .map_err(io_error(format!("{}", self.staging.display())))?;
+            fs::remove_dir(&self.staging).map_err(io_error(self.named(&self.staging)))?;
         } else {
             fs::rename(&self.staging, &self.dest)
                 .map_err(io_error(format!("{}", self.dest.display())))?;

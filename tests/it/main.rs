@@ -15,6 +15,7 @@ mod hardening;
 mod keep;
 mod like;
 mod mesh;
+mod operate;
 mod peers;
 mod sim;
 mod store;
