@@ -287,11 +287,11 @@ fn print_serve_help() -> ExitCode {
         .find_subcommand("serve")
         .and_then(|c| c.get_about().cloned())
         .unwrap_or_default();
-    let mut command = ServeArgs::augment_args(
-        clap::Command::new("serve")
-            .bin_name("libernet serve")
-            .about(about),
-    );
+    // The about after the flags: `augment_args` sets `ServeArgs`'s own doc comment.
+    let mut command = ServeArgs::augment_args(clap::Command::new("serve"))
+        .bin_name("libernet serve")
+        .about(about)
+        .long_about(None);
     match command.print_long_help() {
         Ok(()) => ExitCode::SUCCESS,
         Err(_) => ExitCode::from(EXIT_ERROR),
