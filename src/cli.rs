@@ -45,9 +45,10 @@ pub struct Cli {
 /// Options of the client commands.
 #[derive(Debug, Args)]
 struct ClientArgs {
-    /// The node to talk to.
-    #[arg(long, global = true, env = "LIBERNET_SERVER", default_value = DEFAULT_SERVER)]
-    server: String,
+    /// The node to talk to [default: http://127.0.0.1:8042]. Given, it also serves
+    /// URLs that name another node: their `/sha256/...` part is asked here.
+    #[arg(long, global = true, env = "LIBERNET_SERVER")]
+    server: Option<String>,
     /// No progress bars and no summary lines.
     #[arg(long, short, global = true)]
     quiet: bool,
@@ -60,7 +61,7 @@ struct ClientArgs {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a node over one store until SIGINT or SIGTERM.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Encrypt a file, a directory or standard input (`-`) into the node; prints the URL.
     ///
     /// Its blocks are pinned on the node for `--holder` when the node's admin token is
@@ -74,6 +75,8 @@ enum Command {
         name: String,
         #[command(flatten)]
         pin: PutPin,
+        #[command(flatten)]
+        pick: PutPick,
     },
     /// Pin content on the node for a holder, so eviction never removes it: every block
     /// of each URL (a whole bundle, whatever path inside it), or block ids. Needs the
@@ -144,6 +147,18 @@ struct PutPin {
     /// Pin for this holder (1-64 of A-Z a-z 0-9 . _ : @ -).
     #[arg(long, default_value = transfer::PUT_HOLDER)]
     holder: String,
+}
+
+/// What `put` and `bundle create` take from a directory, and whether they send it.
+#[derive(Debug, Args)]
+struct PutPick {
+    /// Also put dotfiles and dot-directories (`.git`, `.env`), which are left out by
+    /// default.
+    #[arg(long)]
+    include_hidden: bool,
+    /// List what would be put (size and path, one a line) and send nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 /// Options of `libernet backup`.
@@ -264,6 +279,8 @@ enum BundleCommand {
         dir: PathBuf,
         #[command(flatten)]
         pin: PutPin,
+        #[command(flatten)]
+        pick: PutPick,
     },
     /// List a bundle's (or one of its directories') entries.
     Ls {
@@ -282,6 +299,9 @@ enum BundleCommand {
 
 /// Parses the command line, runs the command, maps the outcome to an exit code.
 pub fn run() -> ExitCode {
+    if wants_serve_help(std::env::args_os().skip(1)) {
+        return print_serve_help();
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -295,17 +315,75 @@ pub fn run() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             command => client_command(command, &cli.client).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `libernet get URL | head`: the reader has what it wanted.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("libernet: {e:#}");
+            eprintln!("libernet: {}", message(&e));
             ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// `libernet serve --help` (or `-h`, or `libernet help serve`): serve's own options
+/// only, without the client's global ones, which serve ignores.
+fn wants_serve_help(mut args: impl Iterator<Item = std::ffi::OsString>) -> bool {
+    match args.next() {
+        Some(first) if first == "serve" => args
+            .take_while(|a| a != "--")
+            .any(|a| a == "--help" || a == "-h"),
+        Some(first) if first == "help" => args.next().is_some_and(|a| a == "serve"),
+        _ => false,
+    }
+}
+
+fn print_serve_help() -> ExitCode {
+    use clap::CommandFactory;
+    let about = Cli::command()
+        .find_subcommand("serve")
+        .and_then(|c| c.get_about().cloned())
+        .unwrap_or_default();
+    // The about after the flags: `augment_args` sets `ServeArgs`'s own doc comment.
+    let mut command = ServeArgs::augment_args(clap::Command::new("serve"))
+        .bin_name("libernet serve")
+        .about(about)
+        .long_about(None);
+    match command.print_long_help() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::from(EXIT_ERROR),
+    }
+}
+
+/// True when the failure is writing to a closed pipe (the reader went away).
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// The error and its causes, `: `-separated, each said once: an error whose message
+/// already ends with its cause's (an OS error quoted in the message and kept as the
+/// source) does not repeat it.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// 1 when the failure is "not found" or "did not verify", else 2.
@@ -328,57 +406,159 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     }
 }
 
+impl ClientArgs {
+    /// The node to talk to: `--server`, `LIBERNET_SERVER` or the default, with its
+    /// scheme (a bare `HOST:PORT` is refused with the fix spelled out).
+    fn server(&self) -> anyhow::Result<String> {
+        let server = self.server.as_deref().unwrap_or(DEFAULT_SERVER).trim();
+        if !(server.starts_with("http://") || server.starts_with("https://")) {
+            bail!(
+                "--server {server:?} (or LIBERNET_SERVER) needs a scheme: give \
+                 http://{server} (https:// for a node behind TLS)"
+            );
+        }
+        Ok(server.trim_end_matches('/').to_owned())
+    }
+
+    /// The node to ask for a content URL and the URL's path. A full URL names its
+    /// node, which is asked, unless `--server` (or `LIBERNET_SERVER`) was given: then
+    /// the URL's `/sha256/...` part is asked there, and stderr says so.
+    fn locate(&self, url: &str) -> anyhow::Result<(String, String)> {
+        let server = self.server()?;
+        let (base, path) = transfer::split_url(url, &server)?;
+        if self.server.is_some() && base != server {
+            if !self.quiet {
+                eprintln!(
+                    "libernet: the URL names {base}; asking {server} for its /sha256/... part"
+                );
+            }
+            return Ok((server, path));
+        }
+        Ok((base, path))
+    }
+}
+
+/// Connects to the node at `base`; a refused connection says how to start one.
+async fn connect(base: &str) -> anyhow::Result<Remote> {
+    Remote::connect(base).await.map_err(|e| match &e {
+        ClientError::Transport(t) if t.contains(crate::client::CONNECTION_REFUSED) => {
+            anyhow::anyhow!("no node at {base}: start one with `libernet serve`")
+        }
+        _ => anyhow::Error::new(e).context(format!("cannot reach the node at {base}")),
+    })
+}
+
+/// `put PATH` and `bundle create DIR`: scan (leaving dotfiles out unless asked), then
+/// list (`--dry-run`) or send.
+async fn put_command(
+    path: &std::path::Path,
+    pin: &PutPin,
+    pick: &PutPick,
+    options: Options,
+    args: &ClientArgs,
+) -> anyhow::Result<()> {
+    let scan = transfer::scan_path(path, pick.include_hidden).await?;
+    let hidden = scan.hidden.clone();
+    if !args.quiet && !hidden.is_empty() {
+        let shown: Vec<&str> = hidden.iter().take(5).map(String::as_str).collect();
+        let more = match hidden.len().saturating_sub(shown.len()) {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
+        eprintln!(
+            "libernet: left out {} ({}{more}); --include-hidden puts them",
+            count(hidden.len(), "hidden entry", "hidden entries"),
+            shown.join(", ")
+        );
+    }
+    if pick.dry_run {
+        let mut out = std::io::stdout().lock();
+        for file in &scan.files {
+            writeln!(out, "{}\t{}", file.entry.size, file.path)?;
+        }
+        for path in scan.links.keys() {
+            writeln!(out, "link\t{path}")?;
+        }
+        for (path, target) in &scan.directories {
+            let kind = if target.is_some() { "link" } else { "dir" };
+            writeln!(out, "{kind}\t{path}/")?;
+        }
+        out.flush()?;
+        if !args.quiet {
+            let bytes: u64 = scan.files.iter().map(|f| f.entry.size).sum();
+            eprintln!(
+                "libernet: dry run: would put {}, {}; nothing sent",
+                count(scan.files.len(), "file", "files"),
+                count(bytes, "byte", "bytes")
+            );
+        }
+        return Ok(());
+    }
+    let remote = connect(&args.server()?).await?;
+    let (remote, holder) = put_pinning(remote, pin, args).await?;
+    let started = Instant::now();
+    let report = transfer::put_scanned(&remote, path, scan, options, holder).await?;
+    print_put(&report, args.quiet, started, holder);
+    Ok(())
+}
+
+/// `n` with the noun in the right number: "1 file", "2 files".
+fn count<N: std::fmt::Display + PartialEq + From<u8>>(n: N, one: &str, many: &str) -> String {
+    let noun = if n == N::from(1) { one } else { many };
+    format!("{n} {noun}")
+}
+
 async fn client_command(command: Command, args: &ClientArgs) -> anyhow::Result<()> {
     let options = Options {
         progress: !args.quiet,
     };
-    let connect = |base: String| async move {
-        Remote::connect(&base)
-            .await
-            .with_context(|| format!("cannot reach the node at {base}"))
-    };
     match command {
         Command::Serve(_) => unreachable!("handled by run"),
-        Command::Put { path, name, pin } => {
-            let remote = connect(args.server.clone()).await?;
-            let (remote, holder) = put_pinning(remote, &pin, args).await?;
-            let started = Instant::now();
-            let report = if path.as_os_str() == "-" {
-                transfer::put_stdin(&remote, &name, options, holder).await?
+        Command::Put {
+            path,
+            name,
+            pin,
+            pick,
+        } => {
+            if path.as_os_str() == "-" {
+                if pick.dry_run {
+                    println!("standard input, as {name}");
+                    return Ok(());
+                }
+                let remote = connect(&args.server()?).await?;
+                let (remote, holder) = put_pinning(remote, &pin, args).await?;
+                let started = Instant::now();
+                let report = transfer::put_stdin(&remote, &name, options, holder).await?;
+                print_put(&report, args.quiet, started, holder);
             } else {
-                transfer::put_path(&remote, &path, options, holder).await?
-            };
-            print_put(&report, args.quiet, started, holder);
+                put_command(&path, &pin, &pick, options, args).await?;
+            }
         }
         Command::Pin { urls, holder } => pin_command(&urls, &holder, true, args).await?,
         Command::Unpin { urls, holder } => pin_command(&urls, &holder, false, args).await?,
         Command::Pins { holder } => {
             check_holder(&holder)?;
-            let remote = connect(args.server.clone()).await?;
+            let remote = connect(&args.server()?).await?;
             let remote = admin_remote(remote, args).await?.ok_or_else(no_token)?;
             let mut out = std::io::stdout().lock();
             for id in remote.pins_of(&holder).await? {
                 writeln!(out, "{id}").context("writing the output")?;
             }
         }
-        Command::Bundle(BundleCommand::Create { dir, pin }) => {
+        Command::Bundle(BundleCommand::Create { dir, pin, pick }) => {
             if !dir.is_dir() {
                 bail!("{} is not a directory", dir.display());
             }
-            let remote = connect(args.server.clone()).await?;
-            let (remote, holder) = put_pinning(remote, &pin, args).await?;
-            let started = Instant::now();
-            let report = transfer::put_path(&remote, &dir, options, holder).await?;
-            print_put(&report, args.quiet, started, holder);
+            put_command(&dir, &pin, &pick, options, args).await?;
         }
         Command::Get { url, output } => {
-            let (base, path) = transfer::split_url(&url, &args.server)?;
-            let remote = connect(base).await?;
+            let (base, path) = args.locate(&url)?;
+            let remote = connect(&base).await?;
             get(&remote, &path, output, options).await?;
         }
         Command::Bundle(BundleCommand::Restore { url, dir }) => {
-            let (base, path) = transfer::split_url(&url, &args.server)?;
-            let remote = connect(base).await?;
+            let (base, path) = args.locate(&url)?;
+            let remote = connect(&base).await?;
             match transfer::resolve(&remote, &path).await? {
                 Target::Tree(tree) => {
                     transfer::restore(&remote, tree, &dir, options).await?;
@@ -387,8 +567,8 @@ async fn client_command(command: Command, args: &ClientArgs) -> anyhow::Result<(
             }
         }
         Command::Bundle(BundleCommand::Ls { url }) => {
-            let (base, path) = transfer::split_url(&url, &args.server)?;
-            let remote = connect(base).await?;
+            let (base, path) = args.locate(&url)?;
+            let remote = connect(&base).await?;
             let tree = match transfer::resolve(&remote, &path).await? {
                 Target::Tree(tree) => tree,
                 _ => bail!("{url} is not a bundle"),
@@ -400,7 +580,7 @@ async fn client_command(command: Command, args: &ClientArgs) -> anyhow::Result<(
         }
         Command::Like { id } => {
             let id = transfer::parse_id(&id)?;
-            let remote = connect(args.server.clone()).await?;
+            let remote = connect(&args.server()?).await?;
             let found = remote.like(&id).await?;
             if found.is_empty() {
                 return Err(ClientError::NotFound(id))
@@ -415,11 +595,11 @@ async fn client_command(command: Command, args: &ClientArgs) -> anyhow::Result<(
             backup_command(backup_args, args).await?;
         }
         Command::Node => {
-            let remote = connect(args.server.clone()).await?;
+            let remote = connect(&args.server()?).await?;
             println!("{}", serde_json::to_string_pretty(remote.info())?);
         }
         Command::Peers { json } => {
-            let remote = connect(args.server.clone()).await?;
+            let remote = connect(&args.server()?).await?;
             let view = remote.peers().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&view)?);
@@ -452,7 +632,7 @@ fn peers_table(view: &PeersView, now: u64) -> String {
             now.saturating_sub(p.last_seen)
         );
     }
-    let _ = writeln!(out, "{} peers", view.peers.len());
+    let _ = writeln!(out, "{}", count(view.peers.len(), "peer", "peers"));
     let seeds = view.seeds.as_deref().unwrap_or_default();
     if !seeds.is_empty() {
         let _ = writeln!(
@@ -492,9 +672,14 @@ async fn get(
             out.flush()?;
         }
         (Target::Data(data), Some(dest)) => {
+            // Written beside `dest` and renamed, so `dest` appears whole; messages name
+            // `dest`, never the temporary name.
             let temp = dest.with_extension(format!("partial-{}", std::process::id()));
-            std::fs::write(&temp, &data).with_context(|| format!("{}", temp.display()))?;
-            std::fs::rename(&temp, &dest).with_context(|| format!("{}", dest.display()))?;
+            let written = std::fs::write(&temp, &data).and_then(|()| std::fs::rename(&temp, &dest));
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&temp);
+                return Err(e).with_context(|| format!("{}", dest.display()));
+            }
         }
         (Target::File(_, entry), None) => {
             let mut out = std::io::stdout().lock();
@@ -571,13 +756,11 @@ async fn pin_command(
     let (mut blocks, mut absent) = (0usize, 0usize);
     for url in urls {
         let (base, path) = if url.contains("/sha256/") {
-            transfer::split_url(url, &args.server)?
+            args.locate(url)?
         } else {
-            (args.server.clone(), url.clone())
+            (args.server()?, url.clone())
         };
-        let remote = Remote::connect(&base)
-            .await
-            .with_context(|| format!("cannot reach the node at {base}"))?;
+        let remote = connect(&base).await?;
         let remote = admin_remote(remote, args).await?.ok_or_else(no_token)?;
         let ids = transfer::blocks_of(&remote, &path)
             .await
@@ -597,7 +780,8 @@ async fn pin_command(
             0 => String::new(),
             n => format!(" ({n} of them not on the node)"),
         };
-        eprintln!("libernet: {blocks} blocks {what} for {holder}{note}");
+        let blocks = count(blocks, "block", "blocks");
+        eprintln!("libernet: {blocks} {what} for {holder}{note}");
     }
     Ok(())
 }
@@ -618,10 +802,10 @@ fn print_put(report: &PutReport, quiet: bool, started: Instant, holder: Option<&
         None => "not pinned".to_owned(),
     };
     eprintln!(
-        "libernet: put {} files, {} bytes: {} blocks sent, {} already there ({}); {pinned}",
-        report.files,
-        report.bytes,
-        report.sent,
+        "libernet: put {}, {}: {} sent, {} already there ({}); {pinned}",
+        count(report.files, "file", "files"),
+        count(report.bytes, "byte", "bytes"),
+        count(report.sent, "block", "blocks"),
         report.skipped,
         transfer::rate(report.bytes, started)
     );
@@ -631,9 +815,7 @@ fn print_put(report: &PutReport, quiet: bool, started: Instant, holder: Option<&
 async fn backup_command(args: BackupArgs, client: &ClientArgs) -> anyhow::Result<()> {
     let env = BackupEnv::load();
     let (creds, prompted) = credentials(&env, args.machine.clone(), args.password_file.as_deref())?;
-    let mut remote = Remote::connect(&client.server)
-        .await
-        .with_context(|| format!("cannot reach the node at {}", client.server))?;
+    let mut remote = connect(&client.server()?).await?;
     // Without a working token, back up unpinned rather than fail.
     if let Some(admin) = admin_remote(remote.clone(), client).await? {
         remote = admin;
@@ -713,9 +895,9 @@ async fn backup_command(args: BackupArgs, client: &ClientArgs) -> anyhow::Result
             out(
                 &report,
                 format!(
-                    "libernet: restored {} files ({} bytes) of the run of {}: {}",
-                    report.files,
-                    report.bytes,
+                    "libernet: restored {} ({}) of the run of {}: {}",
+                    count(report.files, "file", "files"),
+                    count(report.bytes, "byte", "bytes"),
                     local_time(report.run_started),
                     places.join("; ")
                 ),
@@ -950,7 +1132,9 @@ fn admin_token(
         return Ok(Some((token.clone(), false)));
     }
     if let Some(file) = file {
-        let text = std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?;
+        let file = crate::config::expand_home(file);
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("token file {}", file.display()))?;
         return Ok(Some((text.trim().to_owned(), false)));
     }
     let local = ["http://127.", "http://localhost:", "http://[::1]:"]
@@ -1077,11 +1261,12 @@ fn history_text(runs: &[backup::HistoryEntry]) -> String {
             e.run.reused
         );
     }
-    let _ = writeln!(out, "{} runs", runs.len());
+    let _ = writeln!(out, "{}", count(runs.len(), "run", "runs"));
     out
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal();
     let config = Config::load(&args)?;
     let listener = crate::http::bind(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -1091,18 +1276,35 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
     let node = Arc::new(Node::open(&config, url.clone())?);
-    // Tests and scripts read this line to learn the port.
-    println!(
-        "libernet: serving {url} (node {}, store {})",
+    // Tests and scripts read the first line to learn the port. One write, and its
+    // failure ignored: a reader that closes the pipe after that line loses nothing.
+    let lines = format!(
+        "libernet: serving {url} (node {}, store {})\n\
+         libernet: dashboard {}\n\
+         libernet: admin token in {} (the dashboard asks for it once; pins and uploads need it)\n",
         node.identity().id(),
-        config.store.display()
+        config.store.display(),
+        dashboard_url(addr, &url),
+        config.store.join(crate::store::ADMIN_TOKEN_FILE).display()
     );
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(lines.as_bytes())
+        .and_then(|()| stdout.flush());
+    drop(stdout);
+    if let Some(warning) = crate::config::url_warning(config.listen, config.url.as_deref()) {
+        tracing::warn!("{warning}");
+    }
     tracing::info!(%url, node = %node.identity().id(), store = %config.store.display(), blocks = node.store_stats().blocks, "serving");
     let scrub = tokio::spawn(node.clone().scrub_forever(config.scrub_rate));
     node.start();
+    tokio::spawn(crate::node::summary::run(
+        Arc::downgrade(&node),
+        config.summary_interval,
+    ));
     let mut options = ServerOptions::new(config.max_connections, config.wait);
     options.domain = config.domain.clone();
-    http::serve(listener, node.clone(), options, shutdown_signal()).await?;
+    http::serve(listener, node.clone(), options, shutdown).await?;
     scrub.abort();
     if let Err(e) = node.flush_pins().await {
         tracing::error!(error = %e, "cannot save the pins");
@@ -1111,22 +1313,42 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves at the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Where to open the dashboard from this machine: the node's URL, except that a node
+/// listening on every interface without a URL of its own is shown at loopback.
+fn dashboard_url(bound: std::net::SocketAddr, url: &str) -> String {
+    let unspecified = format!("http://{bound}");
+    if bound.ip().is_unspecified() && url == unspecified {
+        let local = match bound {
+            std::net::SocketAddr::V4(_) => format!("http://127.0.0.1:{}/", bound.port()),
+            std::net::SocketAddr::V6(_) => format!("http://[::1]:{}/", bound.port()),
+        };
+        return local;
+    }
+    format!("{}/", url.trim_end_matches('/'))
+}
+
+/// Resolves at the first SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when it is first polled: a SIGTERM right after the start-up lines
+/// (from systemd, a script, a test) drains the node rather than killing it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        let wait = |s: std::io::Result<tokio::signal::unix::Signal>, name: &'static str| async move {
+            match s {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for {name}");
+                    std::future::pending::<()>().await;
+                }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+        };
+        tokio::select! {
+            () = wait(int, "SIGINT") => tracing::info!("SIGINT: draining"),
+            () = wait(term, "SIGTERM") => tracing::info!("SIGTERM: draining"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining"),
-        _ = term => tracing::info!("SIGTERM: draining"),
     }
 }

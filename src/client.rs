@@ -141,7 +141,7 @@ impl Client {
             .http
             .request(request)
             .await
-            .map_err(|e| ClientError::Transport(format!("{e:#}")))?;
+            .map_err(|e| ClientError::Transport(transport_message(&e)))?;
         let (parts, body) = response.into_parts();
         let body = body
             .collect()
@@ -445,6 +445,29 @@ fn status_error(method: &'static str, path: String, reply: &Reply) -> ClientErro
         status: reply.status,
         message,
     }
+}
+
+/// What a transport error says when the node refused the connection (nothing
+/// listens there); the CLI turns it into "no node at URL".
+pub const CONNECTION_REFUSED: &str = "connection refused";
+
+/// A transport failure as text: hyper's message, plus `CONNECTION_REFUSED` when that
+/// is the cause (hyper's message alone says only "Connect"). No OS error text.
+fn transport_message(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = format!("{e:#}");
+    let mut source = e.source();
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            text.push_str(": ");
+            text.push_str(CONNECTION_REFUSED);
+            break;
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Seconds since the Unix epoch.

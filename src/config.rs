@@ -40,13 +40,17 @@ pub const DEFAULT_REPAIR_INTERVAL: Duration = Duration::from_secs(60);
 pub const MAX_DOMAIN_LEN: usize = 253 - 2 * (52 + 1);
 /// Most seed peers accepted on the command line or in the file.
 pub const MAX_SEEDS: usize = 64;
+/// Default pause between the log's summary lines: often enough to see a node's load
+/// change, rare enough that a quiet node's log stays short (1,440 lines a day).
+pub const DEFAULT_SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Flags of `libernet serve`; each overrides the config file.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ServeArgs {
     /// TOML file with any of: store, listen, quota, wait, url, domain, max_connections,
     /// max_waiters, waiter_memory, scrub_rate, hot_cache, peers, gossip_interval, push_interval,
-    /// repair_interval, half_life, custody_share.
+    /// repair_interval, half_life, custody_share, max_upload_rate, max_download_rate,
+    /// summary_interval (see libernet.toml in the source).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Store directory [default: $XDG_DATA_HOME/libernet, else ~/.libernet].
@@ -91,6 +95,17 @@ pub struct ServeArgs {
     /// Half-life in seconds of a request's weight in a block's value [default: 3600].
     #[arg(long, value_name = "SECS")]
     pub half_life: Option<f64>,
+    /// Most bytes a second of mesh traffic sent to peers (pushes, blocks answered to
+    /// them), e.g. 10M, 512KiB [default: unlimited].
+    #[arg(long, value_name = "RATE")]
+    pub max_upload_rate: Option<String>,
+    /// Most bytes a second of mesh traffic received from peers (blocks fetched, pushes
+    /// taken), e.g. 10M [default: unlimited].
+    #[arg(long, value_name = "RATE")]
+    pub max_download_rate: Option<String>,
+    /// Seconds between the log's summary lines (at info); 0 turns them off [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub summary_interval: Option<f64>,
 }
 
 /// The config file's shape: every key optional, unknown keys refused.
@@ -114,6 +129,9 @@ struct FileConfig {
     push_interval: Option<f64>,
     repair_interval: Option<f64>,
     half_life: Option<f64>,
+    max_upload_rate: Option<toml::Value>,
+    max_download_rate: Option<toml::Value>,
+    summary_interval: Option<f64>,
 }
 
 /// A bad flag, file or value.
@@ -179,6 +197,12 @@ pub struct Config {
     pub repair_interval: Duration,
     /// Half-life of a request's weight in a block's value.
     pub half_life: Duration,
+    /// Bytes a second of mesh traffic sent to peers; 0: unlimited.
+    pub max_upload_rate: u64,
+    /// Bytes a second of mesh traffic received from peers; 0: unlimited.
+    pub max_download_rate: u64,
+    /// Pause between the log's summary lines; zero: none.
+    pub summary_interval: Duration,
 }
 
 impl Config {
@@ -204,19 +228,23 @@ impl Config {
             push_interval: DEFAULT_PUSH_INTERVAL,
             repair_interval: DEFAULT_REPAIR_INTERVAL,
             half_life: crate::store::DEFAULT_HALF_LIFE,
+            max_upload_rate: 0,
+            max_download_rate: 0,
+            summary_interval: DEFAULT_SUMMARY_INTERVAL,
         }
     }
 
     /// Flags over the file named by `--config` over defaults.
     pub fn load(args: &ServeArgs) -> Result<Config, ConfigError> {
         let file = match &args.config {
-            Some(path) => read_file(path)?,
+            Some(path) => read_file(&expand_home(path))?,
             None => FileConfig::default(),
         };
         let store = args
             .store
             .clone()
             .or(file.store)
+            .map(|p| expand_home(&p))
             .unwrap_or_else(default_store);
         let mut config = Config::for_store(&store);
         if let Some(listen) = args.listen.as_ref().or(file.listen.as_ref()) {
@@ -281,6 +309,19 @@ impl Config {
         }
         if let Some(secs) = args.half_life.or(file.half_life) {
             config.half_life = seconds(secs, "half_life", true)?;
+        }
+        if let Some(rate) = &args.max_upload_rate {
+            config.max_upload_rate = parse_rate(rate)?;
+        } else if let Some(rate) = &file.max_upload_rate {
+            config.max_upload_rate = size_value(rate, "max_upload_rate")?;
+        }
+        if let Some(rate) = &args.max_download_rate {
+            config.max_download_rate = parse_rate(rate)?;
+        } else if let Some(rate) = &file.max_download_rate {
+            config.max_download_rate = size_value(rate, "max_download_rate")?;
+        }
+        if let Some(secs) = args.summary_interval.or(file.summary_interval) {
+            config.summary_interval = seconds(secs, "summary_interval", false)?;
         }
         config.validate()?;
         Ok(config)
@@ -419,9 +460,15 @@ pub fn parse_size(text: &str) -> Result<u64, ConfigError> {
     Ok(bytes as u64)
 }
 
+/// A rate in bytes a second: a size (`parse_size`), optionally followed by `/s`.
+pub fn parse_rate(text: &str) -> Result<u64, ConfigError> {
+    let t = text.trim();
+    parse_size(t.strip_suffix("/s").unwrap_or(t))
+}
+
 fn size_value(value: &toml::Value, key: &str) -> Result<u64, ConfigError> {
     match value {
-        toml::Value::String(s) => parse_size(s),
+        toml::Value::String(s) => parse_rate(s),
         toml::Value::Integer(n) if *n >= 0 => Ok(*n as u64),
         _ => Err(ConfigError::Invalid(format!(
             "{key} must be a size like \"10GiB\" or a number of bytes"
@@ -479,6 +526,66 @@ impl BackupEnv {
             hostname,
         }
     }
+}
+
+/// `path` with a leading `~` or `$HOME` (also `${HOME}`) replaced by the home
+/// directory, as a shell would: a path in a config file, or a flag given as
+/// `--store=~/x`, is not expanded by the shell. Other paths are returned as they are,
+/// and so is every path when `HOME` is unset.
+pub fn expand_home(path: &Path) -> PathBuf {
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => expand_home_with(path, Path::new(&home)),
+        None => path.to_owned(),
+    }
+}
+
+fn expand_home_with(path: &Path, home: &Path) -> PathBuf {
+    let Some(text) = path.to_str() else {
+        return path.to_owned();
+    };
+    for prefix in ["~", "$HOME", "${HOME}"] {
+        if let Some(rest) = text.strip_prefix(prefix) {
+            if rest.is_empty() {
+                return home.to_owned();
+            }
+            if let Some(rest) = rest.strip_prefix('/') {
+                return home.join(rest);
+            }
+        }
+    }
+    path.to_owned()
+}
+
+/// Why the URL a node gives out (`url`, or `http://<listen>` when unset) will not
+/// reach it from other machines, when that is likely: it names an unspecified address
+/// (`0.0.0.0`, `[::]`), or it is unset while the node listens beyond loopback. None
+/// when it looks right.
+pub fn url_warning(listen: SocketAddr, url: Option<&str>) -> Option<String> {
+    let advertised = url.map_or_else(|| format!("http://{listen}"), str::to_owned);
+    let authority = advertised
+        .split_once("://")
+        .map_or(advertised.as_str(), |(_, rest)| rest);
+    let unspecified = ["0.0.0.0", "[::]"].iter().any(|host| {
+        authority
+            .strip_prefix(host)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/']))
+    });
+    if unspecified {
+        return Some(format!(
+            "the node's URL {advertised} names no reachable address: peers and the URLs \
+             `put` prints would use it; give --url http://<this machine's name or public \
+             address>:{}",
+            listen.port()
+        ));
+    }
+    if url.is_none() && !listen.ip().is_loopback() {
+        return Some(format!(
+            "no --url given: the node calls itself {advertised}; if peers or browsers reach \
+             it by another name (a public address, a domain, a TLS proxy), give --url with \
+             that name"
+        ));
+    }
+    None
 }
 
 fn default_store() -> PathBuf {
@@ -548,6 +655,98 @@ mod tests {
         std::fs::write(&file, "stroe = \"/tmp/a\"\n").unwrap();
         let err = Config::load(&args).unwrap_err().to_string();
         assert!(err.contains("stroe"), "{err}");
+    }
+
+    /// The sample file with every `# key = value` line uncommented.
+    fn sample_uncommented() -> String {
+        include_str!("../libernet.toml")
+            .lines()
+            .map(|line| {
+                let bare = line.trim_start_matches("# ");
+                let key = bare.split(" = ").next().unwrap_or("");
+                let is_key = bare.contains(" = ")
+                    && !key.is_empty()
+                    && key.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+                if is_key { bare } else { line }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_sample_config_parses_and_names_every_key() {
+        let text = sample_uncommented();
+        let parsed: FileConfig = toml::from_str(&text).expect("the sample parses");
+        assert!(parsed.store.is_some() && parsed.summary_interval.is_some());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("libernet.toml");
+        std::fs::write(&file, &text).unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            ..ServeArgs::default()
+        };
+        let config = Config::load(&args).expect("the sample's values are valid");
+        assert_eq!(config.max_upload_rate, 10_000_000);
+        // Every key the file accepts, as serde lists them for an unknown one.
+        let err = toml::from_str::<FileConfig>("not_a_key = 1")
+            .unwrap_err()
+            .to_string();
+        let expected = err.split("expected one of").nth(1).expect(&err);
+        let keys: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        assert!(keys.len() >= 19, "{err}");
+        let table: toml::Table = toml::from_str(&text).unwrap();
+        for key in keys {
+            assert!(table.contains_key(key), "libernet.toml lacks `{key}`");
+        }
+    }
+
+    #[test]
+    fn home_is_expanded_at_the_start_of_a_path_only() {
+        let home = Path::new("/home/ann");
+        let cases = [
+            ("~", "/home/ann"),
+            ("~/x/y", "/home/ann/x/y"),
+            ("$HOME/.libernet", "/home/ann/.libernet"),
+            ("${HOME}/s", "/home/ann/s"),
+            ("~bob/x", "~bob/x"),
+            ("/srv/~/x", "/srv/~/x"),
+            ("$HOMEDIR/x", "$HOMEDIR/x"),
+            ("rel/path", "rel/path"),
+        ];
+        for (given, want) in cases {
+            assert_eq!(
+                expand_home_with(Path::new(given), home),
+                PathBuf::from(want),
+                "{given}"
+            );
+        }
+    }
+
+    #[test]
+    fn rates_take_units_and_an_optional_per_second() {
+        assert_eq!(parse_rate("10M").unwrap(), 10_000_000);
+        assert_eq!(parse_rate("512KiB/s").unwrap(), 512 << 10);
+        assert_eq!(parse_rate("0").unwrap(), 0);
+        assert!(parse_rate("fast").is_err());
+    }
+
+    #[test]
+    fn the_url_warning_names_unreachable_urls() {
+        let any: SocketAddr = "0.0.0.0:8042".parse().unwrap();
+        let lan: SocketAddr = "192.168.1.5:8042".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:8042".parse().unwrap();
+        assert!(
+            url_warning(any, None)
+                .unwrap()
+                .contains("http://0.0.0.0:8042")
+        );
+        assert!(url_warning("[::]:1".parse().unwrap(), None).is_some());
+        assert!(url_warning(local, Some("http://0.0.0.0:8042")).is_some());
+        assert!(url_warning(lan, None).unwrap().contains("--url"));
+        assert_eq!(url_warning(local, None), None);
+        assert_eq!(url_warning(any, Some("https://node.example.org")), None);
+        assert_eq!(url_warning(lan, Some("http://192.168.1.5:8042")), None);
+        assert_eq!(url_warning(any, Some("http://0.0.0.0.example:1")), None);
     }
 
     #[test]

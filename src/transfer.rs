@@ -242,8 +242,24 @@ pub async fn put_path(
     options: Options,
     holder: Option<&str>,
 ) -> anyhow::Result<PutReport> {
+    let scan = scan_path(path, true).await?;
+    put_scanned(remote, path, scan, options, holder).await
+}
+
+/// Walks `path` for a put, off the runtime's threads (`bundle::scan_with`).
+pub async fn scan_path(path: &Path, include_hidden: bool) -> anyhow::Result<bundle::Scan> {
     let root = path.to_owned();
-    let scan = blocking(move || Ok(bundle::scan(&root)?)).await?;
+    blocking(move || Ok(bundle::scan_with(&root, include_hidden, &|_, _| true)?)).await
+}
+
+/// `put_path` of what `scan_path` found at `path`.
+pub async fn put_scanned(
+    remote: &Remote,
+    path: &Path,
+    scan: bundle::Scan,
+    options: Options,
+    holder: Option<&str>,
+) -> anyhow::Result<PutReport> {
     let single = std::fs::symlink_metadata(path)
         .with_context(|| format!("{}", path.display()))?
         .is_file();
@@ -605,8 +621,9 @@ pub async fn save_file(
     let temp = parent.join(format!(".{name}.partial-{}", std::process::id()));
     let bar = progress_bar(entry.size, options, "get");
     let result = async {
+        // Messages name `dest`: the temporary name is an internal detail.
         let mut file =
-            std::fs::File::create(&temp).with_context(|| format!("{}", temp.display()))?;
+            std::fs::File::create(&temp).with_context(|| format!("{}", dest.display()))?;
         write_file(remote, entry, &mut file, &bar).await?;
         file.sync_all()?;
         file.set_modified(bundle::time_of(entry.modified))?;

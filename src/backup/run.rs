@@ -266,7 +266,7 @@ fn scan(
                  with `libernet backup remove {dir}`"
             );
         }
-        let scan = bundle::scan_with(std::path::Path::new(dir), &|p, d| filter.keep(p, d))
+        let scan = bundle::scan_with(std::path::Path::new(dir), true, &|p, d| filter.keep(p, d))
             .with_context(|| format!("scanning {dir}"))?;
         let prefix = bundle_path(dir);
         let join = |path: &str| {

@@ -968,6 +968,9 @@ pub struct Scan {
     pub directories: BTreeMap<String, Option<String>>,
     /// Paths skipped: sockets, FIFOs, devices.
     pub skipped: Vec<PathBuf>,
+    /// Hidden entries left out (`scan_with` without `include_hidden`), relative to the
+    /// root; a hidden directory is one entry.
+    pub hidden: Vec<String>,
 }
 
 /// Seconds since 2001-01-01 of a file time, truncated to the microsecond (counted in
@@ -1006,13 +1009,24 @@ fn entry_of(meta: &fs::Metadata) -> FileEntry {
 /// Walks `root` (a directory, or a single file which becomes a one-file bundle named
 /// after it) without following symlinks.
 pub fn scan(root: &Path) -> Result<Scan, BundleError> {
-    scan_with(root, &|_, _| true)
+    scan_with(root, true, &|_, _| true)
 }
 
-/// `scan`, leaving out every entry for which `keep(path, is_dir)` is false (a directory
-/// left out is not walked). A directory whose entries are all left out is kept as an
-/// empty directory.
-pub fn scan_with(root: &Path, keep: &dyn Fn(&Path, bool) -> bool) -> Result<Scan, BundleError> {
+/// True for a dotfile or dot-directory name (`.git`, `.env`).
+fn is_hidden(name: &std::ffi::OsStr) -> bool {
+    name.as_encoded_bytes().first() == Some(&b'.')
+}
+
+/// `scan`, leaving out entries two ways. Without `include_hidden`, entries under `root`
+/// whose name starts with a dot are left out (and listed in `Scan::hidden`; `put`'s
+/// default). Every entry for which `keep(path, is_dir)` is false is left out silently
+/// (a backup's excludes). A directory left out is not walked; one whose entries are all
+/// left out is kept as an empty directory. `root` itself is always taken.
+pub fn scan_with(
+    root: &Path,
+    include_hidden: bool,
+    keep: &dyn Fn(&Path, bool) -> bool,
+) -> Result<Scan, BundleError> {
     let meta = fs::symlink_metadata(root).map_err(io_error(format!("{}", root.display())))?;
     let mut out = Scan::default();
     if meta.is_file() {
@@ -1030,10 +1044,9 @@ pub fn scan_with(root: &Path, keep: &dyn Fn(&Path, bool) -> bool) -> Result<Scan
     let walk = walkdir::WalkDir::new(root)
         .follow_links(false)
         .sort_by_file_name()
-        .min_depth(1)
-        .into_iter()
-        .filter_entry(|e| keep(e.path(), e.file_type().is_dir()));
-    for entry in walk {
+        .min_depth(1);
+    let mut walk = walk.into_iter();
+    while let Some(entry) = walk.next() {
         let entry = entry.map_err(|e| BundleError::Io {
             context: format!("walking {}", root.display()),
             source: e.into(),
@@ -1047,6 +1060,19 @@ pub fn scan_with(root: &Path, keep: &dyn Fn(&Path, bool) -> bool) -> Result<Scan
             .to_owned();
         let context = || format!("{}", entry.path().display());
         let kind = entry.file_type();
+        if !keep(entry.path(), kind.is_dir()) {
+            if kind.is_dir() {
+                walk.skip_current_dir();
+            }
+            continue;
+        }
+        if !include_hidden && is_hidden(entry.file_name()) {
+            if kind.is_dir() {
+                walk.skip_current_dir();
+            }
+            out.hidden.push(rel);
+            continue;
+        }
         if kind.is_symlink() {
             let target = fs::read_link(entry.path()).map_err(io_error(context()))?;
             let target = target
@@ -1066,12 +1092,15 @@ pub fn scan_with(root: &Path, keep: &dyn Fn(&Path, bool) -> bool) -> Result<Scan
                 out.links.insert(rel, link);
             }
         } else if kind.is_dir() {
-            let mut children = fs::read_dir(entry.path()).map_err(io_error(context()))?;
+            let children = fs::read_dir(entry.path()).map_err(io_error(context()))?;
             let kept = |c: io::Result<fs::DirEntry>| {
                 c.is_err()
-                    || c.is_ok_and(|c| keep(&c.path(), c.file_type().is_ok_and(|t| t.is_dir())))
+                    || c.is_ok_and(|c| {
+                        (include_hidden || !is_hidden(&c.file_name()))
+                            && keep(&c.path(), c.file_type().is_ok_and(|t| t.is_dir()))
+                    })
             };
-            if !children.any(kept) {
+            if !children.into_iter().any(kept) {
                 out.directories.insert(rel, None);
             }
         } else if kind.is_file() {
@@ -1169,27 +1198,25 @@ impl Restore {
     /// its final size).
     fn stage(&self, tree: &Tree) -> Result<(), BundleError> {
         let restore = self;
-        fs::create_dir(&restore.staging)
-            .map_err(io_error(format!("{}", restore.staging.display())))?;
+        fs::create_dir(&restore.staging).map_err(io_error(restore.named(&restore.staging)))?;
         for (path, target) in &tree.directories {
             if target.is_none() {
                 let at = restore.staging.join(path);
-                fs::create_dir_all(&at).map_err(io_error(format!("{}", at.display())))?;
+                fs::create_dir_all(&at).map_err(io_error(restore.named(&at)))?;
             }
         }
         for (path, file) in &tree.files {
             let at = restore.staging.join(path);
             if let Some(parent) = at.parent() {
-                fs::create_dir_all(parent).map_err(io_error(format!("{}", parent.display())))?;
+                fs::create_dir_all(parent).map_err(io_error(restore.named(parent)))?;
             }
             if file.link.is_none() {
                 let f = fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .open(&at)
-                    .map_err(io_error(format!("{}", at.display())))?;
-                f.set_len(file.size)
-                    .map_err(io_error(format!("{}", at.display())))?;
+                    .map_err(io_error(restore.named(&at)))?;
+                f.set_len(file.size).map_err(io_error(restore.named(&at)))?;
             }
         }
         Ok(())
@@ -1220,11 +1247,21 @@ impl Restore {
         fs::remove_dir_all(&self.staging).map_err(io_error(format!("{}", self.staging.display())))
     }
 
+    /// How a path under the staging directory is named in messages: by where it is
+    /// going (the staging directory's name is an internal detail).
+    fn named(&self, at: &Path) -> String {
+        match at.strip_prefix(&self.staging) {
+            Ok(rel) if rel.as_os_str().is_empty() => self.dest.display().to_string(),
+            Ok(rel) => self.dest.join(rel).display().to_string(),
+            Err(_) => at.display().to_string(),
+        }
+    }
+
     /// Links, and regular files synced with their times and modes.
     fn finish_files(&self, files: &[(&String, &FileEntry)]) -> Result<(), BundleError> {
         for (path, file) in files {
             let at = self.staging.join(path);
-            let context = || format!("{}", at.display());
+            let context = || self.named(&at);
             if let Some(target) = &file.link {
                 std::os::unix::fs::symlink(target, &at).map_err(io_error(context()))?;
                 let time = filetime::FileTime::from_system_time(time_of(file.modified));
@@ -1257,9 +1294,9 @@ impl Restore {
         let file = fs::OpenOptions::new()
             .write(true)
             .open(&at)
-            .map_err(io_error(format!("{}", at.display())))?;
+            .map_err(io_error(self.named(&at)))?;
         file.write_all_at(data, offset)
-            .map_err(io_error(format!("{}", at.display())))
+            .map_err(io_error(self.named(&at)))
     }
 
     /// Sets modes and times, creates the links, syncs, and moves the tree into place.
@@ -1282,25 +1319,22 @@ impl Restore {
             if let Some(target) = target {
                 let at = self.staging.join(path);
                 if let Some(parent) = at.parent() {
-                    fs::create_dir_all(parent)
-                        .map_err(io_error(format!("{}", parent.display())))?;
+                    fs::create_dir_all(parent).map_err(io_error(self.named(parent)))?;
                 }
-                std::os::unix::fs::symlink(target, &at)
-                    .map_err(io_error(format!("{}", at.display())))?;
+                std::os::unix::fs::symlink(target, &at).map_err(io_error(self.named(&at)))?;
             }
         }
         if self.merge {
             self.finish_merge(tree)?;
         } else if self.existed {
-            let entries = fs::read_dir(&self.staging)
-                .map_err(io_error(format!("{}", self.staging.display())))?;
+            let entries =
+                fs::read_dir(&self.staging).map_err(io_error(self.named(&self.staging)))?;
             for entry in entries {
-                let entry = entry.map_err(io_error(format!("{}", self.staging.display())))?;
+                let entry = entry.map_err(io_error(self.named(&self.staging)))?;
                 let to = self.dest.join(entry.file_name());
                 fs::rename(entry.path(), &to).map_err(io_error(format!("{}", to.display())))?;
             }
-            fs::remove_dir(&self.staging)
-                .map_err(io_error(format!("{}", self.staging.display())))?;
+            fs::remove_dir(&self.staging).map_err(io_error(self.named(&self.staging)))?;
         } else {
             fs::rename(&self.staging, &self.dest)
                 .map_err(io_error(format!("{}", self.dest.display())))?;

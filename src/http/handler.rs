@@ -324,8 +324,9 @@ impl Handler {
         self.node.metrics().record_request(route_name, status);
         if let Some(peer) = peer {
             self.node.mesh().heard_from(&peer, bytes_in, bytes);
+            self.node.rates().answered_peer(bytes_in, bytes).await;
         }
-        tracing::info!(
+        tracing::debug!(
             method = %parts.method,
             path = %redact_key(parts.uri.path()),
             status,

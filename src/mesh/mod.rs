@@ -17,6 +17,7 @@ pub mod link;
 mod lookup;
 pub mod peers;
 mod push;
+pub mod rate;
 mod repair;
 pub mod stats;
 

@@ -22,8 +22,11 @@ pub struct Metrics {
     pub hits: AtomicU64,
     /// GETs and HEADs that had to wait and were answered by an arrival.
     pub waited_hits: AtomicU64,
-    /// GETs and HEADs that found nothing in time.
+    /// GETs and HEADs that waited and found nothing in time.
     pub misses: AtomicU64,
+    /// HEADs with no wait (`?wait=0`: existence checks, such as `put`'s and `backup`'s
+    /// before sending a block) that found nothing: not misses.
+    pub absent: AtomicU64,
     /// Lookups started on the mesh (one per id, however many wait).
     pub lookups: AtomicU64,
     /// PUTs that stored a new block.
@@ -118,8 +121,13 @@ impl Metrics {
             ),
             (
                 "block_misses_total",
-                "Block requests that found nothing in time.",
+                "Block requests that waited and found nothing in time.",
                 load(&self.misses),
+            ),
+            (
+                "block_absent_total",
+                "HEADs with no wait (existence checks) that found nothing.",
+                load(&self.absent),
             ),
             (
                 "lookups_total",

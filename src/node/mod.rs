@@ -9,6 +9,7 @@ mod content;
 mod custody;
 mod history;
 mod metrics;
+pub mod summary;
 mod survey;
 mod upload;
 
@@ -241,6 +242,8 @@ pub struct Node {
     url: String,
     started: Instant,
     admin_token: String,
+    /// The mesh's bandwidth limits (also charged for answers to peers).
+    rates: crate::mesh::rate::MeshRates,
 }
 
 impl Node {
@@ -268,9 +271,20 @@ impl Node {
             push_interval: config.push_interval,
             repair_interval: config.repair_interval,
         };
-        let mesh = Mesh::new(identity.clone(), url.clone(), store.clone(), settings);
+        let rates =
+            crate::mesh::rate::MeshRates::new(config.max_upload_rate, config.max_download_rate);
+        let transport = rates.wrap(Arc::new(crate::mesh::link::HttpTransport));
+        let mesh = Mesh::with_transport(
+            identity.clone(),
+            url.clone(),
+            store.clone(),
+            settings,
+            transport,
+        );
         let arrivals = Arrivals::new(config.max_waiters, config.waiter_memory);
-        Node::compose(store, identity, mesh, arrivals, url, admin_token)
+        let mut node = Node::compose(store, identity, mesh, arrivals, url, admin_token)?;
+        node.rates = rates;
+        Ok(node)
     }
 
     /// A node without a config or a disk: `identity` over `store` (typically
@@ -334,6 +348,7 @@ impl Node {
             url,
             started: Instant::now(),
             admin_token,
+            rates: Default::default(),
         })
     }
 
@@ -376,6 +391,11 @@ impl Node {
         });
     }
 
+    /// The mesh's bandwidth limits (`--max-upload-rate`, `--max-download-rate`).
+    pub fn rates(&self) -> &crate::mesh::rate::MeshRates {
+        &self.rates
+    }
+
     /// The node's identity.
     pub fn identity(&self) -> &Identity {
         &self.identity
@@ -414,6 +434,7 @@ impl Node {
             id,
             wait,
             origin,
+            false,
             |node| async move {
                 Ok(node
                     .read_local(id)
@@ -438,6 +459,7 @@ impl Node {
             id,
             wait,
             origin,
+            true,
             |node| async move { Ok(node.store.contains(&id)) },
             |bytes, _| bytes.len() as u32,
         )
@@ -446,11 +468,15 @@ impl Node {
 
     /// Shared shape of get and head: count the request, look, else subscribe, start
     /// one lookup, look again, wait for an arrival (or for the lookup to give up).
+    /// `head`: a HEAD, which with no wait is an existence check (`put` and `backup`
+    /// ask so before sending a block): finding nothing then is counted as `absent`,
+    /// not as a miss.
     async fn find<'a, T, F, Fut>(
         &'a self,
         id: BlockId,
         wait: Duration,
         origin: Origin,
+        head: bool,
         look: F,
         arrived: impl Fn(Bytes, u32) -> T,
     ) -> Result<T, NodeError>
@@ -470,7 +496,11 @@ impl Node {
         }
         let started = Instant::now();
         let not_found = |asked| {
-            Metrics::add(&self.metrics.misses, 1);
+            let counter = match head && wait.is_zero() {
+                true => &self.metrics.absent,
+                false => &self.metrics.misses,
+            };
+            Metrics::add(counter, 1);
             NodeError::NotFound {
                 id,
                 waited: started.elapsed(),

@@ -17,6 +17,7 @@ mod hardening;
 mod keep;
 mod like;
 mod mesh;
+mod operate;
 mod origins;
 mod origins_browser;
 mod peers;
