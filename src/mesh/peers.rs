@@ -391,10 +391,14 @@ fn collect_nearest(
         return;
     }
     if run.len() <= RING_LEAF || depth >= 256 {
-        let mut sorted = run.to_vec();
-        sorted.sort_unstable_by_key(|id| id.distance(target));
+        // Each distance computed once, as two integers that compare fast.
+        let mut sorted: Vec<((u128, u128), BlockId)> = run
+            .iter()
+            .map(|id| (id.distance_key(target), *id))
+            .collect();
+        sorted.sort_unstable_by_key(|(key, _)| *key);
         let want = n - out.len();
-        out.extend(sorted.into_iter().take(want));
+        out.extend(sorted.into_iter().take(want).map(|(_, id)| id));
         return;
     }
     // Every id of the half that agrees with `target` on bit `depth` is nearer than any

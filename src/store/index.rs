@@ -437,7 +437,7 @@ impl Index {
         let (lo, hi) = prefix.prefix_range(depth);
         let mut range = self.map.range(lo..=hi);
         // Each candidate's distance is computed once, as two integers that compare fast.
-        let ranked = |(id, e): (&BlockId, &Entry)| (distance_key(id, target), *id, e.size);
+        let ranked = |(id, e): (&BlockId, &Entry)| (id.distance_key(target), *id, e.size);
         let mut head: Vec<((u128, u128), BlockId, u32)> =
             range.by_ref().take(LIKE_LEAF + 1).map(ranked).collect();
         if head.len() <= LIKE_LEAF || depth == 256 {
@@ -468,17 +468,6 @@ impl Index {
             .map(|(id, _)| *id)
             .collect()
     }
-}
-
-/// XOR distance of two ids as a (high, low) pair of big-endian integers: orders exactly as
-/// `BlockId::distance` does, without a 32-byte memcmp per comparison.
-fn distance_key(a: &BlockId, b: &BlockId) -> (u128, u128) {
-    let d = a.distance(b).0;
-    let mut hi = [0u8; 16];
-    let mut lo = [0u8; 16];
-    hi.copy_from_slice(&d[..16]);
-    lo.copy_from_slice(&d[16..]);
-    (u128::from_be_bytes(hi), u128::from_be_bytes(lo))
 }
 
 fn new_entry(valuer: &Valuer, size: u32, heat: f32, now: u32) -> Entry {
