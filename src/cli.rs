@@ -503,7 +503,11 @@ async fn put_command(
 }
 
 /// `n` with the noun in the right number: "1 file", "2 files".
-fn count<N: std::fmt::Display + PartialEq + From<u8>>(n: N, one: &str, many: &str) -> String {
+pub(crate) fn count<N: std::fmt::Display + PartialEq + From<u8>>(
+    n: N,
+    one: &str,
+    many: &str,
+) -> String {
     let noun = if n == N::from(1) { one } else { many };
     format!("{n} {noun}")
 }
@@ -909,10 +913,10 @@ async fn backup_command(args: BackupArgs, client: &ClientArgs) -> anyhow::Result
                 out(
                     &report,
                     format!(
-                        "libernet: the run of {} is whole: {} blocks ({} bytes of files) retrieved and checked",
+                        "libernet: the run of {} is whole: {} ({} of files) retrieved and checked",
                         local_time(report.run_started),
-                        report.blocks,
-                        report.bytes
+                        count(report.blocks, "block", "blocks"),
+                        count(report.bytes, "byte", "bytes")
                     ),
                 )?;
             } else {
@@ -920,11 +924,11 @@ async fn backup_command(args: BackupArgs, client: &ClientArgs) -> anyhow::Result
                     out(&report, String::new())?;
                 }
                 return Err(backup::Incomplete(format!(
-                    "the run of {} is damaged: {} blocks missing and {} corrupt, in {} files: {}",
+                    "the run of {} is damaged: {} missing and {} corrupt, in {}: {}",
                     local_time(report.run_started),
-                    report.missing.len(),
+                    count(report.missing.len(), "block", "blocks"),
                     report.corrupt.len(),
-                    report.files.len(),
+                    count(report.files.len(), "file", "files"),
                     report
                         .files
                         .iter()
@@ -1182,25 +1186,31 @@ fn local_time(unix: u64) -> String {
 fn run_summary(r: &backup::RunReport) -> String {
     let pins = match &r.pins {
         Some(p) if p.absent > 0 => format!(
-            "; {} blocks pinned ({} released), {} of them not on the node",
-            p.pinned, p.released, p.absent
+            "; {} pinned ({} released), {} of them not on the node",
+            count(p.pinned, "block", "blocks"),
+            p.released,
+            p.absent
         ),
-        Some(p) => format!("; {} blocks pinned ({} released)", p.pinned, p.released),
+        Some(p) => format!(
+            "; {} pinned ({} released)",
+            count(p.pinned, "block", "blocks"),
+            p.released
+        ),
         None => "; not pinned (no admin token for this node)".to_owned(),
     };
     let excluded = match r.excluded {
         0 => String::new(),
-        n => format!(", {n} paths excluded"),
+        n => format!(", {} excluded", count(n, "path", "paths")),
     };
     format!(
-        "libernet: backed up {} files ({} bytes), {} unchanged{excluded}; read {} files ({} bytes): {} blocks sent ({} bytes), {} already there; {:.1} s, {:.1} MB/s{pins}",
-        r.files,
-        r.bytes,
+        "libernet: backed up {} ({}), {} unchanged{excluded}; read {} ({}): {} sent ({}), {} already there; {:.1} s, {:.1} MB/s{pins}",
+        count(r.files, "file", "files"),
+        count(r.bytes, "byte", "bytes"),
         r.reused,
-        r.read_files,
-        r.read_bytes,
-        r.sent,
-        r.sent_bytes,
+        count(r.read_files, "file", "files"),
+        count(r.read_bytes, "byte", "bytes"),
+        count(r.sent, "block", "blocks"),
+        count(r.sent_bytes, "byte", "bytes"),
         r.skipped,
         r.seconds,
         r.bytes as f64 / r.seconds.max(1e-3) / 1e6,
@@ -1228,10 +1238,10 @@ fn listing_text(l: &backup::Listing) -> String {
             Some(r) => {
                 let _ = writeln!(
                     out,
-                    "  last run {}: {} files, {} bytes",
+                    "  last run {}: {}, {}",
                     local_time(r.started),
-                    r.files,
-                    r.bytes
+                    count(r.files, "file", "files"),
+                    count(r.bytes, "byte", "bytes")
                 );
             }
             None => {

@@ -717,11 +717,13 @@ impl Problems {
         } else {
             String::new()
         };
+        let plural =
+            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         format!(
-            "{} blocks missing in the mesh and {} corrupt, in {} files{tail}: /{}",
-            self.missing.len(),
+            "{} missing in the mesh and {} corrupt, in {}{tail}: /{}",
+            plural(self.missing.len(), "block", "blocks"),
             self.corrupt.len(),
-            self.files.len(),
+            plural(self.files.len(), "file", "files"),
             named.join(", /")
         )
     }

@@ -265,9 +265,13 @@ fn check_merge(tree: &Tree, dest: &Path, overwrite: bool) -> anyhow::Result<()> 
         );
     }
     if !existing.is_empty() && !overwrite {
+        let files = if existing.len() == 1 {
+            "1 file exists".to_owned()
+        } else {
+            format!("{} files exist", existing.len())
+        };
         bail!(
-            "{} files exist already: {}; give --overwrite to replace them (nothing was written)",
-            existing.len(),
+            "{files} already: {}; give --overwrite to replace them (nothing was written)",
             name(&existing)
         );
     }

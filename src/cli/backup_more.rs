@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Args;
 
-use super::{local_time, parse_at, read_password_file};
+use super::{count, local_time, parse_at, read_password_file};
 use crate::backup::{self, Exclude, Policy, RunSpec};
 use crate::config::BackupEnv;
 
@@ -199,13 +199,17 @@ pub fn print_forget(report: &backup::ForgetReport, quiet: bool) -> anyhow::Resul
         "forgot"
     };
     let pins = match &report.pins {
-        Some(p) => format!("; {} blocks pinned, {} released", p.pinned, p.released),
+        Some(p) => format!(
+            "; {} pinned, {} released",
+            count(p.pinned, "block", "blocks"),
+            p.released
+        ),
         None if report.dry_run || report.removed.is_empty() => String::new(),
         None => "; no pins changed (no admin token for this node)".to_owned(),
     };
     eprintln!(
-        "libernet: kept {} runs, {verb} {}{pins}",
-        report.kept.len(),
+        "libernet: kept {}, {verb} {}{pins}",
+        count(report.kept.len(), "run", "runs"),
         report.removed.len()
     );
     Ok(())

@@ -418,7 +418,7 @@ async fn missing_blocks_stop_a_restore_and_verify_names_them() {
     let out = user.run(&["verify"]).await;
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("1 blocks missing"), "{err}");
+    assert!(err.contains("1 block missing"), "{err}");
     assert!(err.contains("docs/lost.txt"), "{err}");
     let report = user.run(&["verify", "--json"]).await;
     let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
@@ -428,7 +428,7 @@ async fn missing_blocks_stop_a_restore_and_verify_names_them() {
     let out = user.run(&["restore", "--to", dest.to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("1 blocks missing"), "{err}");
+    assert!(err.contains("1 block missing"), "{err}");
     assert!(err.contains("docs/lost.txt"), "{err}");
     assert!(err.contains("nothing was written"), "{err}");
     assert!(!dest.exists(), "a failed restore leaves no destination");

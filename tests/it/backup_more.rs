@@ -400,7 +400,7 @@ async fn ls_find_diff_and_restores_of_single_paths_into_existing_directories() {
     let out = user
         .run(&["restore", &deep_path, "--to", dest.to_str().unwrap()])
         .await;
-    expect_fail(&out, 2, "1 files exist already");
+    expect_fail(&out, 2, "1 file exists already");
     assert_eq!(fs::read(&restored).unwrap(), b"deep text\n");
     user.json(&[
         "restore",
