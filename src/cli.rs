@@ -502,15 +502,7 @@ async fn put_command(
     Ok(())
 }
 
-/// `n` with the noun in the right number: "1 file", "2 files".
-pub(crate) fn count<N: std::fmt::Display + PartialEq + From<u8>>(
-    n: N,
-    one: &str,
-    many: &str,
-) -> String {
-    let noun = if n == N::from(1) { one } else { many };
-    format!("{n} {noun}")
-}
+pub(crate) use crate::transfer::count;
 
 async fn client_command(command: Command, args: &ClientArgs) -> anyhow::Result<()> {
     let options = Options {

@@ -717,13 +717,11 @@ impl Problems {
         } else {
             String::new()
         };
-        let plural =
-            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         format!(
             "{} missing in the mesh and {} corrupt, in {}{tail}: /{}",
-            plural(self.missing.len(), "block", "blocks"),
+            count(self.missing.len(), "block", "blocks"),
             self.corrupt.len(),
-            plural(self.files.len(), "file", "files"),
+            count(self.files.len(), "file", "files"),
             named.join(", /")
         )
     }
@@ -881,4 +879,10 @@ pub fn rate(bytes: u64, since: Instant) -> String {
 pub fn parse_id(text: &str) -> anyhow::Result<BlockId> {
     let hex = text.trim().trim_start_matches("/sha256/");
     hex.parse().with_context(|| format!("not an id: {text:?}"))
+}
+
+/// `n` with the noun in the right number: "1 file", "2 files".
+pub fn count<N: std::fmt::Display + PartialEq + From<u8>>(n: N, one: &str, many: &str) -> String {
+    let noun = if n == N::from(1) { one } else { many };
+    format!("{n} {noun}")
 }
