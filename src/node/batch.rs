@@ -45,6 +45,20 @@ impl Node {
         blocks: Vec<(BlockId, Bytes)>,
         sender: BatchSender,
     ) -> Vec<Result<PutOutcome, NodeError>> {
+        self.ingest(blocks, sender)
+            .await
+            .into_iter()
+            .map(|r| r.map(|(outcome, _)| outcome))
+            .collect()
+    }
+
+    /// `put_batch`, also saying of each stored block whether this batch added its pin
+    /// (false when the holder pinned it already, or no pin was asked).
+    pub(super) async fn ingest(
+        &self,
+        blocks: Vec<(BlockId, Bytes)>,
+        sender: BatchSender,
+    ) -> Vec<Result<(PutOutcome, bool), NodeError>> {
         let count = blocks.len();
         let deleted: Vec<bool> = match sender {
             BatchSender::Peer { .. } => blocks
@@ -94,7 +108,7 @@ impl Node {
                         })
                     });
                     match (put, &job) {
-                        (Ok(put), _) => Ok((block, put)),
+                        (Ok(put), _) => Ok((block, put, pinned)),
                         (Err(e), BatchSender::Client { pin: Some(holder) }) if pinned => {
                             // The pin this batch added is taken back: nothing was kept.
                             if let Err(e) = store.unpin(&id, Some(holder), Durability::Soon) {
@@ -123,7 +137,7 @@ impl Node {
         results
             .into_iter()
             .map(|(id, result)| {
-                let (block, put) = result.inspect_err(|e| {
+                let (block, put, pinned) = result.inspect_err(|e| {
                     if matches!(e, NodeError::HashMismatch(_)) {
                         Metrics::add(&self.metrics.puts_rejected, 1);
                     }
@@ -131,7 +145,7 @@ impl Node {
                 let outcome = put.outcome;
                 intake.settled(id, &block, put, now);
                 self.count_put(&id, outcome, &sender, now);
-                Ok(outcome)
+                Ok((outcome, pinned))
             })
             .collect()
     }

@@ -1,9 +1,11 @@
 //! Files sent to the node whole (the dashboard's drag and drop), stored as one bundle:
 //! the node does what `libernet put` does on a client. Each file's bytes are cut into
-//! `MAX_CONTENT` chunks as they arrive, encoded (convergent AES-256-GCM, as the codec
-//! does for every client) and stored, so an upload holds at most one chunk in memory
-//! whatever its size. The manifest is packed and stored last: the bundle's URL works
-//! only once everything it names is here.
+//! `MAX_CONTENT` chunks as they arrive and encoded (convergent AES-256-GCM, as the codec
+//! does for every client); the encoded blocks are stored in groups of at most
+//! `GROUP_BLOCKS` blocks and `GROUP_BYTES` bytes, each with one group commit, so an
+//! upload holds at most one group and one chunk in memory whatever its size. The
+//! manifest is packed and stored last: the bundle's URL works only once everything it
+//! names is here.
 //!
 //! Every block is pinned for the holder `upload` before it is stored, so the operator's own
 //! content is never evicted to make room for cached blocks (`DELETE
@@ -15,14 +17,22 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use super::{Node, NodeError, blocking};
+use super::{BatchSender, Node, NodeError, blocking};
 use crate::bundle::{self, Chunk, FileEntry};
 use crate::codec::{self, Encoded, Locator, MAX_CONTENT};
 use crate::id::BlockId;
-use crate::store::{Admission, Durability, Holder, PutOutcome, Store};
+use crate::store::{Durability, Holder, PutOutcome, Store};
 
 /// Most files in one upload: a bigger tree is a job for the CLI, which resumes.
 pub const MAX_UPLOAD_FILES: usize = 50_000;
+
+/// Encoded blocks an upload gathers before storing them as one group commit (see
+/// `Node::put_batch`): many small files cost a few `syncfs` calls instead of two fsyncs
+/// each, and at most this many blocks (`GROUP_BYTES` of them) wait in memory.
+const GROUP_BLOCKS: usize = 256;
+
+/// Bytes of encoded blocks an upload gathers at most before storing them.
+const GROUP_BYTES: usize = 4 * 1024 * 1024;
 
 /// What an upload stored.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -52,6 +62,9 @@ pub struct BundleUpload<'a> {
     already_held: u64,
     /// Pins this upload added; taken back on drop unless it finished.
     pins: PinsAdded,
+    /// Encoded blocks not yet stored (at most `GROUP_BLOCKS`, `GROUP_BYTES`).
+    group: Vec<(BlockId, Bytes)>,
+    group_bytes: usize,
 }
 
 impl Node {
@@ -70,6 +83,8 @@ impl Node {
                 ids: Vec::new(),
                 finished: false,
             },
+            group: Vec::new(),
+            group_bytes: 0,
         }
     }
 }
@@ -152,7 +167,10 @@ impl BundleUpload<'_> {
         for sub in packed.subs {
             self.store_encoded(sub).await?;
         }
+        // Everything the root names is stored before the root itself.
+        self.store_group().await?;
         let root = self.store_encoded(packed.root).await?;
+        self.store_group().await?;
         self.pins.finished = true;
         Ok(Uploaded {
             url: format!("{root}/"),
@@ -189,20 +207,50 @@ impl BundleUpload<'_> {
         Ok(())
     }
 
-    /// Pins and stores one block.
+    /// Adds one block to the group to store, storing the group once it is full.
     async fn store_encoded(&mut self, encoded: Encoded) -> Result<Locator, NodeError> {
         let locator = encoded.locator;
-        let id = locator.id;
-        let (store, holder) = (self.node.store.clone(), self.pins.holder.clone());
-        if blocking(move || store.pin(id, &holder, Durability::Soon)).await?? {
-            self.pins.ids.push(id);
-        }
-        let block = Bytes::from(encoded.block);
-        match self.node.store_block(id, block, Admission::UPLOAD).await? {
-            PutOutcome::Stored => self.stored += 1,
-            PutOutcome::AlreadyHeld => self.already_held += 1,
+        self.group_bytes += encoded.block.len();
+        self.group.push((locator.id, Bytes::from(encoded.block)));
+        if self.group.len() >= GROUP_BLOCKS || self.group_bytes >= GROUP_BYTES {
+            self.store_group().await?;
         }
         Ok(locator)
+    }
+
+    /// Pins and stores the group's blocks with one group commit; the first refusal
+    /// fails the upload.
+    async fn store_group(&mut self) -> Result<(), NodeError> {
+        let group = std::mem::take(&mut self.group);
+        self.group_bytes = 0;
+        if group.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<BlockId> = group.iter().map(|(id, _)| *id).collect();
+        let sender = BatchSender::Client {
+            pin: Some(self.pins.holder.clone()),
+        };
+        let mut failed = None;
+        for (id, result) in ids.into_iter().zip(self.node.ingest(group, sender).await) {
+            match result {
+                Ok((outcome, pinned)) => {
+                    if pinned {
+                        self.pins.ids.push(id);
+                    }
+                    match outcome {
+                        PutOutcome::Stored => self.stored += 1,
+                        PutOutcome::AlreadyHeld => self.already_held += 1,
+                    }
+                }
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
