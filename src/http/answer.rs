@@ -60,6 +60,28 @@ async fn answer(node: &Node, from: BlockId, ask: Ask) -> Result<Answer, NodeErro
             node.accept_push(id, upload(&block), heat, from, keep_until)
                 .await?,
         ),
+        Ask::OfferMany {
+            blocks,
+            heat,
+            keep_until,
+        } => {
+            let sender = crate::node::BatchSender::Peer {
+                from,
+                hint: heat,
+                keep_until,
+            };
+            Answer::Batch(
+                node.put_batch(blocks, sender)
+                    .await
+                    .into_iter()
+                    .map(|result| match result {
+                        Ok(PutOutcome::Stored) => 201,
+                        Ok(PutOutcome::AlreadyHeld) => 200,
+                        Err(e) => ApiError::from(e).status.as_u16(),
+                    })
+                    .collect(),
+            )
+        }
         Ask::Introduce { block } => {
             stored(node.put_block(BlockId::of(&block), upload(&block)).await?)
         }

@@ -67,14 +67,18 @@ impl Peers {
             .collect()
     }
 
-    /// The blocks offered, as (peer, block id, custody asked).
+    /// The blocks offered, one by one or in batches, as (peer, block id, custody
+    /// asked).
     pub fn offers(&self) -> Vec<(BlockId, BlockId, Option<u64>)> {
         self.asks(|a| match a {
-            Ask::Offer { id, keep_until, .. } => Some((*id, *keep_until)),
+            Ask::Offer { id, keep_until, .. } => Some(vec![(*id, *keep_until)]),
+            Ask::OfferMany {
+                blocks, keep_until, ..
+            } => Some(blocks.iter().map(|(id, _)| (*id, *keep_until)).collect()),
             _ => None,
         })
         .into_iter()
-        .map(|(p, (id, keep))| (p, id, keep))
+        .flat_map(|(p, offered)| offered.into_iter().map(move |(id, keep)| (p, id, keep)))
         .collect()
     }
 
@@ -84,6 +88,45 @@ impl Peers {
             Ask::Has { id } => Some(*id),
             _ => None,
         })
+    }
+
+    /// The blocks asked about in batches without custody (`Holds`), as (peer, id).
+    pub fn batch_checks(&self) -> Vec<(BlockId, BlockId)> {
+        self.asks(|a| match a {
+            Ask::Holds {
+                ids,
+                keep_until: None,
+            } => Some(ids.clone()),
+            _ => None,
+        })
+        .into_iter()
+        .flat_map(|(p, ids)| ids.into_iter().map(move |id| (p, id)))
+        .collect()
+    }
+
+    /// One push to `peer`, as a node would take it.
+    fn offer(&self, peer: BlockId, id: &BlockId, block: &Bytes, keep_until: Option<u64>) -> Answer {
+        if self.full.lock().unwrap().contains(&peer) {
+            return Answer::Refused {
+                status: StatusCode::INSUFFICIENT_STORAGE,
+                reason: "full".into(),
+            };
+        }
+        if BlockId::of(block) != *id {
+            return Answer::Refused {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                reason: "hash mismatch".into(),
+            };
+        }
+        if let Some(until) = keep_until {
+            self.kept.lock().unwrap().insert((peer, *id), until);
+        }
+        if self.holds(&peer, id) {
+            Answer::Held
+        } else {
+            self.give(peer, block.clone());
+            Answer::Stored
+        }
     }
 
     fn answer(&self, peer: BlockId, ask: &Ask) -> Answer {
@@ -103,29 +146,22 @@ impl Peers {
                 block,
                 keep_until,
                 ..
-            } => {
-                if self.full.lock().unwrap().contains(&peer) {
-                    return Answer::Refused {
-                        status: StatusCode::INSUFFICIENT_STORAGE,
-                        reason: "full".into(),
-                    };
-                }
-                if BlockId::of(block) != *id {
-                    return Answer::Refused {
-                        status: StatusCode::UNPROCESSABLE_ENTITY,
-                        reason: "hash mismatch".into(),
-                    };
-                }
-                if let Some(until) = keep_until {
-                    self.kept.lock().unwrap().insert((peer, *id), *until);
-                }
-                if self.holds(&peer, id) {
-                    Answer::Held
-                } else {
-                    self.give(peer, block.clone());
-                    Answer::Stored
-                }
-            }
+            } => self.offer(peer, id, block, *keep_until),
+            Ask::OfferMany {
+                blocks, keep_until, ..
+            } => Answer::Batch(
+                blocks
+                    .iter()
+                    .map(
+                        |(id, block)| match self.offer(peer, id, block, *keep_until) {
+                            Answer::Stored => 201,
+                            Answer::Held => 200,
+                            Answer::Refused { status, .. } => status.as_u16(),
+                            _ => 500,
+                        },
+                    )
+                    .collect(),
+            ),
             Ask::Holds { ids, keep_until } => Answer::Holds(
                 ids.iter()
                     .map(|id| match (self.holds(&peer, id), keep_until) {

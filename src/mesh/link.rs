@@ -121,6 +121,16 @@ pub enum Ask {
         /// Custody asked until this unix second.
         keep_until: Option<u64>,
     },
+    /// Many pushes in one request (`POST /sha256/batch` with `Libernet-Push`, and
+    /// `Libernet-Keep` for custody), stored with one group commit at the peer.
+    OfferMany {
+        /// The blocks (each hashes to its id), at most `MAX_BATCH_BLOCKS`.
+        blocks: Vec<(BlockId, Bytes)>,
+        /// The warmest of their heats at the sender (the batch carries one).
+        heat: f32,
+        /// Custody asked until this unix second.
+        keep_until: Option<u64>,
+    },
     /// This node's identity block, so the peer can check what it signs (a plain
     /// `PUT /sha256/{me}`).
     Introduce {
@@ -156,6 +166,10 @@ impl Ask {
     pub fn body_len(&self) -> u64 {
         match self {
             Ask::Offer { block, .. } | Ask::Introduce { block } => block.len() as u64,
+            Ask::OfferMany { blocks, .. } => blocks
+                .iter()
+                .map(|(_, b)| (b.len() + crate::proto::FRAME_HEADER) as u64)
+                .sum(),
             Ask::Holds { ids, .. } => ids.len() as u64 * 67,
             Ask::Announce(a) => 64 + a.peers.len() as u64 * 100,
             _ => 0,
@@ -186,6 +200,10 @@ pub enum Answer {
     Like(Vec<(BlockId, u64)>),
     /// `Holds`: one state per id asked, in order.
     Holds(Vec<HoldState>),
+    /// `OfferMany`: the status of each block offered, in order, as a single push would
+    /// have had it (201 stored, 200 held, else refused); blocks past the end of the
+    /// list were not read.
+    Batch(Vec<u16>),
     /// `Read`: the reply as it came.
     Raw(Reply),
     /// Anything else: the status and the start of the reason.
@@ -206,6 +224,7 @@ impl Answer {
             Answer::Peers(v) => 100 * v.peers.len() as u64,
             Answer::Like(found) => 86 * found.len() as u64,
             Answer::Holds(states) => states.len() as u64,
+            Answer::Batch(results) => 4 * results.len() as u64,
             _ => 0,
         }
     }
@@ -296,6 +315,27 @@ fn to_call(ask: &Ask, timeout: Duration) -> Call {
             }
             call
         }
+        Ask::OfferMany {
+            blocks,
+            heat,
+            keep_until,
+        } => {
+            let mut body = Vec::with_capacity(blocks.iter().map(|(_, b)| b.len() + 36).sum());
+            for (id, block) in blocks {
+                crate::proto::encode_frame(&mut body, id, block);
+            }
+            let mut call = Call::new(Method::POST, crate::proto::BATCH_PATH.to_owned(), timeout);
+            call.digest = Some(Sha256::digest(&body).into());
+            call.body = Bytes::from(body);
+            call.headers = vec![
+                ("content-type", crate::proto::BATCH_MEDIA_TYPE.to_owned()),
+                (PUSH_HEADER, format!("{heat:.3}")),
+            ];
+            if let Some(until) = keep_until {
+                call.headers.push((KEEP_HEADER, until.to_string()));
+            }
+            call
+        }
         Ask::Introduce { block } => {
             let id = BlockId::of(block);
             let mut call = Call::new(Method::PUT, format!("/sha256/{id}"), timeout);
@@ -375,6 +415,16 @@ fn to_answer(ask: &Ask, reply: Reply) -> Answer {
             },
             _ => refused(&reply),
         },
+        Ask::OfferMany { blocks, .. } => {
+            match serde_json::from_slice::<crate::proto::BatchAnswer>(&reply.body) {
+                Ok(answer)
+                    if reply.status == StatusCode::OK && answer.results.len() <= blocks.len() =>
+                {
+                    Answer::Batch(answer.results)
+                }
+                _ => refused(&reply),
+            }
+        }
         Ask::Holds { ids, .. } => match serde_json::from_slice::<HoldsAnswer>(&reply.body) {
             Ok(answer) if reply.status == StatusCode::OK && answer.state.len() == ids.len() => {
                 Answer::Holds(answer.state.chars().map(HoldState::from_char).collect())

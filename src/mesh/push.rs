@@ -25,7 +25,9 @@ use super::peers::Ring;
 use super::{Event, Mesh, REPLICAS};
 use crate::clock::unix_now;
 use crate::id::BlockId;
+use crate::proto::HoldState;
 use crate::store::ReadOutcome;
+use bytes::Bytes;
 
 /// Blocks offered to each peer per round.
 pub const PUSH_PER_PEER: usize = 10;
@@ -174,10 +176,16 @@ impl Mesh {
                 offers.add(peer, block, heat);
             }
         }
-        let mut tasks = tokio::task::JoinSet::new();
+        // One batch existence check and one batch of pushes per peer (`offer_many`).
+        let mut by_peer: std::collections::BTreeMap<BlockId, Vec<(BlockId, f32)>> =
+            std::collections::BTreeMap::new();
         for (peer, block, heat) in offers.list {
+            by_peer.entry(peer).or_default().push((block, heat));
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (peer, offered) in by_peer {
             let this = self.clone();
-            tasks.spawn(async move { this.offer(peer, block, heat).await });
+            tasks.spawn(async move { this.offer_many(peer, offered).await });
         }
         while tasks.join_next().await.is_some() {}
     }
@@ -214,44 +222,107 @@ impl Mesh {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Offers `block` to `peer`: sends it if the peer lacks it.
-    async fn offer(self: Arc<Self>, peer: BlockId, block: BlockId, heat: f32) {
-        match self
-            .send(&peer, Ask::Has { id: block }, OFFER_TIMEOUT)
-            .await
-        {
-            Ok(Answer::Held) => {
-                self.mark_known(&peer, &block, true);
-                return;
-            }
-            Ok(Answer::Missing) => {}
-            _ => return,
-        }
-        let read = crate::store::off_worker(&self.store, move |s| s.read(&block)).await;
-        let Ok(Ok(ReadOutcome::Found(bytes))) = read else {
-            return;
+    /// Offers `offered` to `peer`: one `POST /sha256/holds` asks which it lacks, and
+    /// one `POST /sha256/batch` sends those (one group commit there). A peer that does
+    /// not know batches (an older node) gets them one `PUT` at a time.
+    async fn offer_many(self: Arc<Self>, peer: BlockId, offered: Vec<(BlockId, f32)>) {
+        let ids: Vec<BlockId> = offered.iter().map(|(block, _)| *block).collect();
+        let check = Ask::Holds {
+            ids,
+            keep_until: None,
         };
+        let states = match self.send(&peer, check, OFFER_TIMEOUT).await {
+            Ok(Answer::Holds(states)) if states.len() == offered.len() => states,
+            _ => return,
+        };
+        let mut missing = Vec::new();
+        for ((block, heat), state) in offered.into_iter().zip(states) {
+            match state {
+                HoldState::Absent => missing.push((block, heat)),
+                HoldState::Held | HoldState::Kept => self.mark_known(&peer, &block, true),
+            }
+        }
+        if missing.is_empty() {
+            return;
+        }
+        let wanted: Vec<BlockId> = missing.iter().map(|(block, _)| *block).collect();
+        let read = crate::store::off_worker(&self.store, move |s| {
+            wanted
+                .into_iter()
+                .filter_map(|id| match s.read(&id) {
+                    Ok(ReadOutcome::Found(bytes)) => Some((id, bytes)),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let Ok(blocks) = read else { return };
+        if blocks.is_empty() {
+            return;
+        }
+        let heat = missing
+            .iter()
+            .filter(|(block, _)| blocks.iter().any(|(id, _)| id == block))
+            .map(|(_, heat)| *heat)
+            .fold(0.0, f32::max);
+        let ask = Ask::OfferMany {
+            blocks: blocks.clone(),
+            heat,
+            keep_until: None,
+        };
+        match self.send(&peer, ask, OFFER_TIMEOUT).await {
+            Ok(Answer::Batch(results)) => {
+                for ((block, _), status) in blocks.iter().zip(results) {
+                    self.offered(&peer, block, status);
+                }
+            }
+            Ok(Answer::Refused { status, .. }) if matches!(status.as_u16(), 400 | 404 | 405) => {
+                for (block, bytes) in blocks {
+                    self.offer_one(peer, block, bytes, heat).await;
+                }
+            }
+            Ok(answer) => tracing::debug!(%peer, ?answer, "batch push refused"),
+            Err(e) => tracing::debug!(%peer, error = %e, "batch push failed"),
+        }
+    }
+
+    /// Sends one block to `peer` as a single push.
+    async fn offer_one(&self, peer: BlockId, block: BlockId, bytes: Bytes, heat: f32) {
         let offer = Ask::Offer {
             id: block,
             block: bytes,
             heat,
             keep_until: None,
         };
-        match self.send(&peer, offer, OFFER_TIMEOUT).await {
-            Ok(Answer::Stored) => {
-                self.counters.pushes_sent.fetch_add(1, Ordering::Relaxed);
-                self.stats.record(&block, Event::PushOut, unix_now());
-                self.mark_known(&peer, &block, true);
+        let status = match self.send(&peer, offer, OFFER_TIMEOUT).await {
+            Ok(Answer::Stored) => 201,
+            Ok(Answer::Held) => 200,
+            Ok(Answer::Refused { status, .. }) => status.as_u16(),
+            Ok(_) => 502,
+            Err(e) => {
+                tracing::debug!(%peer, %block, error = %e, "push failed");
+                return;
             }
-            Ok(Answer::Held) => self.mark_known(&peer, &block, true),
-            Ok(answer) => {
+        };
+        self.offered(&peer, &block, status);
+    }
+
+    /// Records what `peer` answered (`status`, as to a single push) to `block`.
+    fn offered(&self, peer: &BlockId, block: &BlockId, status: u16) {
+        match status {
+            201 => {
+                self.counters.pushes_sent.fetch_add(1, Ordering::Relaxed);
+                self.stats.record(block, Event::PushOut, unix_now());
+                self.mark_known(peer, block, true);
+            }
+            200 => self.mark_known(peer, block, true),
+            _ => {
                 self.counters
                     .pushes_declined
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(%peer, %block, ?answer, "push declined");
-                self.mark_known(&peer, &block, false);
+                tracing::debug!(%peer, %block, status, "push declined");
+                self.mark_known(peer, block, false);
             }
-            Err(e) => tracing::debug!(%peer, %block, error = %e, "push failed"),
         }
     }
 }
@@ -317,8 +388,8 @@ mod tests {
                 assert_eq!(peers.holds(p, &id), home(&all, p, &id), "{id} on {p}");
             }
         }
-        // Every push was offered first (asked whether it was there).
-        let heads = peers.has_asks();
+        // Every push was offered first (asked, in a batch, whether it was there).
+        let heads = peers.batch_checks();
         for (peer, id, _) in &offers {
             assert!(heads.contains(&(*peer, *id)));
         }

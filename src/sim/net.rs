@@ -50,7 +50,7 @@ impl Purpose {
         match ask {
             Ask::Get { .. } | Ask::Like { .. } => Purpose::Lookup,
             Ask::Has { .. } => Purpose::Push,
-            Ask::Offer { keep_until, .. } => {
+            Ask::Offer { keep_until, .. } | Ask::OfferMany { keep_until, .. } => {
                 if keep_until.is_some() {
                     Purpose::Custody
                 } else {
