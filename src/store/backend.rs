@@ -67,10 +67,25 @@ pub(crate) trait Backend: Send + Sync {
     fn has(&self, id: &BlockId) -> bool;
 }
 
+/// What identifies one version of a block file: it changes whenever the file is written,
+/// replaced or has its times set (its change time moves with any of those).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileStamp {
+    /// Device and inode: another file in the same place is another stamp.
+    pub dev: u64,
+    /// The inode number.
+    pub ino: u64,
+    /// Modification time, seconds and nanoseconds.
+    pub mtime: (i64, i64),
+    /// Change time (inode or data changed), seconds and nanoseconds.
+    pub ctime: (i64, i64),
+}
+
 /// What a backend's `read` found in a block's place.
 pub(crate) enum FileRead {
     /// The block's bytes, exactly as many as expected; not yet checked against the id.
-    Bytes(Vec<u8>),
+    /// With the file's stamp as it was when opened, for backends with files.
+    Bytes(Vec<u8>, Option<FileStamp>),
     /// Something never to be served, and why (a symlink, FIFO, socket, device or
     /// directory, or a file of another size); the buffer comes back, empty.
     Odd(&'static str, Vec<u8>),

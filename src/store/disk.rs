@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::backend::{Backend, FileRead};
+use super::backend::{Backend, FileRead, FileStamp};
 use super::{BLOCKS_DIR, QUARANTINE_DIR, SCAN_THREADS, StoreError, StoreLock, TEMP_SUFFIX, io_err};
 use crate::fsutil;
 use crate::id::{BlockId, MAX_BLOCK_SIZE};
@@ -466,7 +466,14 @@ fn read_file(path: &Path, size: u32, mut buf: Vec<u8>) -> io::Result<FileRead> {
         buf.clear();
         return Ok(FileRead::Odd("size differs from the index", buf));
     }
-    Ok(FileRead::Bytes(buf))
+    use std::os::unix::fs::MetadataExt;
+    let stamp = FileStamp {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        mtime: (meta.mtime(), meta.mtime_nsec()),
+        ctime: (meta.ctime(), meta.ctime_nsec()),
+    };
+    Ok(FileRead::Bytes(buf, Some(stamp)))
 }
 
 /// True for an open that failed because the name is not a regular file: `ELOOP` (a

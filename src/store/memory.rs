@@ -45,7 +45,7 @@ impl Backend for MemoryFiles {
             return Ok(FileRead::Odd("size differs from the index", buf));
         }
         buf.extend_from_slice(&bytes);
-        Ok(FileRead::Bytes(buf))
+        Ok(FileRead::Bytes(buf, None))
     }
 
     fn remove(&self, id: &BlockId) -> Result<bool, StoreError> {
