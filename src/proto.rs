@@ -236,3 +236,270 @@ pub struct PeersView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seeds: Option<Vec<SeedView>>,
 }
+
+/// `POST`: many blocks in one request, stored with one group commit (`BatchAnswer`).
+/// The body is frames back to back, each `id (32 bytes) | length (u32, big-endian) |
+/// bytes` (`encode_frame`, `FrameReader`).
+pub const BATCH_PATH: &str = "/sha256/batch";
+
+/// Media type of a batch body (informative: the node does not require it).
+pub const BATCH_MEDIA_TYPE: &str = "application/vnd.libernet.blocks";
+
+/// Most frames in one batch: the answer stays small (a few KiB of JSON) and one group
+/// commit covers a bounded number of files.
+pub const MAX_BATCH_BLOCKS: usize = 1024;
+
+/// Most block bytes in one batch (32 MiB): bounds what one request holds in memory
+/// before its group commit, and what a client re-sends when a batch fails.
+pub const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
+
+/// Bytes of a frame's header: the id and the length.
+pub const FRAME_HEADER: usize = 36;
+
+/// Largest batch body: every frame at its header plus the byte bound.
+pub const MAX_BATCH_BODY: u64 = (MAX_BATCH_BYTES + MAX_BATCH_BLOCKS * FRAME_HEADER) as u64;
+
+/// Appends one frame (`id | length | bytes`) to `out`.
+pub fn encode_frame(out: &mut Vec<u8>, id: &BlockId, bytes: &[u8]) {
+    out.extend_from_slice(&id.0);
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// Why reading a batch stopped before its body ended at a frame boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchStop {
+    /// The body ended inside a frame.
+    Truncated,
+    /// A frame's length is over the largest block.
+    TooLarge,
+    /// A frame past `MAX_BATCH_BLOCKS`, or past `MAX_BATCH_BYTES` of block bytes.
+    TooMany,
+}
+
+impl BatchStop {
+    /// The stable code of this stop in an answer.
+    pub fn code(self) -> &'static str {
+        match self {
+            BatchStop::Truncated => "truncated",
+            BatchStop::TooLarge => "too_large",
+            BatchStop::TooMany => "too_many",
+        }
+    }
+}
+
+/// Where and why a batch stopped (see `BatchAnswer::stopped`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BatchStopped {
+    /// Index of the first frame not read: no frame from here on is listed or stored.
+    pub at: usize,
+    /// Why.
+    pub error: BatchStop,
+    /// For people.
+    pub message: String,
+}
+
+/// A frame's failure in a `BatchAnswer`: the code and message a single PUT would give.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BatchError {
+    /// Stable error code (as in every JSON error body).
+    pub error: String,
+    /// For people.
+    pub message: String,
+}
+
+/// The answer to `POST /sha256/batch`. Every frame answered 201 or 200 was durable
+/// before the answer was sent.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct BatchAnswer {
+    /// Per frame read, in order: the status a single PUT of it would have had.
+    pub results: Vec<u16>,
+    /// Frames stored now (201).
+    pub stored: usize,
+    /// Frames already held (200).
+    pub held: usize,
+    /// Frames refused (any other status).
+    pub failed: usize,
+    /// The refusals, keyed by frame index (decimal).
+    #[serde(default)]
+    pub errors: std::collections::BTreeMap<String, BatchError>,
+    /// None when the body ended at a frame boundary.
+    #[serde(default)]
+    pub stopped: Option<BatchStopped>,
+}
+
+/// What `FrameReader::next` found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A whole frame: the id it claims and the bytes (not yet checked against it).
+    Block(BlockId, bytes::Bytes),
+    /// Not enough bytes buffered yet for the next frame.
+    NeedMore,
+    /// Reading must stop here (see `BatchStop`).
+    Stop(BatchStop),
+}
+
+/// Splits a batch body into frames as its pieces arrive, enforcing the batch bounds.
+/// Holds at most one frame's bytes plus one piece.
+#[derive(Debug, Default)]
+pub struct FrameReader {
+    buf: bytes::BytesMut,
+    frames: usize,
+    bytes: usize,
+}
+
+impl FrameReader {
+    /// A reader at the start of a body.
+    pub fn new() -> FrameReader {
+        FrameReader::default()
+    }
+
+    /// Adds the next piece of the body.
+    pub fn push(&mut self, piece: &[u8]) {
+        self.buf.extend_from_slice(piece);
+    }
+
+    /// Bytes buffered and not yet returned as frames.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Frames returned so far.
+    pub fn frames(&self) -> usize {
+        self.frames
+    }
+
+    /// The next whole frame, `NeedMore`, or why to stop. A frame is checked against the
+    /// bounds from its header alone, before its bytes are waited for.
+    pub fn next(&mut self) -> Frame {
+        if self.buf.len() < FRAME_HEADER {
+            return Frame::NeedMore;
+        }
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&self.buf[..32]);
+        let mut len = [0u8; 4];
+        len.copy_from_slice(&self.buf[32..FRAME_HEADER]);
+        let len = u32::from_be_bytes(len) as usize;
+        if len > crate::id::MAX_BLOCK_SIZE {
+            return Frame::Stop(BatchStop::TooLarge);
+        }
+        if self.frames >= MAX_BATCH_BLOCKS || self.bytes + len > MAX_BATCH_BYTES {
+            return Frame::Stop(BatchStop::TooMany);
+        }
+        if self.buf.len() < FRAME_HEADER + len {
+            return Frame::NeedMore;
+        }
+        let _ = self.buf.split_to(FRAME_HEADER);
+        let bytes = self.buf.split_to(len).freeze();
+        self.frames += 1;
+        self.bytes += len;
+        Frame::Block(BlockId(id), bytes)
+    }
+
+    /// Called at the end of the body: `None` when it ended at a frame boundary.
+    pub fn finish(&self) -> Option<BatchStop> {
+        (!self.buf.is_empty()).then_some(BatchStop::Truncated)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(sizes: &[usize]) -> (Vec<(BlockId, Vec<u8>)>, Vec<u8>) {
+        let mut body = Vec::new();
+        let blocks: Vec<(BlockId, Vec<u8>)> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let bytes = vec![i as u8; n];
+                (BlockId::of(&bytes), bytes)
+            })
+            .collect();
+        for (id, bytes) in &blocks {
+            encode_frame(&mut body, id, bytes);
+        }
+        (blocks, body)
+    }
+
+    fn read_all(body: &[u8], piece: usize) -> (Vec<(BlockId, Vec<u8>)>, Option<BatchStop>) {
+        let mut reader = FrameReader::new();
+        let mut out = Vec::new();
+        for chunk in body.chunks(piece.max(1)) {
+            reader.push(chunk);
+            loop {
+                match reader.next() {
+                    Frame::Block(id, bytes) => out.push((id, bytes.to_vec())),
+                    Frame::NeedMore => break,
+                    Frame::Stop(stop) => return (out, Some(stop)),
+                }
+            }
+        }
+        (out, reader.finish())
+    }
+
+    #[test]
+    fn frames_come_back_whole_whatever_the_pieces() {
+        let (blocks, body) = frames(&[0, 1, 4096, crate::id::MAX_BLOCK_SIZE, 7]);
+        for piece in [1, 3, 35, 36, 37, 4096, 1 << 20, body.len()] {
+            assert_eq!(read_all(&body, piece), (blocks.clone(), None), "piece {piece}");
+        }
+    }
+
+    #[test]
+    fn a_body_cut_inside_a_frame_is_truncated_after_the_whole_ones() {
+        let (blocks, body) = frames(&[10, 20, 30]);
+        for cut in [1, 35, 36, 36 + 9, 46 + 36 + 19] {
+            let (got, stop) = read_all(&body[..body.len() - cut], 7);
+            assert!(got.len() < blocks.len(), "cut {cut}");
+            assert_eq!(got[..], blocks[..got.len()], "cut {cut}");
+            assert_eq!(stop, Some(BatchStop::Truncated), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn a_frame_over_the_block_bound_stops_before_its_bytes() {
+        let (_, mut body) = frames(&[5]);
+        body.extend_from_slice(&[0u8; 32]);
+        body.extend_from_slice(&((crate::id::MAX_BLOCK_SIZE + 1) as u32).to_be_bytes());
+        let (got, stop) = read_all(&body, 1000);
+        assert_eq!(got.len(), 1);
+        assert_eq!(stop, Some(BatchStop::TooLarge));
+    }
+
+    #[test]
+    fn frames_past_the_count_bound_stop_the_batch() {
+        let (_, body) = frames(&vec![0; MAX_BATCH_BLOCKS + 2]);
+        let (got, stop) = read_all(&body, 4096);
+        assert_eq!(got.len(), MAX_BATCH_BLOCKS);
+        assert_eq!(stop, Some(BatchStop::TooMany));
+    }
+
+    #[test]
+    fn an_answer_round_trips_through_json() {
+        let mut answer = BatchAnswer {
+            results: vec![201, 200, 422],
+            stored: 1,
+            held: 1,
+            failed: 1,
+            ..BatchAnswer::default()
+        };
+        answer.errors.insert(
+            "2".into(),
+            BatchError {
+                error: "hash_mismatch".into(),
+                message: "no".into(),
+            },
+        );
+        answer.stopped = Some(BatchStopped {
+            at: 3,
+            error: BatchStop::Truncated,
+            message: "cut".into(),
+        });
+        let text = serde_json::to_string(&answer).expect("serializes");
+        assert!(text.contains("\"error\":\"truncated\""), "{text}");
+        let back: BatchAnswer = serde_json::from_str(&text).expect("parses");
+        assert_eq!(back, answer);
+    }
+}
