@@ -353,7 +353,7 @@ impl Remote {
     /// given (the remote needs the admin token). Returns one outcome per block, in
     /// order: what a single PUT of that block would have said, a refused block as the
     /// `ClientError::Status` its PUT would have given. The caller keeps a batch within
-    /// `MAX_BATCH_BLOCKS` frames and `MAX_BATCH_BYTES` of frame bytes.
+    /// `proto::MAX_BATCH_BLOCKS` frames and `proto::MAX_BATCH_BYTES` of block bytes.
     ///
     /// A node without the batch route (404 or 405) gets one PUT per block instead.
     pub async fn put_blocks(
@@ -372,12 +372,12 @@ impl Remote {
             Some(_) => Some(self.bearer()?),
             None => None,
         };
-        let mut headers = vec![("content-type", batch::CONTENT_TYPE)];
+        let mut headers = vec![("content-type", crate::proto::BATCH_MEDIA_TYPE)];
         if let (Some(auth), Some(holder)) = (auth.as_deref(), holder) {
             headers.push(("authorization", auth));
             headers.push((crate::proto::PIN_HEADER, holder));
         }
-        let path = batch::PATH;
+        let path = crate::proto::BATCH_PATH;
         let reply = self.request(Method::POST, path, &headers, body).await?;
         match reply.status {
             StatusCode::OK => {}
@@ -389,10 +389,11 @@ impl Remote {
             }
             _ => return Err(status_error("POST", path.into(), &reply)),
         }
-        let answer: batch::Answer = serde_json::from_slice(&reply.body).map_err(|e| {
-            status_error("POST", path.into(), &reply)
-                .with_message(format!("not a batch answer: {e}"))
-        })?;
+        let answer: crate::proto::BatchAnswer =
+            serde_json::from_slice(&reply.body).map_err(|e| {
+                status_error("POST", path.into(), &reply)
+                    .with_message(format!("not a batch answer: {e}"))
+            })?;
         batch::outcomes(&answer, blocks)
             .map_err(|e| status_error("POST", path.into(), &reply).with_message(e))
     }

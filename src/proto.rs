@@ -443,7 +443,11 @@ mod tests {
     fn frames_come_back_whole_whatever_the_pieces() {
         let (blocks, body) = frames(&[0, 1, 4096, crate::id::MAX_BLOCK_SIZE, 7]);
         for piece in [1, 3, 35, 36, 37, 4096, 1 << 20, body.len()] {
-            assert_eq!(read_all(&body, piece), (blocks.clone(), None), "piece {piece}");
+            assert_eq!(
+                read_all(&body, piece),
+                (blocks.clone(), None),
+                "piece {piece}"
+            );
         }
     }
 

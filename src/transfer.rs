@@ -20,7 +20,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::bundle::{self, Chunk, FileEntry, Lookup, Manifest, Restore, Tree};
-use crate::client::{ClientError, Remote, Sent, batch};
+use crate::client::{ClientError, Remote, Sent};
 use crate::codec::CodecError;
 use crate::codec::{self, Encoded, Locator, MAX_CONTENT};
 use crate::id::BlockId;
@@ -187,7 +187,7 @@ impl Uploader {
     }
 
     /// Makes sure the node holds every block of `blocks` (pinned, for a pinning
-    /// uploader), in batches of at most `BATCH_BYTES` and `MAX_BLOCKS` frames; returns
+    /// uploader), in batches of at most `BATCH_BYTES` and `MAX_BATCH_BLOCKS` frames; returns
     /// their locators in order. A block the node refuses fails the whole call with the
     /// node's words for it.
     pub async fn send_all(&self, blocks: Vec<Encoded>) -> anyhow::Result<Vec<Locator>> {
@@ -207,9 +207,9 @@ impl Uploader {
         let mut part = Vec::new();
         let mut part_bytes = 0;
         for encoded in fresh {
-            let len = encoded.block.len() + batch::FRAME_HEAD;
+            let len = encoded.block.len() + crate::proto::FRAME_HEADER;
             if !part.is_empty()
-                && (part_bytes + len > BATCH_BYTES || part.len() == batch::MAX_BLOCKS)
+                && (part_bytes + len > BATCH_BYTES || part.len() == crate::proto::MAX_BATCH_BLOCKS)
             {
                 self.send_batch(std::mem::take(&mut part)).await?;
                 part_bytes = 0;
@@ -311,9 +311,10 @@ impl<T: Send + 'static> Batches<T> {
         encoded: Encoded,
         done: &mut impl FnMut(T, Locator),
     ) -> anyhow::Result<()> {
-        let len = encoded.block.len() + batch::FRAME_HEAD;
+        let len = encoded.block.len() + crate::proto::FRAME_HEADER;
         if !self.filling.is_empty()
-            && (self.bytes + len > BATCH_BYTES || self.filling.len() == batch::MAX_BLOCKS)
+            && (self.bytes + len > BATCH_BYTES
+                || self.filling.len() == crate::proto::MAX_BATCH_BLOCKS)
         {
             self.flush(done).await?;
         }

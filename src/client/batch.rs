@@ -1,102 +1,41 @@
-//! The client's half of `POST /sha256/batch` (docs: issue 16's wire format): frames out,
-//! the signed answer's per-block outcomes in. Pure: no I/O, so the parsing of every
+//! The client's half of `POST /sha256/batch` (the wire format is `proto`'s): the body
+//! out, the signed answer's per-block outcomes in. Pure: no I/O, so the reading of every
 //! answer shape (a refused frame, a batch the node stopped reading) is tested here.
 
-use std::collections::BTreeMap;
-
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use hyper::StatusCode;
 
 use super::{ClientError, Sent};
 use crate::id::BlockId;
-
-/// The route of a batch upload.
-pub const PATH: &str = "/sha256/batch";
-
-/// The body's media type (the node does not require it).
-pub const CONTENT_TYPE: &str = "application/vnd.libernet.blocks";
-
-/// Most frames the node reads from one batch.
-pub const MAX_BLOCKS: usize = 1024;
-
-/// Most frame bytes (ids, lengths and blocks) the node reads from one batch.
-pub const MAX_BYTES: usize = 32 * 1024 * 1024;
-
-/// Bytes of a frame before its block: the id (32) and the length (u32, big-endian).
-pub const FRAME_HEAD: usize = 32 + 4;
-
-/// The answer to a batch: `results[i]` is what a single PUT of frame `i` would have
-/// answered; `errors` explains every result that is not 200 or 201, keyed by the
-/// frame's index; `stopped` says where and why the node stopped reading, if it did.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-pub struct Answer {
-    /// Statuses, one per frame read.
-    pub results: Vec<u16>,
-    /// Frames stored now (201).
-    #[serde(default)]
-    pub stored: u64,
-    /// Frames already held (200).
-    #[serde(default)]
-    pub held: u64,
-    /// Frames refused.
-    #[serde(default)]
-    pub failed: u64,
-    /// Why each refused frame was refused.
-    #[serde(default)]
-    pub errors: BTreeMap<String, ErrorBody>,
-    /// Where reading stopped before the body's end.
-    #[serde(default)]
-    pub stopped: Option<Stop>,
-}
-
-/// A refusal, as in any error answer's JSON body.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-pub struct ErrorBody {
-    /// Stable code (`hash_mismatch`, `store_full`, ...).
-    pub error: String,
-    /// The node's words.
-    #[serde(default)]
-    pub message: String,
-}
-
-/// Why the node stopped reading a batch at frame `at` (none from `at` on was stored).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-pub struct Stop {
-    /// The first frame not read.
-    pub at: usize,
-    /// `truncated`, `too_large` or `too_many`.
-    pub error: String,
-    /// The node's words.
-    #[serde(default)]
-    pub message: String,
-}
+use crate::proto::{BATCH_PATH, BatchAnswer, BatchStop, FRAME_HEADER, encode_frame};
 
 /// Bytes `blocks` take as frames.
 pub fn frame_bytes(blocks: &[(BlockId, Bytes)]) -> usize {
-    blocks.iter().map(|(_, b)| FRAME_HEAD + b.len()).sum()
+    blocks.iter().map(|(_, b)| FRAME_HEADER + b.len()).sum()
 }
 
-/// The body of a batch: each block as `id | length (u32 BE) | bytes`. Refuses a block
-/// whose length does not fit the frame's length field.
+/// The body of a batch: each block as one frame. Refuses a block over the largest
+/// block (the node would stop reading there).
 pub fn encode(blocks: &[(BlockId, Bytes)]) -> Result<Bytes, ClientError> {
-    let mut body = BytesMut::with_capacity(frame_bytes(blocks));
+    let mut body = Vec::with_capacity(frame_bytes(blocks));
     for (id, block) in blocks {
-        let len = u32::try_from(block.len())
-            .map_err(|_| ClientError::Request(format!("block {id} is too large for a frame")))?;
-        body.put_slice(id.as_bytes());
-        body.put_u32(len);
-        body.put_slice(block);
+        if block.len() > crate::id::MAX_BLOCK_SIZE {
+            return Err(ClientError::Request(format!(
+                "block {id} is over the largest block"
+            )));
+        }
+        encode_frame(&mut body, id, block);
     }
-    Ok(body.freeze())
+    Ok(body.into())
 }
 
 /// One outcome per block of `blocks` from `answer`: 201 stored, 200 already there, any
-/// other status the `ClientError::Status` of a single PUT (with the node's message),
-/// and frames the node did not read (after `stopped.at`) an error naming the stop.
-/// `Err` when the answer does not fit the batch (more results than frames, or fewer
-/// without a stop).
+/// other status the `ClientError::Status` a single PUT would have given (with the
+/// node's message), and frames the node did not read (from `stopped.at` on) an error
+/// naming the stop. `Err` when the answer does not fit the batch (more results than
+/// frames, or fewer without a stop).
 pub fn outcomes(
-    answer: &Answer,
+    answer: &BatchAnswer,
     blocks: &[(BlockId, Bytes)],
 ) -> Result<Vec<Result<Sent, ClientError>>, String> {
     let read = answer.results.len();
@@ -133,18 +72,20 @@ pub fn outcomes(
         });
     }
     if let Some(stop) = &answer.stopped {
-        let status = match stop.error.as_str() {
-            "too_large" | "too_many" => StatusCode::PAYLOAD_TOO_LARGE,
-            _ => StatusCode::BAD_REQUEST,
+        let status = match stop.error {
+            BatchStop::TooLarge | BatchStop::TooMany => StatusCode::PAYLOAD_TOO_LARGE,
+            BatchStop::Truncated => StatusCode::BAD_REQUEST,
         };
         for (id, _) in &blocks[read..] {
             out.push(Err(ClientError::Status {
                 method: "POST",
-                path: format!("{PATH} (block {id})"),
+                path: format!("{BATCH_PATH} (block {id})"),
                 status,
                 message: format!(
                     "the node stopped reading the batch at frame {}: {} ({})",
-                    stop.at, stop.message, stop.error
+                    stop.at,
+                    stop.message,
+                    stop.error.code()
                 ),
             }));
         }
@@ -165,6 +106,10 @@ mod tests {
             .collect()
     }
 
+    fn answer(json: &str) -> BatchAnswer {
+        serde_json::from_str(json).unwrap()
+    }
+
     #[test]
     fn frames_are_id_length_bytes_back_to_back() {
         let blocks = blocks(2);
@@ -177,14 +122,17 @@ mod tests {
         assert_eq!(&body[69..73], &[0, 0, 0, 2]);
         assert_eq!(&body[73..], &[1, 1]);
         assert!(encode(&[]).unwrap().is_empty());
+        let huge = Bytes::from(vec![0; crate::id::MAX_BLOCK_SIZE + 1]);
+        assert!(encode(&[(BlockId::of(&huge), huge)]).is_err());
     }
 
     #[test]
     fn a_refused_frame_fails_alone_with_the_nodes_words() {
-        let json = r#"{"results": [201, 422, 200], "stored": 1, "held": 1, "failed": 1,
+        let answer = answer(
+            r#"{"results": [201, 422, 200], "stored": 1, "held": 1, "failed": 1,
             "errors": {"1": {"error": "hash_mismatch", "message": "bytes do not hash to the id"}},
-            "stopped": null}"#;
-        let answer: Answer = serde_json::from_str(json).unwrap();
+            "stopped": null}"#,
+        );
         let blocks = blocks(3);
         let out = outcomes(&answer, &blocks).unwrap();
         assert_eq!(out.len(), 3);
@@ -209,10 +157,11 @@ mod tests {
 
     #[test]
     fn frames_after_a_stop_fail_with_the_stop() {
-        let json = r#"{"results": [201, 200], "stored": 1, "held": 1, "failed": 0,
+        let answer = answer(
+            r#"{"results": [201, 200], "stored": 1, "held": 1, "failed": 0,
             "errors": {}, "stopped": {"at": 2, "error": "too_large",
-            "message": "frame of 2000000 bytes"}}"#;
-        let answer: Answer = serde_json::from_str(json).unwrap();
+            "message": "frame of 2000000 bytes"}}"#,
+        );
         let out = outcomes(&answer, &blocks(4)).unwrap();
         assert_eq!(out.len(), 4);
         assert!(out[0].is_ok() && out[1].is_ok());
@@ -224,27 +173,46 @@ mod tests {
                     assert_eq!(*status, StatusCode::PAYLOAD_TOO_LARGE);
                     assert!(message.contains("frame 2"), "{message}");
                     assert!(message.contains("frame of 2000000 bytes"), "{message}");
+                    assert!(message.contains("too_large"), "{message}");
                 }
                 other => panic!("expected a stop error, got {other:?}"),
             }
         }
+        let truncated = answer_at(0, "truncated");
+        let out = outcomes(&truncated, &blocks(1)).unwrap();
+        assert!(matches!(
+            &out[0],
+            Err(ClientError::Status { status, .. }) if *status == StatusCode::BAD_REQUEST
+        ));
+    }
+
+    fn answer_at(at: usize, error: &str) -> BatchAnswer {
+        let results = vec!["201"; at].join(",");
+        answer(&format!(
+            r#"{{"results": [{results}], "stored": {at}, "held": 0, "failed": 0,
+            "stopped": {{"at": {at}, "error": "{error}", "message": "cut"}}}}"#
+        ))
     }
 
     #[test]
     fn answers_that_do_not_fit_the_batch_are_refused() {
-        let parse = |json: &str| serde_json::from_str::<Answer>(json).unwrap();
-        let short = parse(r#"{"results": [201], "stopped": null}"#);
+        let counts = r#""stored": 0, "held": 0, "failed": 0"#;
+        let short = answer(&format!(
+            r#"{{"results": [201], {counts}, "stopped": null}}"#
+        ));
         assert!(outcomes(&short, &blocks(2)).is_err());
-        let long = parse(r#"{"results": [201, 201, 201]}"#);
+        let long = answer(&format!(r#"{{"results": [201, 201, 201], {counts}}}"#));
         assert!(outcomes(&long, &blocks(2)).is_err());
-        let misplaced = parse(r#"{"results": [201], "stopped": {"at": 0, "error": "truncated"}}"#);
+        assert!(outcomes(&answer_at(1, "truncated"), &blocks(3)).is_ok());
+        let mut misplaced = answer_at(1, "too_many");
+        misplaced.stopped.as_mut().unwrap().at = 0;
         assert!(outcomes(&misplaced, &blocks(2)).is_err());
-        let no_reason = parse(r#"{"results": [507, 201]}"#);
+        let no_reason = answer(&format!(r#"{{"results": [507, 201], {counts}}}"#));
         let out = outcomes(&no_reason, &blocks(2)).unwrap();
         assert!(matches!(
             &out[0],
-            Err(ClientError::Status { status, .. }) if *status == StatusCode::INSUFFICIENT_STORAGE
+            Err(ClientError::Status { status, message, .. })
+                if *status == StatusCode::INSUFFICIENT_STORAGE && message.contains("no reason")
         ));
-        assert!(serde_json::from_str::<Answer>(r#"{"stored": 1}"#).is_err());
     }
 }
