@@ -195,13 +195,18 @@ pub struct Remote {
     info: NodeInfo,
     /// The node's admin token, for pins (`with_token`).
     token: Option<std::sync::Arc<str>>,
-    /// False once the node answered the batch route with 404 or 405 (an older node):
-    /// `put_blocks` then sends one PUT per block.
-    batches: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Whether the node takes batch uploads (`has_batches`): `BATCHES_UNKNOWN` until
+    /// asked; without them `put_blocks` sends one PUT per block.
+    batches: std::sync::Arc<std::sync::atomic::AtomicU8>,
     /// False once the node refused `POST /sha256/holds` from a client: `holds` then asks
     /// with one HEAD per id.
     ask_holds: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// `Remote::batches`: not asked yet, batch uploads taken, or not.
+const BATCHES_UNKNOWN: u8 = 0;
+const BATCHES_YES: u8 = 1;
+const BATCHES_NO: u8 = 2;
 
 /// What a PUT did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,7 +227,7 @@ impl Remote {
             node,
             info,
             token: None,
-            batches: std::sync::Arc::new(true.into()),
+            batches: std::sync::Arc::new(BATCHES_UNKNOWN.into()),
             ask_holds: std::sync::Arc::new(true.into()),
         })
     }
@@ -355,7 +360,8 @@ impl Remote {
     /// `ClientError::Status` its PUT would have given. The caller keeps a batch within
     /// `proto::MAX_BATCH_BLOCKS` frames and `proto::MAX_BATCH_BYTES` of block bytes.
     ///
-    /// A node without the batch route (404 or 405) gets one PUT per block instead.
+    /// A node without the batch route (an older one, see `has_batches`) gets one PUT
+    /// per block instead.
     pub async fn put_blocks(
         &self,
         blocks: &[(BlockId, Bytes)],
@@ -364,7 +370,7 @@ impl Remote {
         if blocks.is_empty() {
             return Ok(Vec::new());
         }
-        if !self.batches.load(std::sync::atomic::Ordering::Relaxed) {
+        if !self.has_batches().await? {
             return self.put_each(blocks, holder).await;
         }
         let body = batch::encode(blocks)?;
@@ -381,12 +387,6 @@ impl Remote {
         let reply = self.request(Method::POST, path, &headers, body).await?;
         match reply.status {
             StatusCode::OK => {}
-            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => {
-                tracing::info!("the node has no batch route: one PUT per block");
-                self.batches
-                    .store(false, std::sync::atomic::Ordering::Relaxed);
-                return self.put_each(blocks, holder).await;
-            }
             _ => return Err(status_error("POST", path.into(), &reply)),
         }
         let answer: crate::proto::BatchAnswer =
@@ -396,6 +396,32 @@ impl Remote {
             })?;
         batch::outcomes(&answer, blocks)
             .map_err(|e| status_error("POST", path.into(), &reply).with_message(e))
+    }
+
+    /// True when the node takes batch uploads: asked once per remote with an empty
+    /// batch (an older node answers 400, reading the path as a malformed block id, or
+    /// 404 or 405; it may close the connection without reading a large body, so the
+    /// question is asked without one).
+    async fn has_batches(&self) -> Result<bool, ClientError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        match self.batches.load(Relaxed) {
+            BATCHES_YES => return Ok(true),
+            BATCHES_NO => return Ok(false),
+            _ => {}
+        }
+        let path = crate::proto::BATCH_PATH;
+        let reply = self.request(Method::POST, path, &[], Bytes::new()).await?;
+        let yes = match reply.status {
+            StatusCode::OK => true,
+            StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => {
+                tracing::debug!("the node has no batch route: one PUT per block");
+                false
+            }
+            _ => return Err(status_error("POST", path.into(), &reply)),
+        };
+        self.batches
+            .store(if yes { BATCHES_YES } else { BATCHES_NO }, Relaxed);
+        Ok(yes)
     }
 
     /// `put_blocks` one PUT at a time, for nodes without the batch route.
@@ -435,7 +461,7 @@ impl Remote {
             match self.holds_once(part).await? {
                 Some(states) => held.extend(states),
                 None => {
-                    tracing::info!("the node does not answer holds to clients: one HEAD per id");
+                    tracing::debug!("the node does not answer holds to clients: one HEAD per id");
                     self.ask_holds
                         .store(false, std::sync::atomic::Ordering::Relaxed);
                     for id in part {
