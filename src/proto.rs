@@ -329,7 +329,7 @@ pub struct BatchAnswer {
     pub stopped: Option<BatchStopped>,
 }
 
-/// What `FrameReader::next` found.
+/// What `FrameReader::next_frame` found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame {
     /// A whole frame: the id it claims and the bytes (not yet checked against it).
@@ -372,7 +372,7 @@ impl FrameReader {
 
     /// The next whole frame, `NeedMore`, or why to stop. A frame is checked against the
     /// bounds from its header alone, before its bytes are waited for.
-    pub fn next(&mut self) -> Frame {
+    pub fn next_frame(&mut self) -> Frame {
         if self.buf.len() < FRAME_HEADER {
             return Frame::NeedMore;
         }
@@ -429,7 +429,7 @@ mod tests {
         for chunk in body.chunks(piece.max(1)) {
             reader.push(chunk);
             loop {
-                match reader.next() {
+                match reader.next_frame() {
                     Frame::Block(id, bytes) => out.push((id, bytes.to_vec())),
                     Frame::NeedMore => break,
                     Frame::Stop(stop) => return (out, Some(stop)),

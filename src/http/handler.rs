@@ -234,42 +234,9 @@ impl Handler {
         len: usize,
     ) -> Result<crate::node::Upload, ApiError> {
         let mut hasher = UploadHasher::new(len);
-        let mut body = Limited::new(body, MAX_BLOCK_SIZE);
-        let mut pressure = self.slots.as_ref().map(|s| s.pressure());
-        let started = tokio::time::Instant::now();
-        loop {
-            let earned = Duration::from_secs_f64(hasher.len() as f64 / MIN_BODY_RATE as f64);
-            let deadline = started + self.body_grace().max(earned).min(BODY_READ_TIMEOUT);
-            let pressure_changed = async {
-                let changed = match pressure.as_mut() {
-                    Some(rx) => rx.changed().await.is_ok(),
-                    None => false,
-                };
-                if !changed {
-                    std::future::pending::<()>().await;
-                }
-            };
-            let frame = tokio::select! {
-                frame = body.frame() => frame,
-                () = tokio::time::sleep_until(deadline) => return Err(too_slow()),
-                // The grace may have become shorter: compute the deadline again.
-                () = pressure_changed => continue,
-            };
-            let Some(frame) = frame else { break };
-            let frame = frame.map_err(|e| {
-                if e.downcast_ref::<LengthLimitError>().is_some() {
-                    too_large()
-                } else {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "bad_body",
-                        "the body ended early or was malformed",
-                    )
-                }
-            })?;
-            if let Some(data) = frame.data_ref() {
-                hasher.push(data);
-            }
+        let mut paced = self.paced(body, MAX_BLOCK_SIZE, BODY_READ_TIMEOUT);
+        while let Some(data) = paced.next().await? {
+            hasher.push(&data);
         }
         if hasher.len() != len {
             return Err(ApiError::new(
@@ -279,6 +246,19 @@ impl Handler {
             ));
         }
         Ok(hasher.finish())
+    }
+
+    /// `body`, read piece by piece under the pace rules of `read_body`, at most `limit`
+    /// bytes and whole by `timeout`.
+    pub(super) fn paced(&self, body: Incoming, limit: usize, timeout: Duration) -> PacedBody<'_> {
+        PacedBody {
+            handler: self,
+            body: Limited::new(body, limit),
+            pressure: self.slots.as_ref().map(|s| s.pressure()),
+            started: tokio::time::Instant::now(),
+            received: 0,
+            timeout,
+        }
     }
 
     /// Answers one request; never fails (errors become signed error answers).
@@ -352,6 +332,7 @@ impl Handler {
             Route::Peers => self.peers(),
             Route::Announce => self.announce(caller, parts, body).await,
             Route::Holds => self.holds(caller, parts, body).await,
+            Route::Batch => self.batch(&caller, parts, body).await,
             Route::Stats => self.stats(parts),
             Route::History => {
                 let body = serde_json::to_vec(&serde_json::json!({
@@ -683,6 +664,63 @@ pub(super) fn content_length(headers: &HeaderMap) -> Result<usize, ApiError> {
     Ok(n as usize)
 }
 
+/// A request body read under the node's pace rules (see `Handler::read_body`).
+pub(super) struct PacedBody<'h> {
+    handler: &'h Handler,
+    body: Limited<Incoming>,
+    pressure: Option<tokio::sync::watch::Receiver<bool>>,
+    started: tokio::time::Instant,
+    received: u64,
+    timeout: Duration,
+}
+
+impl PacedBody<'_> {
+    /// The next piece of the body, `None` at its end; `408` when it falls below
+    /// `MIN_BODY_RATE` after its grace or is not whole by its timeout, `413` past its
+    /// limit, `400` when it breaks off.
+    pub(super) async fn next(&mut self) -> Result<Option<Bytes>, ApiError> {
+        loop {
+            let earned = Duration::from_secs_f64(self.received as f64 / MIN_BODY_RATE as f64);
+            let grace = self.handler.body_grace();
+            let deadline = self.started + grace.max(earned).min(self.timeout);
+            let pressure = self.pressure.as_mut();
+            let pressure_changed = async {
+                let changed = match pressure {
+                    Some(rx) => rx.changed().await.is_ok(),
+                    None => false,
+                };
+                if !changed {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let frame = tokio::select! {
+                frame = self.body.frame() => frame,
+                () = tokio::time::sleep_until(deadline) => return Err(too_slow(self.timeout)),
+                // The grace may have become shorter: compute the deadline again.
+                () = pressure_changed => continue,
+            };
+            let Some(frame) = frame else {
+                return Ok(None);
+            };
+            let frame = frame.map_err(|e| {
+                if e.downcast_ref::<LengthLimitError>().is_some() {
+                    too_large()
+                } else {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_body",
+                        "the body ended early or was malformed",
+                    )
+                }
+            })?;
+            if let Ok(data) = frame.into_data() {
+                self.received += data.len() as u64;
+                return Ok(Some(data));
+            }
+        }
+    }
+}
+
 fn too_large() -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -691,14 +729,14 @@ fn too_large() -> ApiError {
     )
 }
 
-fn too_slow() -> ApiError {
+fn too_slow(timeout: Duration) -> ApiError {
     ApiError::new(
         StatusCode::REQUEST_TIMEOUT,
         "body_timeout",
         format!(
             "the body must arrive at {} KiB/s or more, within {} s",
             MIN_BODY_RATE / 1024,
-            BODY_READ_TIMEOUT.as_secs()
+            timeout.as_secs()
         ),
     )
 }

@@ -6,6 +6,7 @@
 
 mod answer;
 mod assets;
+mod batch;
 mod body;
 mod conn;
 mod content;

@@ -158,14 +158,19 @@ impl Handler {
         json_reply(StatusCode::OK, &view)
     }
 
-    /// `POST /sha256/holds`: only from a verified node.
+    /// `POST /sha256/holds`: which of many ids are held here. Anyone may ask; only a
+    /// verified node may ask for custody (`keep_until`).
     pub(super) async fn holds(
         &self,
         caller: Caller,
         parts: &Parts,
         body: Incoming,
     ) -> Result<Reply, ApiError> {
-        let from = caller.peer_only("a holds check")?;
+        let from = match caller {
+            Caller::Peer(id) => Some(id),
+            Caller::Refused(e) => return Err(e.into()),
+            Caller::Client => None,
+        };
         let len = content_length(&parts.headers)?;
         if len > MAX_HOLDS_BODY {
             return Err(NodeError::BadRequest(format!(
@@ -178,7 +183,16 @@ impl Handler {
         let asked: Holds = serde_json::from_slice(upload.bytes())
             .map_err(|e| NodeError::BadRequest(format!("not a holds check: {e}")))?;
         let ids = parse_holds(&asked)?;
-        let states = self.node.holds(from, &ids, asked.keep_until).await?;
+        let states = match (from, asked.keep_until) {
+            (Some(from), keep_until) => self.node.holds(from, &ids, keep_until).await?,
+            (None, None) => self.node.held(&ids).await?,
+            (None, Some(_)) => {
+                return Err(NodeError::PeerAuth(
+                    "custody (keep_until) must be asked by a signed node".into(),
+                )
+                .into());
+            }
+        };
         let state = states.into_iter().map(HoldState::as_char).collect();
         json_reply(StatusCode::OK, &HoldsAnswer { state })
     }

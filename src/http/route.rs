@@ -76,6 +76,8 @@ pub enum Route<'a> {
         /// The block.
         id: BlockId,
     },
+    /// `POST /sha256/batch`: many blocks in one body, stored with one group commit.
+    Batch,
     /// `POST /sha256/holds` (signed by a peer): which of many ids are held here,
     /// renewing custody of those held.
     Holds,
@@ -225,6 +227,12 @@ impl<'a> Route<'a> {
                 _ => Err(RouteError::MethodNotAllowed { allow: "POST" }),
             };
         }
+        if rest == "batch" {
+            return match *method {
+                Method::POST => Ok(Route::Batch),
+                _ => Err(RouteError::MethodNotAllowed { allow: "POST" }),
+            };
+        }
         if let Some(target) = rest.strip_prefix("like/") {
             let id = target.parse().map_err(RouteError::BadId)?;
             return only_read(Route::Like { id });
@@ -280,6 +288,7 @@ impl<'a> Route<'a> {
             Route::Pin { .. } => "pin",
             Route::Unpin { .. } => "unpin",
             Route::Holds => "holds",
+            Route::Batch => "batch",
             Route::DeleteBlock { .. } => "delete_block",
             Route::Ipfs { .. } => "ipfs",
             Route::Blob { .. } => "blob",

@@ -14,6 +14,21 @@ impl Node {
         self.store.custody_until(id)
     }
 
+    /// Which of `ids` are held here now (a client's batch existence check).
+    pub async fn held(&self, ids: &[BlockId]) -> Result<Vec<HoldState>, NodeError> {
+        let ids = ids.to_vec();
+        let states = super::store_work(&self.store, move |store| {
+            ids.iter()
+                .map(|id| match store.contains(id) {
+                    Some(_) => HoldState::Held,
+                    None => HoldState::Absent,
+                })
+                .collect()
+        })
+        .await?;
+        Ok(states)
+    }
+
     /// Which of `ids` are held here, for peer `from`; with `keep_until`, those held are
     /// also kept in custody until then where the custody share allows.
     pub async fn holds(

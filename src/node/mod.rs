@@ -5,6 +5,7 @@
 //! statuses.
 
 mod admin;
+mod batch;
 mod content;
 mod custody;
 mod history;
@@ -24,6 +25,7 @@ use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
 pub use admin::{MAX_REPIN, PIN_FLUSH_INTERVAL, PinOutcome, Repin, Repinned, StatRow, StatsPage};
+pub use batch::BatchSender;
 pub use content::{
     FileStream, Opened, PREFETCH_BLOCKS, Parts, SERVE_LIMITS, SERVE_MAX_ENTRIES,
     SERVE_MAX_MANIFEST_BYTES, SERVE_MAX_SUB_BUNDLES, StreamGuard,
@@ -614,11 +616,7 @@ impl Node {
             return Err(NodeError::Deleted(id));
         }
         let block = self.check_upload(id, upload)?;
-        let heat = if hint.is_finite() {
-            (hint / 2.0).clamp(0.0, MAX_PUSH_HEAT)
-        } else {
-            0.0
-        };
+        let heat = push_heat(hint);
         let admission = Admission {
             heat,
             // Custody is taken whatever the block is worth (within the custody share);
@@ -851,6 +849,16 @@ impl Intake {
         Ok(put.outcome)
     }
 
+    /// What follows a batch block's put (see `store_block`): evictions recorded and
+    /// handed off, waiters woken.
+    fn settled(&self, id: BlockId, block: &Bytes, put: crate::store::Put, now: u64) {
+        for victim in &put.evicted {
+            self.mesh.stats().record(victim, Event::Purge, now);
+        }
+        self.mesh.hand_off(put.handed);
+        self.arrivals.arrived(&id, block, 0);
+    }
+
     /// A block a lookup found `hops` away: kept if it is worth a place here (the
     /// request that asked for it counts as one), unless the operator deleted it here;
     /// handed to the waiters either way.
@@ -889,6 +897,16 @@ async fn store_work<T: Send + 'static>(
     crate::store::off_worker(store, f)
         .await
         .map_err(|e| NodeError::Task(e.to_string()))
+}
+
+/// The heat a pushed block starts with here, from its heat `hint` at the sender: half of
+/// it, at most `MAX_PUSH_HEAT` (a peer cannot make its blocks unevictable here).
+fn push_heat(hint: f32) -> f32 {
+    if hint.is_finite() {
+        (hint / 2.0).clamp(0.0, MAX_PUSH_HEAT)
+    } else {
+        0.0
+    }
 }
 
 /// Inflates an upload's zlib stream under the block cap (see `codec::inflate_capped`).

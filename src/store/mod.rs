@@ -275,6 +275,21 @@ pub struct Put {
     pub handed: Vec<Handed>,
 }
 
+/// What admitting one block of a put decided (see `Store::admit`).
+enum Plan {
+    /// Already held: nothing to write.
+    Held,
+    /// Room made and `len` bytes reserved: write it.
+    Write {
+        /// Evicted to make room (out of the index; files deleted next).
+        victims: Vec<Victim>,
+        /// The custody lease this put made or extended, if it asked for one.
+        kept: Option<Kept>,
+        /// The block's size.
+        len: u64,
+    },
+}
+
 /// An evicted block whose bytes the caller may place elsewhere (see `Put::handed`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Handed {
@@ -473,50 +488,116 @@ impl Store {
         bytes: &[u8],
         admission: Admission,
     ) -> Result<Put, StoreError> {
+        self.put_many(&[(*id, bytes, admission)])
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::TooLarge(bytes.len())))
+    }
+
+    /// Stores many blocks as `put_with` stores one, each with its admission, with one
+    /// group commit: every block is admitted (evicting as needed), then all are written
+    /// and made durable together (see `Backend::write_many`). Returns one result per
+    /// block, in order; a block is `Stored` only once it survives a crash. The caller
+    /// guarantees each hashes to its id. A block listed twice is stored once and
+    /// `AlreadyHeld` the second time.
+    pub fn put_many(&self, blocks: &[(BlockId, &[u8], Admission)]) -> Vec<Result<Put, StoreError>> {
+        let plans: Vec<Result<Plan, StoreError>> = blocks
+            .iter()
+            .map(|(id, bytes, admission)| self.admit(id, bytes, *admission))
+            .collect();
+        let mut handed = Vec::with_capacity(plans.len());
+        for plan in &plans {
+            let (evicted, read) = match plan {
+                Ok(Plan::Write { victims, .. }) => {
+                    let read = self.read_handed(victims);
+                    let ids: Vec<BlockId> = victims.iter().map(|v| v.id).collect();
+                    self.delete_evicted(&ids);
+                    (ids, read)
+                }
+                _ => (Vec::new(), Vec::new()),
+            };
+            handed.push((evicted, read));
+        }
+        let to_write: Vec<(BlockId, &[u8])> = blocks
+            .iter()
+            .zip(&plans)
+            .filter(|(_, plan)| matches!(plan, Ok(Plan::Write { .. })))
+            .map(|((id, bytes, _), _)| (*id, *bytes))
+            .collect();
+        let mut written = self.files.write_many(&to_write).into_iter();
+        blocks
+            .iter()
+            .zip(plans)
+            .zip(handed)
+            .map(
+                |(((id, _, admission), plan), (evicted, handed))| match plan? {
+                    Plan::Held => Ok(Put {
+                        outcome: PutOutcome::AlreadyHeld,
+                        evicted,
+                        handed,
+                    }),
+                    Plan::Write { len, kept, .. } => {
+                        let written = written.next().unwrap_or_else(|| {
+                            Err(StoreError::Io {
+                                context: "group commit".into(),
+                                source: io::Error::other("a write went missing"),
+                            })
+                        });
+                        self.settle(id, len, kept, written, admission.heat, evicted, handed)
+                    }
+                },
+            )
+            .collect()
+    }
+
+    /// The first step of a put, under the locks: already held (custody extended as
+    /// asked), or room made and reserved for a write.
+    fn admit(&self, id: &BlockId, bytes: &[u8], admission: Admission) -> Result<Plan, StoreError> {
         if bytes.len() > MAX_BLOCK_SIZE {
             return Err(StoreError::TooLarge(bytes.len()));
         }
         debug_assert_eq!(BlockId::of(bytes), *id);
         let len = bytes.len() as u64;
         let keep_until = admission.keep_until.map(|u| clamp_until(u, unix_now()));
-        let held = |evicted, handed| Put {
-            outcome: PutOutcome::AlreadyHeld,
-            evicted,
-            handed,
-        };
         // The custody lock comes before the index's; taken only for a custody admission.
         let mut book = keep_until.map(|_| self.lock_custody());
-        let (victims, kept) = {
-            let mut index = self.write_index();
-            if index.get(id).is_some() {
-                if let (Some(book), Some(until)) = (book.as_mut(), keep_until) {
-                    self.keep_held(book, &mut index, *id, until)?;
-                }
-                return Ok(held(Vec::new(), Vec::new()));
+        let mut index = self.write_index();
+        if index.get(id).is_some() {
+            if let (Some(book), Some(until)) = (book.as_mut(), keep_until) {
+                self.keep_held(book, &mut index, *id, until)?;
             }
-            if keep_until.is_some()
-                && !custody::fits(index.custody_committed(), len, self.custody_share)
-            {
-                return Err(self.custody_full(&index, len));
+            return Ok(Plan::Held);
+        }
+        if keep_until.is_some()
+            && !custody::fits(index.custody_committed(), len, self.custody_share)
+        {
+            return Err(self.custody_full(&index, len));
+        }
+        let victims = self.make_room(&mut index, id, len, admission, keep_until.is_some())?;
+        index.reserve(len);
+        let kept = match (book.as_mut(), keep_until) {
+            (Some(book), Some(until)) => {
+                index.set_custody(*id, true);
+                index.reserve_custody(len);
+                Some(book.extend(*id, until))
             }
-            let victims = self.make_room(&mut index, id, len, admission, keep_until.is_some())?;
-            index.reserve(len);
-            let kept = match (book.as_mut(), keep_until) {
-                (Some(book), Some(until)) => {
-                    index.set_custody(*id, true);
-                    index.reserve_custody(len);
-                    Some(book.extend(*id, until))
-                }
-                _ => None,
-            };
-            (victims, kept)
+            _ => None,
         };
-        // Not held through the write: keeps and renewals of other blocks go on meanwhile.
-        drop(book);
-        let handed = self.read_handed(&victims);
-        let victims: Vec<BlockId> = victims.into_iter().map(|v| v.id).collect();
-        self.delete_evicted(&victims);
-        let written = self.files.write(id, bytes);
+        Ok(Plan::Write { victims, kept, len })
+    }
+
+    /// The last step of a put, once its write is done or failed: the reservation is
+    /// released, and the block indexed, or its new lease taken back.
+    #[allow(clippy::too_many_arguments)]
+    fn settle(
+        &self,
+        id: &BlockId,
+        len: u64,
+        kept: Option<Kept>,
+        written: Result<(), StoreError>,
+        heat: f32,
+        evicted: Vec<BlockId>,
+        handed: Vec<Handed>,
+    ) -> Result<Put, StoreError> {
         let mut book = kept.map(|_| self.lock_custody());
         let mut index = self.write_index();
         index.release(len);
@@ -534,15 +615,16 @@ impl Store {
             }
             return Err(e);
         }
-        if index.insert(*id, len as u32, admission.heat) {
-            Ok(Put {
-                outcome: PutOutcome::Stored,
-                evicted: victims,
-                handed,
-            })
+        let outcome = if index.insert(*id, len as u32, heat) {
+            PutOutcome::Stored
         } else {
-            Ok(held(victims, handed))
-        }
+            PutOutcome::AlreadyHeld
+        };
+        Ok(Put {
+            outcome,
+            evicted,
+            handed,
+        })
     }
 
     /// Chooses blocks to evict so that `len` more bytes fit the quota, and takes them out
@@ -1233,6 +1315,47 @@ mod tests {
             assert_eq!(store.read(&id).unwrap(), ReadOutcome::Absent);
             assert!(!store.files.has(&id));
             assert_eq!(store.stats().blocks, 1);
+        }
+    }
+
+    #[test]
+    fn a_group_stores_each_block_once_and_fails_only_the_bad_one() {
+        for (store, dir) in each_kind(StoreLimits::quota(1 << 30)) {
+            let mut blocks: Vec<(BlockId, Vec<u8>)> =
+                (0..12).map(|i| block(3000 + i, i as u8)).collect();
+            // Too large to be a block, in the middle; and one block listed twice.
+            let big = vec![1u8; MAX_BLOCK_SIZE + 1];
+            blocks.insert(5, (BlockId::of(&big), big));
+            blocks.push(blocks[0].clone());
+            let group: Vec<(BlockId, &[u8], Admission)> = blocks
+                .iter()
+                .map(|(id, b)| (*id, &b[..], Admission::UPLOAD))
+                .collect();
+            let outcomes: Vec<Result<PutOutcome, String>> = store
+                .put_many(&group)
+                .into_iter()
+                .map(|r| r.map(|p| p.outcome).map_err(|e| e.to_string()))
+                .collect();
+            for (i, outcome) in outcomes.iter().enumerate() {
+                match i {
+                    5 => assert!(outcome.is_err(), "{outcome:?}"),
+                    13 => assert_eq!(outcome, &Ok(PutOutcome::AlreadyHeld)),
+                    _ => assert_eq!(outcome, &Ok(PutOutcome::Stored), "block {i}"),
+                }
+            }
+            assert_eq!(store.stats().blocks, 12);
+            let Some(dir) = dir else { continue };
+            drop(store);
+            let store = Store::open(dir.path(), StoreLimits::quota(1 << 30)).unwrap();
+            assert_eq!(store.stats().blocks, 12);
+            for (i, (id, b)) in blocks.iter().enumerate().filter(|(i, _)| *i != 5) {
+                assert_eq!(
+                    store.read(id).unwrap(),
+                    ReadOutcome::Found(b.clone().into()),
+                    "block {i}"
+                );
+            }
+            assert_eq!(temp_files(dir.path()), 0);
         }
     }
 
