@@ -2,6 +2,15 @@
 //! `Content-Digest` must match its body, and its RFC 9421 signature must verify against the
 //! node's key and cover the status, the digest, and the request's method, path and
 //! query. Used by the tests now, by the CLI and by peers later.
+//!
+//! One exception, where the content proves itself: a block GET answered 200 with bytes
+//! whose SHA-256 is the id asked for is taken without its signature (`get_block`). The
+//! id came from a checked source (a manifest, a URL), so the bytes are the block
+//! whoever sent them; the signature would only add which node sent them, at about 50
+//! us of client CPU per block (`examples/verify_cost.rs`, docs/benchmarks.md, issue 16):
+//! a restore of 15,000 blocks spent most of a second on it. Every answer that claims
+//! anything else (absence, an error, JSON) is verified, and a batch upload's answer
+//! (`put_blocks`) is one signed reply for many blocks, verified once.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -23,6 +32,8 @@ use crate::identity::{
 use crate::proto::NodeInfo;
 
 pub use crate::identity::RESPONSE_LABEL as LABEL;
+
+pub mod batch;
 
 /// Failures of a request or of checking its reply.
 #[derive(Debug, thiserror::Error)]
@@ -184,7 +195,18 @@ pub struct Remote {
     info: NodeInfo,
     /// The node's admin token, for pins (`with_token`).
     token: Option<std::sync::Arc<str>>,
+    /// Whether the node takes batch uploads (`has_batches`): `BATCHES_UNKNOWN` until
+    /// asked; without them `put_blocks` sends one PUT per block.
+    batches: std::sync::Arc<std::sync::atomic::AtomicU8>,
+    /// False once the node refused `POST /sha256/holds` from a client: `holds` then asks
+    /// with one HEAD per id.
+    ask_holds: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// `Remote::batches`: not asked yet, batch uploads taken, or not.
+const BATCHES_UNKNOWN: u8 = 0;
+const BATCHES_YES: u8 = 1;
+const BATCHES_NO: u8 = 2;
 
 /// What a PUT did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,6 +227,8 @@ impl Remote {
             node,
             info,
             token: None,
+            batches: std::sync::Arc::new(BATCHES_UNKNOWN.into()),
+            ask_holds: std::sync::Arc::new(true.into()),
         })
     }
 
@@ -247,22 +271,27 @@ impl Remote {
     }
 
     /// The block `id`, its hash checked. `wait` is the node's `?wait=` (seconds).
+    ///
+    /// A 200 whose body hashes to `id` is taken without checking its signature: the id,
+    /// which the caller learned from a verified source (a manifest, a URL), proves the
+    /// bytes, and the signature would only add that this node sent them (module doc). Every other answer (404, 504, errors, and a 200 that
+    /// does not hash to `id`) is verified as any reply before it is believed.
     pub async fn get_block(&self, id: &BlockId, wait: Option<f64>) -> Result<Bytes, ClientError> {
         let path = match wait {
             Some(w) => format!("/sha256/{id}?wait={w}"),
             None => format!("/sha256/{id}"),
         };
-        let reply = self.request(Method::GET, &path, &[], Bytes::new()).await?;
+        let reply = self
+            .client
+            .send(Method::GET, &path, &[], Bytes::new())
+            .await?;
+        if reply.status == StatusCode::OK && BlockId::of(&reply.body) == *id {
+            return Ok(reply.body);
+        }
+        verify_reply(&reply, "GET", &path, &self.node, unix_now())?;
         match reply.status {
-            StatusCode::OK => {
-                // `request` checked the body against its Content-Digest; a digest equal
-                // to the id proves the bytes hash to it without hashing them again.
-                let digest = reply.header("content-digest").and_then(parse_digest_header);
-                if digest != Some(id.0) {
-                    return Err(ClientError::HashMismatch(*id));
-                }
-                Ok(reply.body)
-            }
+            // Signed, but the bytes are not the block's: the node's store is corrupt.
+            StatusCode::OK => Err(ClientError::HashMismatch(*id)),
             StatusCode::NOT_FOUND | StatusCode::GATEWAY_TIMEOUT => Err(ClientError::NotFound(*id)),
             _ => Err(status_error("GET", path, &reply)),
         }
@@ -319,6 +348,167 @@ impl Remote {
         }
         serde_json::from_slice(&reply.body)
             .map_err(|e| status_error("GET", "/peers".into(), &reply).with_message(e.to_string()))
+    }
+}
+
+/// Batched calls: many blocks in one request, one signed answer verified once.
+impl Remote {
+    /// Stores `blocks` (each `(id, bytes)`, the caller computed `id` from the bytes) in
+    /// one `POST /sha256/batch`, pinned for `holder` from before they are stored when
+    /// given (the remote needs the admin token). Returns one outcome per block, in
+    /// order: what a single PUT of that block would have said, a refused block as the
+    /// `ClientError::Status` its PUT would have given. The caller keeps a batch within
+    /// `proto::MAX_BATCH_BLOCKS` frames and `proto::MAX_BATCH_BYTES` of block bytes.
+    ///
+    /// A node without the batch route (an older one, see `has_batches`) gets one PUT
+    /// per block instead.
+    pub async fn put_blocks(
+        &self,
+        blocks: &[(BlockId, Bytes)],
+        holder: Option<&str>,
+    ) -> Result<Vec<Result<Sent, ClientError>>, ClientError> {
+        if blocks.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !self.has_batches().await? {
+            return self.put_each(blocks, holder).await;
+        }
+        let body = batch::encode(blocks)?;
+        let auth = match holder {
+            Some(_) => Some(self.bearer()?),
+            None => None,
+        };
+        let mut headers = vec![("content-type", crate::proto::BATCH_MEDIA_TYPE)];
+        if let (Some(auth), Some(holder)) = (auth.as_deref(), holder) {
+            headers.push(("authorization", auth));
+            headers.push((crate::proto::PIN_HEADER, holder));
+        }
+        let path = crate::proto::BATCH_PATH;
+        let reply = self.request(Method::POST, path, &headers, body).await?;
+        match reply.status {
+            StatusCode::OK => {}
+            _ => return Err(status_error("POST", path.into(), &reply)),
+        }
+        let answer: crate::proto::BatchAnswer =
+            serde_json::from_slice(&reply.body).map_err(|e| {
+                status_error("POST", path.into(), &reply)
+                    .with_message(format!("not a batch answer: {e}"))
+            })?;
+        batch::outcomes(&answer, blocks)
+            .map_err(|e| status_error("POST", path.into(), &reply).with_message(e))
+    }
+
+    /// True when the node takes batch uploads: asked once per remote with an empty
+    /// batch (an older node answers 400, reading the path as a malformed block id, or
+    /// 404 or 405; it may close the connection without reading a large body, so the
+    /// question is asked without one).
+    async fn has_batches(&self) -> Result<bool, ClientError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        match self.batches.load(Relaxed) {
+            BATCHES_YES => return Ok(true),
+            BATCHES_NO => return Ok(false),
+            _ => {}
+        }
+        let path = crate::proto::BATCH_PATH;
+        let reply = self.request(Method::POST, path, &[], Bytes::new()).await?;
+        let yes = match reply.status {
+            StatusCode::OK => true,
+            StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => {
+                tracing::debug!("the node has no batch route: one PUT per block");
+                false
+            }
+            _ => return Err(status_error("POST", path.into(), &reply)),
+        };
+        self.batches
+            .store(if yes { BATCHES_YES } else { BATCHES_NO }, Relaxed);
+        Ok(yes)
+    }
+
+    /// `put_blocks` one PUT at a time, for nodes without the batch route.
+    async fn put_each(
+        &self,
+        blocks: &[(BlockId, Bytes)],
+        holder: Option<&str>,
+    ) -> Result<Vec<Result<Sent, ClientError>>, ClientError> {
+        let mut out = Vec::with_capacity(blocks.len());
+        for (id, block) in blocks {
+            let sent = match holder {
+                Some(holder) => self.put_block_pinned(id, block.clone(), holder).await,
+                None => self.put_block(id, block.clone()).await,
+            };
+            // A refusal is this block's outcome; anything else ends the batch.
+            match sent {
+                Err(ClientError::Status { .. }) | Ok(_) => out.push(sent),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Which of `ids` the node holds now, in order, in one `POST /sha256/holds` per
+    /// `MAX_HOLDS_IDS` ids (unsigned: a client asks without `keep_until`). A node that
+    /// refuses the question from a client (401, 403) or lacks the route (404, 405) is
+    /// asked with one HEAD per id instead.
+    pub async fn holds(&self, ids: &[BlockId]) -> Result<Vec<bool>, ClientError> {
+        let mut held = Vec::with_capacity(ids.len());
+        for part in ids.chunks(crate::proto::MAX_HOLDS_IDS) {
+            if !self.ask_holds.load(std::sync::atomic::Ordering::Relaxed) {
+                for id in part {
+                    held.push(self.has_block(id).await?);
+                }
+                continue;
+            }
+            match self.holds_once(part).await? {
+                Some(states) => held.extend(states),
+                None => {
+                    tracing::debug!("the node does not answer holds to clients: one HEAD per id");
+                    self.ask_holds
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                    for id in part {
+                        held.push(self.has_block(id).await?);
+                    }
+                }
+            }
+        }
+        Ok(held)
+    }
+
+    /// One `POST /sha256/holds` of at most `MAX_HOLDS_IDS` ids; `None` when the node
+    /// does not answer clients there.
+    async fn holds_once(&self, ids: &[BlockId]) -> Result<Option<Vec<bool>>, ClientError> {
+        let path = crate::proto::HOLDS_PATH;
+        let ask = crate::proto::Holds {
+            ids: ids.iter().map(BlockId::to_string).collect(),
+            keep_until: None,
+        };
+        let body = serde_json::to_vec(&ask).map_err(|e| ClientError::Request(e.to_string()))?;
+        let headers = [("content-type", "application/json")];
+        let reply = self.request(Method::POST, path, &headers, body).await?;
+        match reply.status {
+            StatusCode::OK => {}
+            StatusCode::UNAUTHORIZED
+            | StatusCode::FORBIDDEN
+            | StatusCode::NOT_FOUND
+            | StatusCode::METHOD_NOT_ALLOWED => return Ok(None),
+            _ => return Err(status_error("POST", path.into(), &reply)),
+        }
+        let answer: crate::proto::HoldsAnswer = serde_json::from_slice(&reply.body)
+            .map_err(|e| status_error("POST", path.into(), &reply).with_message(e.to_string()))?;
+        let states: Vec<bool> = answer
+            .state
+            .chars()
+            .map(|c| crate::proto::HoldState::from_char(c) != crate::proto::HoldState::Absent)
+            .collect();
+        if states.len() != ids.len() {
+            return Err(
+                status_error("POST", path.into(), &reply).with_message(format!(
+                    "{} states for {} ids",
+                    states.len(),
+                    ids.len()
+                )),
+            );
+        }
+        Ok(Some(states))
     }
 }
 

@@ -25,17 +25,29 @@ use crate::codec::CodecError;
 use crate::codec::{self, Encoded, Locator, MAX_CONTENT};
 use crate::id::BlockId;
 
-/// Blocks uploaded at once: enough to overlap encoding on every core with the node's
-/// fsyncs, few enough that memory stays at a few tens of MiB.
+/// Blocks read and encoded at once: enough to keep every core encoding while the
+/// batches travel, few enough that memory stays at a few MiB.
 pub const UPLOAD_CONCURRENCY: usize = 8;
 
-/// Blocks fetched at once when downloading.
-pub const DOWNLOAD_CONCURRENCY: usize = 8;
+/// Blocks fetched at once when downloading: each is one small request whose time is
+/// mostly the node's and the network's, so enough in flight to cover both.
+pub const DOWNLOAD_CONCURRENCY: usize = 16;
 
-/// Blocks at least this large are checked with a HEAD before being sent, so a block the
-/// node has is not uploaded again; smaller ones are just PUT (the check would cost as
-/// much as the upload).
+/// Blocks at least this large are checked before being sent (in the batch existence
+/// check, `Remote::holds`), so a block the node has is not uploaded again; smaller ones
+/// are just sent (the check would cost as much as the upload).
 pub const CHECK_BEFORE_PUT: usize = 16 * 1024;
+
+/// Bytes of encoded blocks gathered into one batch upload before it is sent: large
+/// enough that a batch of small blocks costs the node one group commit for hundreds of
+/// them, small enough that the batches in flight stay a few tens of MiB (under the
+/// node's `MAX_BATCH_BYTES` of 32 MiB).
+pub const BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// Batch uploads in flight at once: one being stored while the next travels and a
+/// third fills. Memory: about `BATCHES_IN_FLIGHT` x 2 x `BATCH_BYTES` (the blocks and
+/// the request body).
+pub const BATCHES_IN_FLIGHT: usize = 3;
 
 /// Characters escaped in a file name appended to a bundle URL.
 const URL_PATH: &AsciiSet = &CONTROLS
@@ -117,8 +129,8 @@ pub(crate) fn progress_bar(total: u64, options: Options, verb: &str) -> Progress
     bar
 }
 
-/// Sends encoded blocks, counting what was sent and what the node already had; each
-/// id at most once.
+/// Sends encoded blocks in batches (`Remote::put_blocks`), counting what was sent and
+/// what the node already had; each id at most once.
 #[derive(Clone)]
 pub struct Uploader {
     remote: Remote,
@@ -170,43 +182,182 @@ impl Uploader {
     /// Makes sure the node holds `encoded` (pinned, for a pinning uploader).
     pub async fn send(&self, encoded: Encoded) -> anyhow::Result<Locator> {
         let locator = encoded.locator;
-        let id = locator.id;
-        let first = self
-            .seen
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(id);
-        if !first {
-            self.skipped.fetch_add(1, Ordering::Relaxed);
-            return Ok(locator);
-        }
-        let there = match &self.holder {
-            Some(holder) => self.remote.pin_if_held(&id, holder).await?,
-            None if self.check_all || encoded.block.len() >= CHECK_BEFORE_PUT => {
-                self.remote.has_block(&id).await?
-            }
-            None => false,
-        };
-        if there {
-            self.skipped.fetch_add(1, Ordering::Relaxed);
-            return Ok(locator);
-        }
-        let len = encoded.block.len() as u64;
-        let block = Bytes::from(encoded.block);
-        let sent = match &self.holder {
-            Some(holder) => self.remote.put_block_pinned(&id, block, holder).await?,
-            None => self.remote.put_block(&id, block).await?,
-        };
-        match sent {
-            Sent::Stored => {
-                self.sent.fetch_add(1, Ordering::Relaxed);
-                self.sent_bytes.fetch_add(len, Ordering::Relaxed);
-            }
-            Sent::AlreadyThere => {
-                self.skipped.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        self.send_all(vec![encoded]).await?;
         Ok(locator)
+    }
+
+    /// Makes sure the node holds every block of `blocks` (pinned, for a pinning
+    /// uploader), in batches of at most `BATCH_BYTES` and `MAX_BATCH_BLOCKS` frames; returns
+    /// their locators in order. A block the node refuses fails the whole call with the
+    /// node's words for it.
+    pub async fn send_all(&self, blocks: Vec<Encoded>) -> anyhow::Result<Vec<Locator>> {
+        let locators: Vec<Locator> = blocks.iter().map(|e| e.locator).collect();
+        let fresh: Vec<Encoded> = {
+            let mut seen = self
+                .seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            blocks
+                .into_iter()
+                .filter(|e| seen.insert(e.locator.id))
+                .collect()
+        };
+        let repeated = (locators.len() - fresh.len()) as u64;
+        self.skipped.fetch_add(repeated, Ordering::Relaxed);
+        let mut part = Vec::new();
+        let mut part_bytes = 0;
+        for encoded in fresh {
+            let len = encoded.block.len() + crate::proto::FRAME_HEADER;
+            if !part.is_empty()
+                && (part_bytes + len > BATCH_BYTES || part.len() == crate::proto::MAX_BATCH_BLOCKS)
+            {
+                self.send_batch(std::mem::take(&mut part)).await?;
+                part_bytes = 0;
+            }
+            part_bytes += len;
+            part.push((encoded.locator.id, Bytes::from(encoded.block)));
+        }
+        self.send_batch(part).await?;
+        Ok(locators)
+    }
+
+    /// One batch: the existence check (and the pins of what is held), then one batch
+    /// upload of the rest.
+    async fn send_batch(&self, blocks: Vec<(BlockId, Bytes)>) -> anyhow::Result<()> {
+        if blocks.is_empty() {
+            return Ok(());
+        }
+        let checked: Vec<BlockId> = blocks
+            .iter()
+            .filter(|(_, b)| self.check_all || b.len() >= CHECK_BEFORE_PUT)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut held: std::collections::HashSet<BlockId> = if checked.is_empty() {
+            Default::default()
+        } else {
+            let states = self.remote.holds(&checked).await?;
+            checked
+                .iter()
+                .zip(states)
+                .filter_map(|(id, held)| held.then_some(*id))
+                .collect()
+        };
+        if let (Some(holder), false) = (&self.holder, held.is_empty()) {
+            let ids: Vec<BlockId> = held.iter().copied().collect();
+            // Held a moment ago, evicted since: sent (and pinned) below like the rest.
+            for gone in self.remote.repin(holder, &ids, &[]).await? {
+                held.remove(&gone);
+            }
+        }
+        self.skipped.fetch_add(held.len() as u64, Ordering::Relaxed);
+        let send: Vec<(BlockId, Bytes)> = blocks
+            .into_iter()
+            .filter(|(id, _)| !held.contains(id))
+            .collect();
+        let outcomes = self
+            .remote
+            .put_blocks(&send, self.holder.as_deref())
+            .await?;
+        let mut refused = Vec::new();
+        for (outcome, (_, block)) in outcomes.into_iter().zip(&send) {
+            match outcome {
+                Ok(Sent::Stored) => {
+                    self.sent.fetch_add(1, Ordering::Relaxed);
+                    self.sent_bytes
+                        .fetch_add(block.len() as u64, Ordering::Relaxed);
+                }
+                Ok(Sent::AlreadyThere) => {
+                    self.skipped.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => refused.push(e),
+            }
+        }
+        let more = refused.len().saturating_sub(1);
+        match refused.into_iter().next() {
+            None => Ok(()),
+            Some(first) if more == 0 => Err(first.into()),
+            Some(first) => Err(anyhow::Error::new(first).context(format!(
+                "the node refused {} blocks of a batch; the first:",
+                more + 1
+            ))),
+        }
+    }
+}
+
+/// Encoded blocks gathered into batches, `BATCHES_IN_FLIGHT` sent at once; each block
+/// carries a tag `T` (where its chunk goes) back to the caller with its locator.
+struct Batches<T> {
+    uploader: Uploader,
+    filling: Vec<(T, Encoded)>,
+    bytes: usize,
+    sending: JoinSet<anyhow::Result<Vec<(T, Locator)>>>,
+}
+
+impl<T: Send + 'static> Batches<T> {
+    fn new(uploader: &Uploader) -> Batches<T> {
+        Batches {
+            uploader: uploader.clone(),
+            filling: Vec::new(),
+            bytes: 0,
+            sending: JoinSet::new(),
+        }
+    }
+
+    /// Adds a block; a full batch is sent (after waiting for one in flight to finish,
+    /// when `BATCHES_IN_FLIGHT` are). `done` sees every block whose batch finished.
+    async fn add(
+        &mut self,
+        tag: T,
+        encoded: Encoded,
+        done: &mut impl FnMut(T, Locator),
+    ) -> anyhow::Result<()> {
+        let len = encoded.block.len() + crate::proto::FRAME_HEADER;
+        if !self.filling.is_empty()
+            && (self.bytes + len > BATCH_BYTES
+                || self.filling.len() == crate::proto::MAX_BATCH_BLOCKS)
+        {
+            self.flush(done).await?;
+        }
+        self.bytes += len;
+        self.filling.push((tag, encoded));
+        Ok(())
+    }
+
+    /// Sends the batch being filled.
+    async fn flush(&mut self, done: &mut impl FnMut(T, Locator)) -> anyhow::Result<()> {
+        while self.sending.len() >= BATCHES_IN_FLIGHT {
+            self.settle_one(done).await?;
+        }
+        let filling = std::mem::take(&mut self.filling);
+        self.bytes = 0;
+        if filling.is_empty() {
+            return Ok(());
+        }
+        let uploader = self.uploader.clone();
+        self.sending.spawn(async move {
+            let (tags, blocks): (Vec<T>, Vec<Encoded>) = filling.into_iter().unzip();
+            let locators = uploader.send_all(blocks).await?;
+            Ok(tags.into_iter().zip(locators).collect())
+        });
+        Ok(())
+    }
+
+    async fn settle_one(&mut self, done: &mut impl FnMut(T, Locator)) -> anyhow::Result<()> {
+        if let Some(finished) = self.sending.join_next().await {
+            for (tag, locator) in finished.context("internal task failed")?? {
+                done(tag, locator);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends what is left and waits for every batch.
+    async fn finish(mut self, done: &mut impl FnMut(T, Locator)) -> anyhow::Result<()> {
+        self.flush(done).await?;
+        while !self.sending.is_empty() {
+            self.settle_one(done).await?;
+        }
+        Ok(())
     }
 }
 
@@ -290,49 +441,50 @@ pub async fn put_scanned(
     })
 }
 
-/// Reads, encodes and uploads the files' blocks, `UPLOAD_CONCURRENCY` at once; returns
-/// each file's chunks in order. `done` sees each chunk as it completes.
+/// Reads and encodes the files' blocks, `UPLOAD_CONCURRENCY` at once, and uploads them
+/// in batches (`Batches`); returns each file's chunks in order. `done` sees each chunk
+/// once the node holds it.
 pub(crate) async fn upload_files(
     uploader: &Uploader,
     files: &[bundle::ScannedFile],
     mut done: impl FnMut(&Chunk),
 ) -> anyhow::Result<Vec<Vec<Chunk>>> {
-    let permits = Arc::new(Semaphore::new(UPLOAD_CONCURRENCY));
-    let mut tasks = JoinSet::new();
+    let mut encoding = JoinSet::new();
+    let mut batches = Batches::new(uploader);
     let mut chunks: Vec<Vec<Option<Chunk>>> = files
         .iter()
         .map(|f| vec![None; chunk_count(f.entry.size) as usize])
         .collect();
-    let mut record = |chunks: &mut Vec<Vec<Option<Chunk>>>,
-                      (file, index, chunk): (usize, usize, Chunk)| {
+    let mut record = |(file, index, size): (usize, usize, u64), locator: Locator| {
+        let chunk = Chunk {
+            size,
+            url: locator.to_string(),
+        };
         done(&chunk);
         chunks[file][index] = Some(chunk);
     };
     for (file_index, file) in files.iter().enumerate() {
         for index in 0..chunk_count(file.entry.size) {
-            let permit = permits.clone().acquire_owned().await?;
-            while let Some(finished) = tasks.try_join_next() {
-                record(&mut chunks, finished??);
+            while encoding.len() >= UPLOAD_CONCURRENCY {
+                if let Some(encoded) = encoding.join_next().await {
+                    let (tag, encoded) = encoded.context("internal task failed")??;
+                    batches.add(tag, encoded, &mut record).await?;
+                }
             }
             let offset = index * MAX_CONTENT as u64;
             let len = (file.entry.size - offset).min(MAX_CONTENT as u64) as usize;
             let source = file.source.clone();
-            let uploader = uploader.clone();
-            tasks.spawn(async move {
-                let _permit = permit;
-                let encoded = blocking(move || read_and_encode(&source, offset, len)).await?;
-                let locator = uploader.send(encoded).await?;
-                let chunk = Chunk {
-                    size: len as u64,
-                    url: locator.to_string(),
-                };
-                Ok::<_, anyhow::Error>((file_index, index as usize, chunk))
+            let tag = (file_index, index as usize, len as u64);
+            encoding.spawn_blocking(move || {
+                read_and_encode(&source, offset, len).map(|encoded| (tag, encoded))
             });
         }
     }
-    while let Some(finished) = tasks.join_next().await {
-        record(&mut chunks, finished??);
+    while let Some(encoded) = encoding.join_next().await {
+        let (tag, encoded) = encoded.context("internal task failed")??;
+        batches.add(tag, encoded, &mut record).await?;
     }
+    batches.finish(&mut record).await?;
     Ok(chunks
         .into_iter()
         .map(|c| c.into_iter().flatten().collect())
@@ -359,9 +511,8 @@ pub(crate) async fn put_manifest_blocks(
 ) -> anyhow::Result<(Locator, Vec<crate::id::BlockId>)> {
     let packed = blocking(move || Ok(bundle::pack(files, directories, MAX_CONTENT)?)).await?;
     let mut ids = vec![packed.root.locator.id];
-    for sub in packed.subs {
-        ids.push(uploader.send(sub).await?.id);
-    }
+    let subs = uploader.send_all(packed.subs).await?;
+    ids.extend(subs.iter().map(|l| l.id));
     Ok((uploader.send(packed.root).await?, ids))
 }
 
@@ -379,12 +530,28 @@ pub async fn put_stdin(
     }
     let bar = progress_bar(0, options, "put");
     let uploader = Uploader::for_put(remote, holder);
-    let permits = Arc::new(Semaphore::new(UPLOAD_CONCURRENCY));
-    let mut tasks = JoinSet::new();
+    let mut encoding = JoinSet::new();
+    let mut batches = Batches::new(&uploader);
+    let mut contents: Vec<Option<Chunk>> = Vec::new();
+    let mut record = |(at, size): (usize, u64), locator: Locator| {
+        if contents.len() <= at {
+            contents.resize(at + 1, None);
+        }
+        contents[at] = Some(Chunk {
+            size,
+            url: locator.to_string(),
+        });
+    };
     let mut index = 0usize;
     let mut total = 0u64;
+    // Bounded by standard input's end: each turn takes up to MAX_CONTENT bytes of it.
     loop {
-        let permit = permits.clone().acquire_owned().await?;
+        while encoding.len() >= UPLOAD_CONCURRENCY {
+            if let Some(encoded) = encoding.join_next().await {
+                let (tag, encoded) = encoded.context("internal task failed")??;
+                batches.add(tag, encoded, &mut record).await?;
+            }
+        }
         let buf = blocking(|| {
             let mut buf = Vec::with_capacity(MAX_CONTENT);
             std::io::stdin()
@@ -400,28 +567,20 @@ pub async fn put_stdin(
         }
         total += buf.len() as u64;
         bar.inc(buf.len() as u64);
-        let uploader = uploader.clone();
-        let at = index;
-        tasks.spawn(async move {
-            let _permit = permit;
-            let size = buf.len() as u64;
-            let encoded = blocking(move || Ok(codec::encode(&buf)?)).await?;
-            let locator = uploader.send(encoded).await?;
-            Ok::<_, anyhow::Error>((
-                at,
-                Chunk {
-                    size,
-                    url: locator.to_string(),
-                },
-            ))
+        let tag = (index, buf.len() as u64);
+        encoding.spawn_blocking(move || {
+            codec::encode(&buf)
+                .map(|encoded| (tag, encoded))
+                .map_err(anyhow::Error::new)
         });
         index += 1;
     }
-    let mut contents: Vec<Option<Chunk>> = vec![None; index];
-    while let Some(done) = tasks.join_next().await {
-        let (at, chunk) = done??;
-        contents[at] = Some(chunk);
+    while let Some(encoded) = encoding.join_next().await {
+        let (tag, encoded) = encoded.context("internal task failed")??;
+        batches.add(tag, encoded, &mut record).await?;
     }
+    batches.finish(&mut record).await?;
+    contents.resize(index, None);
     bar.finish_and_clear();
     let entry = FileEntry {
         contents: contents.into_iter().flatten().collect(),
@@ -771,20 +930,7 @@ pub async fn fetch_tree(
             offset += chunk.size;
             tasks.spawn(async move {
                 let _permit = permit;
-                let id = bundle::parse_chunk_url(&chunk.url).map(|l| l.id);
-                match fetch_chunk(remote, chunk).await {
-                    Ok(data) => {
-                        let len = data.len() as u64;
-                        if let Some(restore) = restore {
-                            let write = blocking(move || Ok(restore.write(&path, at, &data)?));
-                            if let Err(e) = write.await {
-                                return Fetched::Failed(e);
-                            }
-                        }
-                        Fetched::Ok(len)
-                    }
-                    Err(e) => classify(e, id.unwrap_or(BlockId([0; 32])), path),
-                }
+                fetch_and_write(remote, chunk, path, restore.map(|r| (r, at))).await
             });
         }
     }
@@ -792,6 +938,55 @@ pub async fn fetch_tree(
         settle(problems, done)?;
     }
     Ok(())
+}
+
+/// Fetches one chunk of a tree, then decodes it, checks its size and writes it at its
+/// offset of file `path` (`place`: the restore and the offset) in one blocking task.
+async fn fetch_and_write(
+    remote: Remote,
+    chunk: Chunk,
+    path: String,
+    place: Option<(Arc<Restore>, u64)>,
+) -> Fetched {
+    let Some(locator) = bundle::parse_chunk_url(&chunk.url) else {
+        let e = Mismatch(format!("bad chunk url {}", chunk.url));
+        return classify(e.into(), BlockId([0; 32]), path);
+    };
+    let block = match remote.get_block(&locator.id, None).await {
+        Ok(block) => block,
+        Err(e) => return classify(e.into(), locator.id, path),
+    };
+    let work = tokio::task::spawn_blocking(move || {
+        let data = match decode_chunk(&block, locator, chunk.size) {
+            Ok(data) => data,
+            Err(e) => return classify(e, locator.id, path),
+        };
+        let len = data.len() as u64;
+        if let Some((restore, at)) = place
+            && let Err(e) = restore.write(&path, at, &data)
+        {
+            return Fetched::Failed(e.into());
+        }
+        Fetched::Ok(len)
+    });
+    work.await
+        .unwrap_or_else(|e| Fetched::Failed(anyhow!("internal task failed: {e}")))
+}
+
+/// Decrypts (and verifies) a chunk's block and checks its size against the manifest's.
+fn decode_chunk(block: &[u8], locator: Locator, size: u64) -> anyhow::Result<Vec<u8>> {
+    let data = codec::decode(block, locator.mode, &locator.key)
+        .map(|d| d.content)
+        .map_err(|e| anyhow::Error::new(e).context(format!("block {}", locator.id)))?;
+    if data.len() as u64 != size {
+        return Err(Mismatch(format!(
+            "block {} holds {} bytes, the manifest says {size}",
+            locator.id,
+            data.len(),
+        ))
+        .into());
+    }
+    Ok(data)
 }
 
 /// How one chunk fetch ended.

@@ -28,8 +28,9 @@
 Each step reports wall time, MB/s (the tree's bytes over the time), CPU, the client's
 peak RSS, the node's peak RSS (libernet: the node is restarted before every step, so its
 VmHWM is the step's), and the bytes stored after each backup (the node's `blocks/`
-against the restic repository). The targets: libernet's first backup and restore at most
-as slow as restic's, its second backup within 2x of restic's.
+against the restic repository). The targets (issue 16): libernet's first backup, second
+backup and restore at most as slow as restic's, and its client's peak RSS in each at
+most restic's.
 
     python3 tools/bench_backup.py                   # full run (about 2 minutes here)
     python3 tools/bench_backup.py --smoke           # tiny tree, < 1 min; exit 1 on any error
@@ -75,10 +76,12 @@ from bench_servers import (  # noqa: E402
 RESTIC = Path("/usr/bin/restic")
 TOOLS = ("libernet", "restic")
 
-#: Targets: libernet's time over restic's, at most.
+#: Targets (issue 16): libernet's time over restic's, at most, and its client's peak
+#: RSS over restic's, at most, in the first backup, the second and the restore.
 FIRST_VS_RESTIC = 1.0
-SECOND_VS_RESTIC = 2.0
+SECOND_VS_RESTIC = 1.0
 RESTORE_VS_RESTIC = 1.0
+MEMORY_VS_RESTIC = 1.0
 
 #: Seed of the tree and of the changes: every run writes the same bytes.
 SEED = 11
@@ -847,6 +850,15 @@ def verdicts(measures: list[Measure]) -> list[Verdict]:
         out.append(Verdict(f"{step}: libernet time <= {limit:g}x restic's",
                            f"{ours.timed.seconds:.2f} s vs {theirs.timed.seconds:.2f} s = "
                            f"{ratio:.2f}x", ratio <= limit))
+    for step in ("first backup", "second backup", "restore"):
+        ours, theirs = find(measures, step, "libernet"), find(measures, step, "restic")
+        if ours is None or theirs is None or not theirs.timed.maxrss_kib:
+            continue
+        ratio = ours.timed.maxrss_kib / theirs.timed.maxrss_kib
+        out.append(Verdict(f"{step}: libernet peak RSS <= {MEMORY_VS_RESTIC:g}x restic's",
+                           f"{ours.timed.maxrss_kib / 1024:,.0f} MiB vs "
+                           f"{theirs.timed.maxrss_kib / 1024:,.0f} MiB = {ratio:.2f}x",
+                           ratio <= MEMORY_VS_RESTIC))
     return out
 
 

@@ -364,10 +364,10 @@ async fn a_killed_run_resumes_without_sending_again_what_arrived() {
     let mut child = user.command(&["run", "--quiet"]).spawn().unwrap();
     let started = Instant::now();
     while node.node.store_stats().blocks < baseline + 8 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before it was killed"
-        );
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            panic!("the run ended before it was killed: {}", text(&out.stderr));
+        }
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "the run never got going"

@@ -4,6 +4,7 @@ mod admin;
 mod backup;
 mod backup_more;
 mod batch;
+mod batch_client;
 mod blocks;
 mod browser;
 mod cli;
