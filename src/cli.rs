@@ -303,6 +303,9 @@ pub fn run() -> ExitCode {
         return print_serve_help();
     }
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        crate::memory::fix_client_heap();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
