@@ -154,7 +154,10 @@ pub(super) struct ContentCaches {
     pool: Arc<PlainPool>,
     /// One turn per outline or part being made: requests for one that is being made
     /// wait for it and then find it cached, instead of making it again beside it.
-    loading: Mutex<HashMap<Locator, Arc<tokio::sync::Mutex<()>>>>,
+    loading: Gates<Locator>,
+    /// One turn per whole file being digested: concurrent first requests for a file
+    /// wait for one pass instead of each reading the file.
+    digesting: Gates<[u8; 32]>,
     /// `MAX_OUTLINES_BUILT` permits.
     outlining: tokio::sync::Semaphore,
     /// `MAX_PARTS_PARSED` permits.
@@ -217,6 +220,7 @@ impl ContentCaches {
             plain: PlainCache::new(usize::try_from(plain_bytes).unwrap_or(usize::MAX)),
             pool: Arc::default(),
             loading: Mutex::new(HashMap::new()),
+            digesting: Mutex::new(HashMap::new()),
             outlining: tokio::sync::Semaphore::new(MAX_OUTLINES_BUILT),
             parsing: tokio::sync::Semaphore::new(MAX_PARTS_PARSED),
         }
@@ -414,36 +418,37 @@ fn open_block(
     ))
 }
 
-/// A request's place in line for loading one tree: requests for the same tree share a
-/// gate, so one loads it and the others then find it cached. The gate leaves the map
-/// when its last holder drops its turn (also when a request is dropped mid-load).
-struct Turn<'a> {
-    map: &'a Mutex<HashMap<Locator, Arc<tokio::sync::Mutex<()>>>>,
-    locator: Locator,
+/// Gates of work being done once for many requests, by what the work is on.
+type Gates<K> = Mutex<HashMap<K, Arc<tokio::sync::Mutex<()>>>>;
+
+/// A request's place in line for loading one tree (or digesting one file): requests for
+/// the same one share a gate, so one does the work and the others then find it cached.
+/// The gate leaves the map when its last holder drops its turn (also when a request is
+/// dropped mid-load).
+struct Turn<'a, K: std::hash::Hash + Eq + Copy> {
+    map: &'a Gates<K>,
+    key: K,
     gate: Arc<tokio::sync::Mutex<()>>,
 }
 
-impl<'a> Turn<'a> {
-    fn take(
-        map: &'a Mutex<HashMap<Locator, Arc<tokio::sync::Mutex<()>>>>,
-        locator: &Locator,
-    ) -> Turn<'a> {
-        let gate = lock(map).entry(*locator).or_default().clone();
+impl<'a, K: std::hash::Hash + Eq + Copy> Turn<'a, K> {
+    fn take(map: &'a Gates<K>, key: &K) -> Turn<'a, K> {
+        let gate = lock(map).entry(*key).or_default().clone();
         Turn {
             map,
-            locator: *locator,
+            key: *key,
             gate,
         }
     }
 }
 
-impl Drop for Turn<'_> {
+impl<K: std::hash::Hash + Eq + Copy> Drop for Turn<'_, K> {
     fn drop(&mut self) {
         let mut map = lock(self.map);
         // The map's reference and this one: nobody else holds or waits at the gate (a
         // new holder would have to take it from the map, under this lock).
         if Arc::strong_count(&self.gate) <= 2 {
-            map.remove(&self.locator);
+            map.remove(&self.key);
         }
     }
 }
@@ -786,6 +791,16 @@ impl Node {
         {
             return Ok(*digest);
         }
+        let turn = cache_key.map(|key| Turn::take(&self.content.digesting, &key));
+        let _turn = match &turn {
+            Some(turn) => Some(turn.gate.lock().await),
+            None => None,
+        };
+        if let Some(key) = &cache_key
+            && let Some(digest) = lock(&self.content.digests).get(key)
+        {
+            return Ok(*digest);
+        }
         let mut hasher = Sha256::new();
         if file.size > 0 {
             let mut stream = self.read_file(file, start, end, wait);
@@ -840,7 +855,7 @@ mod tests {
     fn plain_cache_is_bounded_by_bytes_and_keeps_the_recent() {
         const MIB: usize = 1 << 20;
         let cache = PlainCache::new(4 * MIB);
-        let blocks: Vec<_> = (0..10).map(|i| block(MIB - 100, i)).collect();
+        let blocks: Vec<_> = (0..10).map(|i| block(MIB - 100, 2 * i + 1)).collect();
         for (n, (id, key, plain)) in blocks.iter().enumerate() {
             cache.put(*id, *key, plain.clone());
             assert!(cache.bytes() <= 4 * MIB, "after {n}: {}", cache.bytes());
