@@ -22,6 +22,7 @@ use std::hint::black_box;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
+use aes_gcm::aead::inout::InOutBuf;
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use libernet::codec::{self, MAX_CONTENT, Mode};
@@ -369,6 +370,17 @@ fn codec_cases<'a>(data: &'static str, content: &'a [u8]) -> Vec<Case<'a>> {
         Case::new("decode_by", data, n, b, move || {
             codec::decode_by(black_box(block), &key, recipe).unwrap()
         }),
+        // As the node opens file blocks: straight into a reused buffer (zlib content
+        // falls back to `decode_by`, as in the node).
+        Case::new("decode_by_into", data, n, b, {
+            let mut out = vec![0u8; MAX_CONTENT];
+            move || match codec::decode_by_into(black_box(block), &key, recipe, &mut out) {
+                Ok(Some(len)) => len,
+                _ => codec::decode_by(black_box(block), &key, recipe)
+                    .unwrap()
+                    .len(),
+            }
+        }),
     ]
 }
 
@@ -387,6 +399,7 @@ fn primitive_cases<'a>(random: &'a [u8], text: &'a [u8]) -> Vec<Case<'a>> {
     let packed_fast = zlib(text, 1).len();
     let (r, t) = (random.len(), text.len());
     let opener = cipher.clone();
+    let (into_opener, into_sealed) = (cipher.clone(), sealed.clone());
     vec![
         Case::new("sha256", "random", r, 0, move || {
             Sha256::digest(black_box(random))
@@ -403,6 +416,16 @@ fn primitive_cases<'a>(random: &'a [u8], text: &'a [u8]) -> Vec<Case<'a>> {
                 .unwrap();
             plain
         }),
+        // As the node opens file blocks: from the ciphertext into a reused buffer.
+        Case::new("aes256gcm_open_into", "random", r, 0, {
+            let mut out = vec![0u8; r];
+            move || {
+                let buf = InOutBuf::new(black_box(&into_sealed), &mut out).unwrap();
+                into_opener
+                    .decrypt_inout_detached(&nonce, &[], buf, &tag)
+                    .unwrap();
+            }
+        }),
         Case::new("memcpy", "random", r, 0, move || black_box(random).to_vec()),
         Case::new("zlib6_compress", "text", t, packed.len(), move || {
             zlib(black_box(text), ZLIB_LEVEL)
@@ -417,6 +440,49 @@ fn primitive_cases<'a>(random: &'a [u8], text: &'a [u8]) -> Vec<Case<'a>> {
                 .read_to_end(&mut out)
                 .unwrap();
             out
+        }),
+    ]
+}
+
+/// AWS-LC's AES-256-GCM (aws-lc-rs) opening the same 1 MiB in place, to compare with
+/// the aes-gcm crate's (`--features bench-aws-lc`; not built otherwise).
+#[cfg(feature = "bench-aws-lc")]
+fn aws_lc_cases(random: &[u8]) -> Vec<Case<'_>> {
+    use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce as AwsNonce, UnboundKey};
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[7u8; 32]).unwrap());
+    let mut sealed = random.to_vec();
+    let tag = key
+        .seal_in_place_separate_tag(
+            AwsNonce::assume_unique_for_key([0; 12]),
+            Aad::empty(),
+            &mut sealed,
+        )
+        .unwrap();
+    sealed.extend_from_slice(tag.as_ref());
+    let r = random.len();
+    let mut seal_buf = random.to_vec();
+    let sealer = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[7u8; 32]).unwrap());
+    let mut work = sealed.clone();
+    vec![
+        Case::new("aws_lc_gcm_seal_in_place", "random", r, 0, move || {
+            sealer
+                .seal_in_place_separate_tag(
+                    AwsNonce::assume_unique_for_key([0; 12]),
+                    Aad::empty(),
+                    black_box(seal_buf.as_mut_slice()),
+                )
+                .unwrap()
+        }),
+        Case::new("aws_lc_gcm_open_copy", "random", r, 0, move || {
+            // Copy in (as a reused buffer would be filled), then open in place.
+            work.copy_from_slice(black_box(&sealed));
+            key.open_in_place(
+                AwsNonce::assume_unique_for_key([0; 12]),
+                Aad::empty(),
+                &mut work,
+            )
+            .unwrap()
+            .len()
         }),
     ]
 }
@@ -451,6 +517,8 @@ fn main() {
     let mut cases = codec_cases("random", &random);
     cases.extend(codec_cases("text", &text));
     cases.extend(primitive_cases(&random, &text));
+    #[cfg(feature = "bench-aws-lc")]
+    cases.extend(aws_lc_cases(&random));
     if let Some(only) = &options.only {
         cases.retain(|c| c.name().contains(only.as_str()));
     }

@@ -16,6 +16,7 @@ use std::str::FromStr;
 use aes::Aes256;
 use aes::cipher::block_padding::Pkcs7;
 use aes::cipher::{BlockModeDecrypt, KeyIvInit};
+use aes_gcm::aead::inout::InOutBuf;
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use sha2::{Digest, Sha256};
@@ -436,6 +437,48 @@ pub fn decode_by(block: &[u8], key: &Key, recipe: Recipe) -> Result<Vec<u8>, Cod
     }
 }
 
+/// `decode_by` without copies: when the recipe is GCM without zlib and `out` holds at
+/// least the plaintext's length, the block is opened straight from `block` into `out`
+/// (no copy of the ciphertext, no allocation) and the answer is `Some(n)`, the
+/// plaintext being `out[..n]`. `None` when the recipe needs `decode_by` (zlib, CBC) or
+/// `out` is too small; nothing was decrypted then. The same soundness rule as
+/// `decode_by` applies; the GCM tag is checked, and `out` holds garbage on `WrongKey`.
+pub fn decode_by_into(
+    block: &[u8],
+    key: &Key,
+    recipe: Recipe,
+    out: &mut [u8],
+) -> Result<Option<usize>, CodecError> {
+    if recipe.format != Format::Gcm || recipe.compressed {
+        return Ok(None);
+    }
+    let bytes = if recipe.stripped {
+        let at = block
+            .iter()
+            .rposition(|&b| b == 0)
+            .ok_or(CodecError::WrongKey)?;
+        &block[..at]
+    } else {
+        block
+    };
+    if bytes.len() < OVERHEAD {
+        return Err(CodecError::WrongKey);
+    }
+    let len = bytes.len() - OVERHEAD;
+    if out.len() < len {
+        return Ok(None);
+    }
+    let (nonce, rest) = bytes.split_at(NONCE_LEN);
+    let (data, tag) = rest.split_at(len);
+    let nonce = Nonce::try_from(nonce).map_err(|_| CodecError::WrongKey)?;
+    let tag = Tag::try_from(tag).map_err(|_| CodecError::WrongKey)?;
+    let buf = InOutBuf::new(data, &mut out[..len]).map_err(|_| CodecError::WrongKey)?;
+    Aes256Gcm::new(&key.0.into())
+        .decrypt_inout_detached(&nonce, &[], buf, &tag)
+        .map_err(|_| CodecError::WrongKey)?;
+    Ok(Some(len))
+}
+
 /// Decrypts without judging the result; `None` when the cipher itself refuses (GCM tag,
 /// CBC length or padding).
 fn decrypt(format: Format, bytes: &[u8], key: &Key) -> Option<Vec<u8>> {
@@ -551,6 +594,55 @@ mod tests {
             encode(&noise(MAX_CONTENT, 9)).unwrap().block.len(),
             MAX_BLOCK_SIZE
         );
+    }
+
+    #[test]
+    fn decode_by_into_opens_in_place_or_declines() {
+        let mut out = vec![0u8; MAX_CONTENT];
+        for len in INTERESTING_SIZES {
+            let content = noise(len, len as u64 + 5);
+            let e = encode(&content).unwrap();
+            let key = e.locator.key;
+            let recipe = decode(&e.block, Mode::Aes256, &key).unwrap().recipe;
+            let n = decode_by_into(&e.block, &key, recipe, &mut out).unwrap();
+            assert_eq!(n, Some(len), "{len}");
+            assert_eq!(&out[..len], &content[..], "{len}");
+            if len > 0 {
+                // Too small a buffer: declined, for `decode_by` to do.
+                assert_eq!(
+                    decode_by_into(&e.block, &key, recipe, &mut out[..len - 1]).unwrap(),
+                    None
+                );
+                let mut bad = e.block.clone();
+                bad[NONCE_LEN] ^= 1;
+                assert_eq!(
+                    decode_by_into(&bad, &key, recipe, &mut out).unwrap_err(),
+                    CodecError::WrongKey
+                );
+            }
+        }
+        // zlib content is left to `decode_by`.
+        let e = encode(&text(50_000)).unwrap();
+        let recipe = decode(&e.block, Mode::Aes256, &e.locator.key)
+            .unwrap()
+            .recipe;
+        assert!(recipe.compressed);
+        assert_eq!(
+            decode_by_into(&e.block, &e.locator.key, recipe, &mut out).unwrap(),
+            None
+        );
+        // A near-id suffix is stripped as `decode_by` does.
+        let near = place_near(
+            encode(&noise(3000, 8)).unwrap(),
+            &BlockId::of(b"t"),
+            MIN_NEAR_BITS,
+        )
+        .unwrap();
+        let recipe = decode(&near.block, Mode::Aes256, &near.locator.key)
+            .unwrap()
+            .recipe;
+        let n = decode_by_into(&near.block, &near.locator.key, recipe, &mut out).unwrap();
+        assert_eq!(n.map(|n| &out[..n]), Some(&noise(3000, 8)[..]));
     }
 
     #[test]

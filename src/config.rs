@@ -48,7 +48,8 @@ pub const DEFAULT_SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ServeArgs {
     /// TOML file with any of: store, listen, quota, wait, url, domain, max_connections,
-    /// max_waiters, waiter_memory, scrub_rate, hot_cache, peers, gossip_interval, push_interval,
+    /// max_waiters, waiter_memory, scrub_rate, hot_cache, content_cache, peers, gossip_interval,
+    /// push_interval,
     /// repair_interval, half_life, custody_share, max_upload_rate, max_download_rate,
     /// summary_interval (see libernet.toml in the source).
     #[arg(long, value_name = "FILE")]
@@ -124,6 +125,7 @@ struct FileConfig {
     waiter_memory: Option<toml::Value>,
     scrub_rate: Option<toml::Value>,
     hot_cache: Option<toml::Value>,
+    content_cache: Option<toml::Value>,
     peers: Option<Vec<String>>,
     gossip_interval: Option<f64>,
     push_interval: Option<f64>,
@@ -187,6 +189,8 @@ pub struct Config {
     pub scrub_rate: u64,
     /// Bytes of small blocks kept in memory; 0 turns the hot cache off.
     pub hot_cache: u64,
+    /// Bytes of decrypted file blocks kept for hot bundle files; 0 keeps none.
+    pub content_cache: u64,
     /// Seed peers' base URLs.
     pub peers: Vec<String>,
     /// Pause between gossip rounds; zero: no gossip (seed links only).
@@ -223,6 +227,7 @@ impl Config {
             waiter_memory: DEFAULT_WAITER_MEMORY,
             scrub_rate: DEFAULT_SCRUB_RATE,
             hot_cache: crate::store::DEFAULT_HOT_CACHE,
+            content_cache: crate::node::DEFAULT_CONTENT_CACHE,
             peers: Vec::new(),
             gossip_interval: DEFAULT_GOSSIP_INTERVAL,
             push_interval: DEFAULT_PUSH_INTERVAL,
@@ -289,6 +294,9 @@ impl Config {
         }
         if let Some(size) = &file.hot_cache {
             config.hot_cache = size_value(size, "hot_cache")?;
+        }
+        if let Some(size) = &file.content_cache {
+            config.content_cache = size_value(size, "content_cache")?;
         }
         config.peers = if args.peers.is_empty() {
             file.peers.unwrap_or_default()
@@ -626,7 +634,7 @@ mod tests {
         let file = dir.path().join("node.toml");
         std::fs::write(
             &file,
-            "store = \"/tmp/a\"\nquota = \"2GiB\"\ncustody_share = 20\nwait = 5\nmax_waiters = 7\nwaiter_memory = \"1MiB\"\nscrub_rate = 0\nhot_cache = \"1MiB\"\n",
+            "store = \"/tmp/a\"\nquota = \"2GiB\"\ncustody_share = 20\nwait = 5\nmax_waiters = 7\nwaiter_memory = \"1MiB\"\nscrub_rate = 0\nhot_cache = \"1MiB\"\ncontent_cache = \"2MiB\"\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -650,6 +658,7 @@ mod tests {
         assert_eq!(c.wait, Duration::from_secs(5));
         assert_eq!((c.max_waiters, c.scrub_rate, c.hot_cache), (7, 0, 1 << 20));
         assert_eq!(c.waiter_memory, 1 << 20);
+        assert_eq!(c.content_cache, 2 << 20);
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
 
         std::fs::write(&file, "stroe = \"/tmp/a\"\n").unwrap();

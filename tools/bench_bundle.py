@@ -58,7 +58,7 @@ GIB = 1 << 30
 
 #: Targets of the issue.
 PUT_GET_VS_FLOOR = 3.0
-SERVE_VS_NGINX = 0.5
+SERVE_VS_NGINX = 0.6
 
 #: A wrk run during which other processes used more cores than this is run again.
 OTHER_LIMIT = 0.25

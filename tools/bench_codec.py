@@ -12,6 +12,7 @@ AES-GCM pass).
     python3 tools/bench_codec.py                     # full run (about 1-2 minutes)
     python3 tools/bench_codec.py --smoke             # quick check; exits 1 on any failure
     python3 tools/bench_codec.py --markdown FILE     # also write a Markdown section
+    python3 tools/bench_codec.py --aws-lc            # also aws-lc-rs's AES-256-GCM
 
 Set CARGO_TARGET_DIR as for any cargo command. Needs Python 3.11 (stdlib), cargo, openssl.
 """
@@ -40,9 +41,10 @@ ENCODE_VS_SHA256 = 0.40
 #: Every (op, data) the bench prints; a smoke run fails if one is missing.
 EXPECTED = [
     ("encode", "random"), ("decode", "random"), ("decode_by", "random"),
-    ("encode", "text"), ("decode", "text"), ("decode_by", "text"),
+    ("decode_by_into", "random"),
+    ("encode", "text"), ("decode", "text"), ("decode_by", "text"), ("decode_by_into", "text"),
     ("sha256", "random"), ("aes256gcm_seal_in_place", "random"),
-    ("aes256gcm_open_copy", "random"), ("memcpy", "random"),
+    ("aes256gcm_open_copy", "random"), ("aes256gcm_open_into", "random"), ("memcpy", "random"),
     ("zlib6_compress", "text"), ("zlib1_compress", "text"), ("zlib_inflate", "text"),
 ]
 
@@ -51,6 +53,9 @@ PRIMITIVE_NOTES = {
     "sha256": "sha2 crate, one pass",
     "aes256gcm_seal_in_place": "aes-gcm crate, in place (as encode)",
     "aes256gcm_open_copy": "aes-gcm crate, copy + open (as decode)",
+    "aes256gcm_open_into": "aes-gcm crate, open into a reused buffer (as the node's file reads)",
+    "aws_lc_gcm_seal_in_place": "aws-lc-rs, in place (--aws-lc only)",
+    "aws_lc_gcm_open_copy": "aws-lc-rs, copy into a reused buffer + open (--aws-lc only)",
     "memcpy": "Vec copy of 1 MiB",
     "zlib6_compress": "flate2 (miniz_oxide) level 6 (as encode)",
     "zlib1_compress": "flate2 (miniz_oxide) level 1, for comparison",
@@ -91,10 +96,15 @@ def openssl_speed(algorithm: str, seconds: int) -> Speed:
     raise BenchFailure(f"no rate in the output of {shlex.join(cmd)}:\n{done.stdout[-500:]}")
 
 
-def run_codec_bench(smoke: bool, reps: int | None, timeout: float) -> tuple[list[dict], str]:
+def run_codec_bench(smoke: bool, reps: int | None, timeout: float,
+                    aws_lc: bool = False) -> tuple[list[dict], str]:
     """``cargo bench --bench codec``; returns its JSON lines and its stderr (the
-    human-readable lines and cargo's messages)."""
-    cmd = ["cargo", "bench", "--bench", "codec", "--"]
+    human-readable lines and cargo's messages). With ``aws_lc``, built with the
+    ``bench-aws-lc`` feature: AWS-LC's AES-256-GCM is measured beside the aes-gcm crate's."""
+    cmd = ["cargo", "bench", "--bench", "codec"]
+    if aws_lc:
+        cmd += ["--features", "bench-aws-lc"]
+    cmd.append("--")
     if smoke:
         cmd.append("--smoke")
     if reps is not None:
@@ -164,6 +174,15 @@ def analysis(rows: list[dict], sha: float, gcm: float) -> list[str]:
                    f"{r_sha['median_mb_s']:,.0f}, aes-gcm seal {r_seal['median_mb_s']:,.0f} MB/s) "
                    f"the same chain runs at {chain:,.0f} MB/s; encode measured "
                    f"{enc['median_mb_s']:,.0f} MB/s ({enc['median_mb_s'] / chain:.0%} of it).")
+    r_into, r_aws = find(rows, "aes256gcm_open_into", "random"), find(rows, "aws_lc_gcm_open_copy",
+                                                                     "random")
+    if r_open and r_into:
+        out.append(f"- opening into a reused buffer: {r_into['median_mb_s']:,.0f} MB/s against "
+                   f"{r_open['median_mb_s']:,.0f} MB/s with a fresh copy of the ciphertext.")
+    if r_into and r_aws:
+        out.append(f"- aws-lc-rs opens at {r_aws['median_mb_s']:,.0f} MB/s (copy included), "
+                   f"{r_aws['median_mb_s'] / r_into['median_mb_s']:.2f}x the aes-gcm crate's "
+                   f"{r_into['median_mb_s']:,.0f} MB/s.")
     if r_sha and r_open and dec:
         chain = serial(r_open["median_mb_s"], r_sha["median_mb_s"])
         out.append(f"- decode (random) = GCM open + one SHA-256 check: predicted "
@@ -219,6 +238,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quiet-wait", type=float,
                    help="wait up to this many seconds for other processes to use < 0.2 "
                         "cores before measuring [120; smoke 0]")
+    p.add_argument("--aws-lc", action="store_true",
+                   help="also measure aws-lc-rs's AES-256-GCM (builds AWS-LC: needs a C "
+                        "compiler and a few minutes)")
     p.add_argument("--timeout", type=float, default=1800.0,
                    help="seconds allowed for cargo bench (including the build)")
     return p.parse_args(argv)
@@ -248,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         speeds_before = [openssl_speed(a, seconds) for a in ("sha256", "aes-256-gcm")]
         for s in speeds_before:
             say(f"openssl speed {s.name}: {s.mb_s:,.0f} MB/s")
-        rows, stderr = run_codec_bench(args.smoke, args.reps, args.timeout)
+        rows, stderr = run_codec_bench(args.smoke, args.reps, args.timeout, args.aws_lc)
         print("".join(line + "\n" for line in stderr.splitlines()
                       if not line.lstrip().startswith(("Compiling", "Finished", "Running",
                                                        "Blocking", "Locking", "Updating"))),

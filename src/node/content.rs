@@ -16,12 +16,13 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{Node, NodeError, blocking};
+use super::{Metrics, Node, NodeError, blocking};
 use crate::bundle::{
     FileEntry, Limits, LoadError, Loader, Manifest, Outline, Part, Tree, parse_chunk_url,
 };
 use crate::codec::{self, Key, Locator, Mode, Recipe};
 use crate::id::BlockId;
+use crate::mesh::Event;
 
 /// Blocks of a file fetched and decrypted ahead of the one being sent: enough to keep
 /// the cores busy and to fetch missing blocks from up to this many peers at once
@@ -106,8 +107,30 @@ const MAX_OUTLINES_BUILT: usize = 2;
 /// parsed entries, a few MiB, until the part cache takes it.
 const MAX_PARTS_PARSED: usize = 4;
 
-/// Whole-file digests remembered, so a file is read once, not twice, per request.
+/// Whole-file digests remembered (64 bytes each, 1 MiB in all), keyed by the hash of the
+/// file's chunk list (its chunks' URLs name their plaintexts' SHA-256, so the list names
+/// the file's bytes immutably). `Repr-Digest` needs the whole file's SHA-256 before the
+/// first byte is sent, so the first request for a large file reads it twice (once to
+/// digest it, then to send it; the first pass also fills the plaintext cache, so for a
+/// file that fits there the second pass reads memory); later requests read it once.
 const DIGEST_CACHE_ENTRIES: usize = 16_384;
+
+/// Default of `content_cache`, the bytes of decrypted file blocks kept for hot files:
+/// a 100 MiB file served to many readers at once is then read, hashed and decrypted
+/// once, not once per reader (each block otherwise costs a read, a SHA-256 and an
+/// AES-256-GCM pass, about 2 ms a MiB on one core). Twice the store's hot cache: this
+/// one holds whole blocks.
+pub const DEFAULT_CONTENT_CACHE: u64 = 128 << 20;
+
+/// Plaintext buffers kept for reuse at most (`MAX_CONTENT` bytes each, 16 MiB): enough
+/// for the blocks a few readers have in flight beyond the plaintext cache; a fresh 1 MiB
+/// buffer costs 256 page faults, more than the copy into it.
+const POOLED_PLAIN: usize = 16;
+
+/// Blocks of at least this many bytes are opened into a pooled `MAX_CONTENT` buffer;
+/// smaller ones into a buffer of their own size, so that a small plaintext never holds
+/// (and is never charged for) a whole block's buffer.
+const POOL_FROM: usize = 256 << 10;
 
 /// What a locator opens to.
 #[derive(Debug, Clone)]
@@ -125,9 +148,16 @@ pub(super) struct ContentCaches {
     parts: Mutex<SizedLru<Tree>>,
     refused: Mutex<LruCache<Locator, String>>,
     digests: Mutex<LruCache<[u8; 32], [u8; 32]>>,
+    /// Decrypted file blocks (`content_cache` bytes).
+    plain: PlainCache,
+    /// Buffers decrypted file blocks are opened into.
+    pool: Arc<PlainPool>,
     /// One turn per outline or part being made: requests for one that is being made
     /// wait for it and then find it cached, instead of making it again beside it.
-    loading: Mutex<HashMap<Locator, Arc<tokio::sync::Mutex<()>>>>,
+    loading: Gates<Locator>,
+    /// One turn per whole file being digested: concurrent first requests for a file
+    /// wait for one pass instead of each reading the file.
+    digesting: Gates<[u8; 32]>,
     /// `MAX_OUTLINES_BUILT` permits.
     outlining: tokio::sync::Semaphore,
     /// `MAX_PARTS_PARSED` permits.
@@ -173,7 +203,13 @@ impl<V> SizedLru<V> {
 }
 
 impl ContentCaches {
+    /// The caches, with `DEFAULT_CONTENT_CACHE` bytes of decrypted blocks.
     pub(super) fn new() -> ContentCaches {
+        ContentCaches::with_plain_cache(DEFAULT_CONTENT_CACHE)
+    }
+
+    /// The caches, with `plain_bytes` bytes of decrypted blocks (0: none kept).
+    pub(super) fn with_plain_cache(plain_bytes: u64) -> ContentCaches {
         let n = |n: usize| std::num::NonZeroUsize::new(n).unwrap_or(std::num::NonZeroUsize::MIN);
         ContentCaches {
             recipes: Mutex::new(LruCache::new(n(RECIPE_CACHE_ENTRIES))),
@@ -181,43 +217,238 @@ impl ContentCaches {
             parts: Mutex::new(SizedLru::new(PART_CACHE_BYTES)),
             refused: Mutex::new(LruCache::new(n(REFUSED_ENTRIES))),
             digests: Mutex::new(LruCache::new(n(DIGEST_CACHE_ENTRIES))),
+            plain: PlainCache::new(usize::try_from(plain_bytes).unwrap_or(usize::MAX)),
+            pool: Arc::default(),
             loading: Mutex::new(HashMap::new()),
+            digesting: Mutex::new(HashMap::new()),
             outlining: tokio::sync::Semaphore::new(MAX_OUTLINES_BUILT),
             parsing: tokio::sync::Semaphore::new(MAX_PARTS_PARSED),
         }
     }
 }
 
-/// A request's place in line for loading one tree: requests for the same tree share a
-/// gate, so one loads it and the others then find it cached. The gate leaves the map
-/// when its last holder drops its turn (also when a request is dropped mid-load).
-struct Turn<'a> {
-    map: &'a Mutex<HashMap<Locator, Arc<tokio::sync::Mutex<()>>>>,
-    locator: Locator,
+/// Plaintext known to be the content of block `id` under convergent `key`: it hashed to
+/// the key (`codec::decode` in `Mode::Aes256`), or it was opened by the recipe
+/// `decode` learned for this id and key from bytes the store had checked against the
+/// id (`Node::get_block` only returns such bytes), which are then the very bytes that
+/// verified. Made only in this file; the plaintext cache takes nothing else.
+#[derive(Clone)]
+pub(super) struct Verified {
+    bytes: Bytes,
+    /// Bytes of memory the plaintext holds (its buffer's capacity).
+    footprint: usize,
+}
+
+impl Verified {
+    /// `bytes` if they hash to `key` (what the convergent mode promises).
+    #[cfg(test)]
+    fn check(key: &Key, bytes: Bytes) -> Option<Verified> {
+        let hash: [u8; 32] = Sha256::digest(&bytes).into();
+        (hash == key.0).then(|| Verified {
+            footprint: bytes.len(),
+            bytes,
+        })
+    }
+}
+
+/// Decrypted file blocks of hot files, least recently used first out, bounded by the
+/// bytes their buffers hold (not by a count: blocks are 1 byte to 1 MiB). Holds only
+/// `Verified` plaintexts of `Mode::Aes256` blocks, keyed by block id and key.
+pub(super) struct PlainCache {
+    inner: Mutex<PlainLru>,
+    max: usize,
+}
+
+struct PlainLru {
+    entries: LruCache<(BlockId, Key), Verified>,
+    bytes: usize,
+}
+
+impl PlainCache {
+    /// A cache of at most `max` bytes (0: keeps nothing).
+    pub(super) fn new(max: usize) -> PlainCache {
+        PlainCache {
+            inner: Mutex::new(PlainLru {
+                entries: LruCache::unbounded(),
+                bytes: 0,
+            }),
+            max,
+        }
+    }
+
+    /// The plaintext of block `id` under `key`, if kept.
+    fn get(&self, id: &BlockId, key: &Key) -> Option<Bytes> {
+        lock(&self.inner)
+            .entries
+            .get(&(*id, *key))
+            .map(|v| v.bytes.clone())
+    }
+
+    /// Keeps `plain` as block `id`'s content under `key`, evicting the least recently
+    /// used until the bytes fit; a plaintext over a quarter of the cache is not kept
+    /// (it would evict too much for one block).
+    fn put(&self, id: BlockId, key: Key, plain: Verified) {
+        if plain.footprint > self.max / 4 {
+            return;
+        }
+        debug_assert!(
+            Sha256::digest(&plain.bytes)[..] == key.0,
+            "unverified plaintext offered to the plaintext cache"
+        );
+        let size = plain.footprint;
+        let mut inner = lock(&self.inner);
+        inner.bytes += size;
+        if let Some(old) = inner.entries.put((id, key), plain) {
+            inner.bytes -= old.footprint;
+        }
+        // Each turn removes an entry, so this ends.
+        while inner.bytes > self.max {
+            let Some((_, old)) = inner.entries.pop_lru() else {
+                break;
+            };
+            inner.bytes -= old.footprint;
+        }
+    }
+
+    /// Forgets block `id` under `key`.
+    fn remove(&self, id: &BlockId, key: &Key) {
+        let mut inner = lock(&self.inner);
+        if let Some(old) = inner.entries.pop(&(*id, *key)) {
+            inner.bytes -= old.footprint;
+        }
+    }
+
+    /// Bytes held now.
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        lock(&self.inner).bytes
+    }
+}
+
+/// Reusable `MAX_CONTENT` buffers that file blocks are decrypted into: a buffer goes
+/// back when the last `Bytes` of it is dropped (sent by hyper and out of the cache).
+#[derive(Default)]
+pub(super) struct PlainPool {
+    spare: Mutex<Vec<Vec<u8>>>,
+}
+
+impl PlainPool {
+    /// A buffer of `MAX_CONTENT` initialised bytes (reused, or zeroed when new).
+    fn take(&self) -> Vec<u8> {
+        lock(&self.spare)
+            .pop()
+            .unwrap_or_else(|| vec![0; codec::MAX_CONTENT])
+    }
+
+    /// `buf[..len]` as `Bytes`; the buffer comes back to the pool when they are dropped.
+    fn share(self: &Arc<Self>, buf: Vec<u8>, len: usize) -> Bytes {
+        Bytes::from_owner(PooledPlain {
+            buf,
+            pool: self.clone(),
+        })
+        .slice(..len)
+    }
+
+    fn give_back(&self, buf: Vec<u8>) {
+        if buf.len() != codec::MAX_CONTENT {
+            return;
+        }
+        let mut spare = lock(&self.spare);
+        if spare.len() < POOLED_PLAIN {
+            spare.push(buf);
+        }
+    }
+}
+
+struct PooledPlain {
+    buf: Vec<u8>,
+    pool: Arc<PlainPool>,
+}
+
+impl AsRef<[u8]> for PooledPlain {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for PooledPlain {
+    fn drop(&mut self) {
+        self.pool.give_back(std::mem::take(&mut self.buf));
+    }
+}
+
+/// Opens a file block read from the store (bytes checked against the id) under `key`:
+/// by the recipe `known` when there is one (into a pooled buffer when the block is
+/// large), else by `codec::decode`, which verifies and learns the recipe (returned).
+fn open_block(
+    block: &[u8],
+    key: &Key,
+    known: Option<Recipe>,
+    pool: &Arc<PlainPool>,
+) -> Result<(Verified, Option<Recipe>), codec::CodecError> {
+    let Some(recipe) = known else {
+        let decoded = codec::decode(block, Mode::Aes256, key)?;
+        let footprint = decoded.content.capacity();
+        let bytes = Bytes::from(decoded.content);
+        return Ok((Verified { bytes, footprint }, Some(decoded.recipe)));
+    };
+    if block.len() >= POOL_FROM {
+        let mut buf = pool.take();
+        match codec::decode_by_into(block, key, recipe, &mut buf) {
+            Ok(Some(len)) => {
+                let footprint = buf.len();
+                let bytes = pool.share(buf, len);
+                return Ok((Verified { bytes, footprint }, None));
+            }
+            Ok(None) => pool.give_back(buf),
+            Err(e) => {
+                pool.give_back(buf);
+                return Err(e);
+            }
+        }
+    }
+    let plain = codec::decode_by(block, key, recipe)?;
+    let footprint = plain.capacity();
+    Ok((
+        Verified {
+            bytes: Bytes::from(plain),
+            footprint,
+        },
+        None,
+    ))
+}
+
+/// Gates of work being done once for many requests, by what the work is on.
+type Gates<K> = Mutex<HashMap<K, Arc<tokio::sync::Mutex<()>>>>;
+
+/// A request's place in line for loading one tree (or digesting one file): requests for
+/// the same one share a gate, so one does the work and the others then find it cached.
+/// The gate leaves the map when its last holder drops its turn (also when a request is
+/// dropped mid-load).
+struct Turn<'a, K: std::hash::Hash + Eq + Copy> {
+    map: &'a Gates<K>,
+    key: K,
     gate: Arc<tokio::sync::Mutex<()>>,
 }
 
-impl<'a> Turn<'a> {
-    fn take(
-        map: &'a Mutex<HashMap<Locator, Arc<tokio::sync::Mutex<()>>>>,
-        locator: &Locator,
-    ) -> Turn<'a> {
-        let gate = lock(map).entry(*locator).or_default().clone();
+impl<'a, K: std::hash::Hash + Eq + Copy> Turn<'a, K> {
+    fn take(map: &'a Gates<K>, key: &K) -> Turn<'a, K> {
+        let gate = lock(map).entry(*key).or_default().clone();
         Turn {
             map,
-            locator: *locator,
+            key: *key,
             gate,
         }
     }
 }
 
-impl Drop for Turn<'_> {
+impl<K: std::hash::Hash + Eq + Copy> Drop for Turn<'_, K> {
     fn drop(&mut self) {
         let mut map = lock(self.map);
         // The map's reference and this one: nobody else holds or waits at the gate (a
         // new holder would have to take it from the map, under this lock).
         if Arc::strong_count(&self.gate) <= 2 {
-            map.remove(&self.locator);
+            map.remove(&self.key);
         }
     }
 }
@@ -446,6 +677,42 @@ impl Node {
         Ok(Bytes::from(content))
     }
 
+    /// Block `locator` of a bundle file, decrypted: from the plaintext cache while the
+    /// node still holds the block (counted as a request for it, as a read is), else
+    /// read, opened into a pooled buffer, and kept there.
+    async fn file_block(&self, locator: &Locator, wait: Duration) -> Result<Bytes, NodeError> {
+        let (id, key) = (locator.id, locator.key);
+        let convergent = locator.mode == Mode::Aes256;
+        if convergent && let Some(plain) = self.content.plain.get(&id, &key) {
+            // A block deleted or evicted since is not served from here either.
+            if self.store.contains(&id).is_some() {
+                self.store.record_request(&id);
+                self.mesh
+                    .stats()
+                    .record(&id, Event::Request, crate::clock::unix_now());
+                Metrics::add(&self.metrics.hits, 1);
+                return Ok(plain);
+            }
+            self.content.plain.remove(&id, &key);
+        }
+        if !convergent {
+            return self.decrypt(locator, wait).await;
+        }
+        let block = self.get_block(id, wait).await?;
+        let recipe_key = (id, locator.mode, key);
+        let known = lock(&self.content.recipes).get(&recipe_key).copied();
+        let pool = self.content.pool.clone();
+        let (plain, learned) = blocking(move || open_block(&block, &key, known, &pool))
+            .await?
+            .map_err(|_| NodeError::WrongKey(id))?;
+        if let Some(recipe) = learned {
+            lock(&self.content.recipes).put(recipe_key, recipe);
+        }
+        let bytes = plain.bytes.clone();
+        self.content.plain.put(id, key, plain);
+        Ok(bytes)
+    }
+
     /// Reads bytes `start..=end` of a bundle file as a stream of decrypted pieces,
     /// `PREFETCH_BLOCKS` blocks ahead. Each block's plaintext must have the size the
     /// manifest says (else the stream ends with `BadBundle`).
@@ -482,7 +749,7 @@ impl Node {
                     ahead.push_back(tokio::spawn(async move {
                         let locator = parse_chunk_url(&url)
                             .ok_or_else(|| NodeError::BadBundle(format!("bad chunk url {url}")))?;
-                        let plain = node.decrypt(&locator, wait).await?;
+                        let plain = node.file_block(&locator, wait).await?;
                         if plain.len() as u64 != size {
                             return Err(NodeError::BadBundle(format!(
                                 "block {} holds {} bytes, the manifest says {size}",
@@ -524,6 +791,16 @@ impl Node {
         {
             return Ok(*digest);
         }
+        let turn = cache_key.map(|key| Turn::take(&self.content.digesting, &key));
+        let _turn = match &turn {
+            Some(turn) => Some(turn.gate.lock().await),
+            None => None,
+        };
+        if let Some(key) = &cache_key
+            && let Some(digest) = lock(&self.content.digests).get(key)
+        {
+            return Ok(*digest);
+        }
         let mut hasher = Sha256::new();
         if file.size > 0 {
             let mut stream = self.read_file(file, start, end, wait);
@@ -547,4 +824,103 @@ fn file_identity(file: &FileEntry) -> [u8; 32] {
         h.update(chunk.size.to_le_bytes());
     }
     h.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic incompressible bytes.
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    /// A verified plaintext of `len` bytes, its id and key.
+    fn block(len: usize, seed: u64) -> (BlockId, Key, Verified) {
+        let content = noise(len, seed);
+        let e = codec::encode(&content).unwrap();
+        let plain = Verified::check(&e.locator.key, Bytes::from(content)).unwrap();
+        (e.locator.id, e.locator.key, plain)
+    }
+
+    #[test]
+    fn plain_cache_is_bounded_by_bytes_and_keeps_the_recent() {
+        const MIB: usize = 1 << 20;
+        let cache = PlainCache::new(4 * MIB);
+        let blocks: Vec<_> = (0..10).map(|i| block(MIB - 100, 2 * i + 1)).collect();
+        for (n, (id, key, plain)) in blocks.iter().enumerate() {
+            cache.put(*id, *key, plain.clone());
+            assert!(cache.bytes() <= 4 * MIB, "after {n}: {}", cache.bytes());
+            // The first block is read after every insertion: never the least recent.
+            assert!(cache.get(&blocks[0].0, &blocks[0].1).is_some(), "after {n}");
+        }
+        let kept: Vec<bool> = blocks
+            .iter()
+            .map(|(id, key, _)| cache.get(id, key).is_some())
+            .collect();
+        // Four fit; the first (used) and the three newest are they.
+        assert_eq!(
+            kept,
+            [
+                true, false, false, false, false, false, false, true, true, true
+            ]
+        );
+        let (id, key, plain) = &blocks[9];
+        assert_eq!(cache.get(id, key).unwrap(), plain.bytes);
+        // The bytes follow a removal, and a key names the plaintext with its block.
+        cache.remove(id, key);
+        assert!(cache.get(id, key).is_none());
+        assert_eq!(cache.bytes(), 3 * (MIB - 100));
+        assert!(cache.get(id, &blocks[8].1).is_none());
+        // A plaintext over a quarter of the cache is not kept; nor anything in none.
+        let small = PlainCache::new(MIB);
+        small.put(*id, *key, plain.clone());
+        assert_eq!(small.bytes(), 0);
+        let none = PlainCache::new(0);
+        let (id, key, plain) = block(10, 99);
+        none.put(id, key, plain);
+        assert!(none.get(&id, &key).is_none());
+    }
+
+    #[test]
+    fn only_verified_plaintext_is_made_for_the_cache() {
+        let pool = Arc::new(PlainPool::default());
+        let content = noise(codec::MAX_CONTENT, 3);
+        let e = codec::encode(&content).unwrap();
+        let key = e.locator.key;
+        // Bytes that do not hash to the key are refused.
+        assert!(Verified::check(&key, Bytes::from(noise(100, 4))).is_none());
+        // A wrong key opens nothing, with or without a recipe.
+        let other = codec::encode(b"other").unwrap().locator.key;
+        assert!(open_block(&e.block, &other, None, &pool).is_err());
+        // First opening: verified by decode, and the recipe learned.
+        let (plain, learned) = open_block(&e.block, &key, None, &pool).unwrap();
+        let recipe = learned.unwrap();
+        assert_eq!(&plain.bytes[..], &content[..]);
+        // Later openings follow the recipe into a pooled buffer, charged whole.
+        let (again, learned) = open_block(&e.block, &key, Some(recipe), &pool).unwrap();
+        assert!(learned.is_none());
+        assert_eq!(&again.bytes[..], &content[..]);
+        assert_eq!(again.footprint, codec::MAX_CONTENT);
+        drop((plain, again));
+        assert_eq!(lock(&pool.spare).len(), 1, "the buffer came back");
+        // A block damaged after its recipe was learned fails its tag.
+        let mut rotten = e.block.clone();
+        rotten[e.block.len() / 2] ^= 0x20;
+        assert!(open_block(&rotten, &key, Some(recipe), &pool).is_err());
+        assert_eq!(lock(&pool.spare).len(), 1, "and the failed one too");
+        // Small blocks get buffers of their own size.
+        let small = codec::encode(&noise(1000, 5)).unwrap();
+        let r = open_block(&small.block, &small.locator.key, None, &pool).unwrap();
+        let (plain, _) = open_block(&small.block, &small.locator.key, r.1, &pool).unwrap();
+        assert_eq!(plain.footprint, 1000);
+    }
 }

@@ -27,8 +27,8 @@ use sha2::{Digest, Sha256};
 pub use admin::{MAX_REPIN, PIN_FLUSH_INTERVAL, PinOutcome, Repin, Repinned, StatRow, StatsPage};
 pub use batch::BatchSender;
 pub use content::{
-    FileStream, Opened, PREFETCH_BLOCKS, Parts, SERVE_LIMITS, SERVE_MAX_ENTRIES,
-    SERVE_MAX_MANIFEST_BYTES, SERVE_MAX_SUB_BUNDLES, StreamGuard,
+    DEFAULT_CONTENT_CACHE, FileStream, Opened, PREFETCH_BLOCKS, Parts, SERVE_LIMITS,
+    SERVE_MAX_ENTRIES, SERVE_MAX_MANIFEST_BYTES, SERVE_MAX_SUB_BUNDLES, StreamGuard,
 };
 pub use history::{HISTORY_POINTS, HISTORY_STEP, Point, Totals};
 pub use metrics::{Gauges, Metrics};
@@ -286,6 +286,7 @@ impl Node {
         let arrivals = Arrivals::new(config.max_waiters, config.waiter_memory);
         let mut node = Node::compose(store, identity, mesh, arrivals, url, admin_token)?;
         node.rates = rates;
+        node.content = content::ContentCaches::with_plain_cache(config.content_cache);
         Ok(node)
     }
 

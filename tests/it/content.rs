@@ -13,7 +13,8 @@ use libernet::client::Remote;
 use libernet::codec::{self, MAX_CONTENT};
 use libernet::transfer::{self, Options};
 
-use crate::support::{TestNode, bytes};
+use crate::store::{block_file, quarantined, rot_keeping_mtime};
+use crate::support::{Setup, TestNode, bytes};
 
 const QUIET: Options = Options { progress: false };
 
@@ -684,4 +685,79 @@ async fn concurrent_requests_load_a_tree_once() {
         assert_eq!(row["requests"], 1, "{row}");
     }
     node.stop().await;
+}
+
+/// The id of the block holding bytes `from..` (one block's worth) of a file put whole.
+fn chunk_id(file: &[u8], from: usize) -> libernet::id::BlockId {
+    let to = (from + MAX_CONTENT).min(file.len());
+    codec::encode(&file[from..to]).unwrap().locator.id
+}
+
+/// Repeated GETs of a large bundle file answer the same bytes and the same
+/// `Repr-Digest` (the second from the digest and plaintext caches); a block that rots on
+/// disk after the first read is never served wrong: with the plaintext cache, its
+/// verified plaintext is sent; without it, the read finds the rot, quarantines the
+/// block, and the answer is cut short rather than wrong.
+#[tokio::test(flavor = "multi_thread")]
+async fn large_files_read_again_are_the_same_and_rot_is_never_served() {
+    let big = bytes(3 * MAX_CONTENT + 4_321, 11);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("big.bin"), &big).unwrap();
+    let middle = chunk_id(&big, MAX_CONTENT);
+
+    for cached in [true, false] {
+        let store = tempfile::tempdir().unwrap();
+        let mut setup = Setup::new(store.path());
+        if !cached {
+            setup.config.content_cache = 0;
+        }
+        let node = TestNode::start_with(setup).await.unwrap();
+        let base = put_tree(&node, dir.path()).await;
+        let path = format!("{base}big.bin?wait=0");
+        // `get` checks each answer's digests and signature.
+        let first = node.get(&path).await;
+        assert_eq!(first.status, StatusCode::OK);
+        assert_eq!(&first.body[..], &big[..], "cached: {cached}");
+        let digest = first.header("repr-digest").unwrap().to_owned();
+        let second = node.get(&path).await;
+        assert_eq!(&second.body[..], &big[..], "cached: {cached}");
+        assert_eq!(second.header("repr-digest"), Some(digest.as_str()));
+        assert_eq!(second.header("content-digest"), Some(digest.as_str()));
+
+        let file = block_file(store.path(), &middle);
+        assert!(file.exists(), "{middle} is a block of the file");
+        rot_keeping_mtime(&file, MAX_CONTENT as u64 / 2);
+        let third = node
+            .client
+            .send(Method::GET, &path, &[], Bytes::new())
+            .await;
+        if cached {
+            // Kept in memory as verified plaintext: the rotten file is not read.
+            let third = third.expect("an answer from the cache");
+            assert_eq!(third.status, StatusCode::OK);
+            assert_eq!(&third.body[..], &big[..]);
+            assert!(file.exists());
+        } else {
+            // Headers go out (the digest is known), then the body stops short. The
+            // read found the rot before the answer failed.
+            if let Ok(reply) = third {
+                assert!(
+                    reply.status != StatusCode::OK || reply.body != big[..],
+                    "rotten bytes make no whole answer"
+                );
+            }
+            assert!(!file.exists(), "the rotten block is quarantined");
+            assert_eq!(quarantined(store.path()).len(), 1);
+            assert_eq!(node.metric("libernet_quarantined_total"), 1);
+            // Never a wrong byte: a GET now is refused or cut short, never whole.
+            if let Ok(reply) = node
+                .client
+                .send(Method::GET, &path, &[], Bytes::new())
+                .await
+            {
+                assert!(reply.status != StatusCode::OK || reply.body.len() < big.len());
+            }
+        }
+        node.stop().await;
+    }
 }

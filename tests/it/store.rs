@@ -18,7 +18,7 @@ use crate::support::{Setup, TestNode, bytes};
 /// timing assertion: an answer takes milliseconds).
 const HANG_GUARD: Duration = Duration::from_secs(30);
 
-fn block_file(dir: &std::path::Path, id: &BlockId) -> std::path::PathBuf {
+pub(crate) fn block_file(dir: &std::path::Path, id: &BlockId) -> std::path::PathBuf {
     let hex = id.to_string();
     dir.join("blocks")
         .join(&hex[..2])
@@ -207,7 +207,7 @@ async fn secrets_are_private_files() {
 
 /// Flips one byte of a file in place (same length), then sets its mtime back: rot that
 /// nothing but the bytes themselves shows.
-fn rot_keeping_mtime(path: &Path, at: u64) {
+pub(crate) fn rot_keeping_mtime(path: &Path, at: u64) {
     let mtime = std::fs::metadata(path).unwrap().modified().unwrap();
     let mut f = std::fs::File::options()
         .read(true)
@@ -237,7 +237,7 @@ async fn raw_get(node: &TestNode, path: &str) -> Reply {
 }
 
 /// Names in the store's quarantine directory.
-fn quarantined(store: &Path) -> Vec<String> {
+pub(crate) fn quarantined(store: &Path) -> Vec<String> {
     std::fs::read_dir(store.join(QUARANTINE_DIR))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
