@@ -420,21 +420,26 @@ pub fn decode(block: &[u8], mode: Mode, key: &Key) -> Result<Decoded, CodecError
 /// checked) and the same key: then the plaintext is the one `decode` verified. The GCM
 /// tag is still checked.
 pub fn decode_by(block: &[u8], key: &Key, recipe: Recipe) -> Result<Vec<u8>, CodecError> {
-    let bytes = if recipe.stripped {
-        let at = block
-            .iter()
-            .rposition(|&b| b == 0)
-            .ok_or(CodecError::WrongKey)?;
-        &block[..at]
-    } else {
-        block
-    };
+    let bytes = unstripped(block, recipe)?;
     let plain = decrypt(recipe.format, bytes, key).ok_or(CodecError::WrongKey)?;
     if recipe.compressed {
         inflate_capped(&plain, MAX_BLOCK_SIZE).ok_or(CodecError::WrongKey)
     } else {
         Ok(plain)
     }
+}
+
+/// The block without its near-id suffix when `recipe` says it has one (see
+/// `decode_by`).
+fn unstripped(block: &[u8], recipe: Recipe) -> Result<&[u8], CodecError> {
+    if !recipe.stripped {
+        return Ok(block);
+    }
+    let at = block
+        .iter()
+        .rposition(|&b| b == 0)
+        .ok_or(CodecError::WrongKey)?;
+    Ok(&block[..at])
 }
 
 /// `decode_by` without copies: when the recipe is GCM without zlib and `out` holds at
@@ -452,15 +457,7 @@ pub fn decode_by_into(
     if recipe.format != Format::Gcm || recipe.compressed {
         return Ok(None);
     }
-    let bytes = if recipe.stripped {
-        let at = block
-            .iter()
-            .rposition(|&b| b == 0)
-            .ok_or(CodecError::WrongKey)?;
-        &block[..at]
-    } else {
-        block
-    };
+    let bytes = unstripped(block, recipe)?;
     if bytes.len() < OVERHEAD {
         return Err(CodecError::WrongKey);
     }

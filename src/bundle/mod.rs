@@ -1123,6 +1123,24 @@ pub fn scan_with(
 /// Threads that sync restored files at the end of a restore.
 const FINISH_THREADS: usize = 8;
 
+/// Runs `work` on `FINISH_THREADS` shares of `items` at once; the first error wins.
+fn on_threads<T: Sync>(
+    items: &[T],
+    work: impl Fn(&[T]) -> Result<(), BundleError> + Sync,
+) -> Result<(), BundleError> {
+    let per = items.len().div_ceil(FINISH_THREADS).max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = items
+            .chunks(per)
+            .map(|part| scope.spawn(|| work(part)))
+            .collect();
+        workers.into_iter().try_for_each(|w| {
+            w.join()
+                .unwrap_or_else(|_| Err(BundleError::Json("a restore thread panicked".into())))
+        })
+    })
+}
+
 /// Writes a tree to disk: files are created in a hidden staging directory (beside a new
 /// destination, inside an existing empty one) and moved into place at the end, so the
 /// destination holds either the complete tree or nothing. Block contents come from the caller
@@ -1223,17 +1241,7 @@ impl Restore {
             .iter()
             .filter(|(_, file)| file.link.is_none())
             .collect();
-        let per = files.len().div_ceil(FINISH_THREADS).max(1);
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = files
-                .chunks(per)
-                .map(|part| scope.spawn(|| restore.create_files(part)))
-                .collect();
-            workers.into_iter().try_for_each(|w| {
-                w.join()
-                    .unwrap_or_else(|_| Err(BundleError::Json("a restore thread panicked".into())))
-            })
-        })
+        on_threads(&files, |part| restore.create_files(part))
     }
 
     /// Creates each of `files` in the staging directory, empty at its final size.
@@ -1332,17 +1340,7 @@ impl Restore {
         // Syncing thousands of small files one after the other leaves the disk idle
         // between them; a few threads keep several flushes in flight.
         let files: Vec<(&String, &FileEntry)> = tree.files.iter().collect();
-        let per = files.len().div_ceil(FINISH_THREADS).max(1);
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = files
-                .chunks(per)
-                .map(|part| scope.spawn(|| self.finish_files(part)))
-                .collect();
-            workers.into_iter().try_for_each(|w| {
-                w.join()
-                    .unwrap_or_else(|_| Err(BundleError::Json("a restore thread panicked".into())))
-            })
-        })?;
+        on_threads(&files, |part| self.finish_files(part))?;
         for (path, target) in &tree.directories {
             if let Some(target) = target {
                 let at = self.staging.join(path);
