@@ -535,11 +535,11 @@ pub fn inflate_capped(bytes: &[u8], cap: usize) -> Option<Vec<u8>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// Deterministic incompressible bytes (xorshift).
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
+    /// Deterministic incompressible bytes (xorshift); other modules' tests use it too.
+    pub(crate) fn noise(len: usize, seed: u64) -> Vec<u8> {
         let mut x = seed | 1;
         (0..len)
             .map(|_| {

@@ -830,18 +830,7 @@ fn file_identity(file: &FileEntry) -> [u8; 32] {
 mod tests {
     use super::*;
 
-    /// Deterministic incompressible bytes.
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
-    }
+    use crate::codec::tests::noise;
 
     /// A verified plaintext of `len` bytes, its id and key.
     fn block(len: usize, seed: u64) -> (BlockId, Key, Verified) {
