@@ -225,12 +225,7 @@ fn absent_or_empty(path: &Path) -> bool {
 /// `overwrite`, naming what is in the way.
 fn check_merge(tree: &Tree, dest: &Path, overwrite: bool) -> anyhow::Result<()> {
     let (mut existing, mut blocked) = (Vec::new(), Vec::new());
-    let links = tree
-        .directories
-        .iter()
-        .filter(|(_, t)| t.is_some())
-        .map(|(p, _)| p);
-    for path in tree.files.keys().chain(links) {
+    for path in tree.placed_paths() {
         let at = dest.join(path);
         match std::fs::symlink_metadata(&at) {
             Ok(meta) if meta.is_dir() => blocked.push(at),

@@ -627,6 +627,16 @@ impl PartialEq for Tree {
 }
 
 impl Tree {
+    /// The paths a restore places: every file and file link, and every directory link.
+    pub fn placed_paths(&self) -> impl Iterator<Item = &String> {
+        let links = self
+            .directories
+            .iter()
+            .filter(|(_, t)| t.is_some())
+            .map(|(p, _)| p);
+        self.files.keys().chain(links)
+    }
+
     /// A tree of these entries, unchecked (a selection of a checked tree).
     pub fn from_entries(
         files: BTreeMap<String, FileEntry>,
@@ -1261,12 +1271,7 @@ impl Restore {
     /// `finish` of a merging restore: files and links one by one to their places,
     /// empty directories made, the staging removed.
     fn finish_merge(&self, tree: &Tree) -> Result<(), BundleError> {
-        let links = tree
-            .directories
-            .iter()
-            .filter(|(_, t)| t.is_some())
-            .map(|(p, _)| p);
-        for path in tree.files.keys().chain(links) {
+        for path in tree.placed_paths() {
             let to = self.dest.join(path);
             if let Some(parent) = to.parent() {
                 fs::create_dir_all(parent).map_err(io_error(format!("{}", parent.display())))?;

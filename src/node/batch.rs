@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 
-use super::{Metrics, Node, NodeError, inflate_capped, push_heat, store_work};
+use super::{Metrics, Node, NodeError, as_block, push_heat, store_work};
 use crate::id::BlockId;
 use crate::mesh::Event;
 use crate::store::{Admission, Durability, Holder, PutOutcome};
@@ -79,7 +79,9 @@ impl Node {
                     let checked = if deleted {
                         Err(NodeError::Deleted(id))
                     } else {
-                        check(id, bytes).map(|block| (block, admission_for(&job, &store, &id), false))
+                        let sha256 = BlockId::of(&bytes);
+                        as_block(id, bytes, sha256)
+                            .map(|block| (block, admission_for(&job, &store, &id), false))
                     };
                     (id, checked)
                 })
@@ -183,17 +185,5 @@ fn admission_for(sender: &BatchSender, store: &crate::store::Store, id: &BlockId
             must_be_worth_it: keep_until.is_none() && !store.is_kept(id),
             keep_until: *keep_until,
         },
-    }
-}
-
-/// The block `bytes` stand for when they hash to `id` (or inflate to bytes that do),
-/// as a single PUT accepts them.
-fn check(id: BlockId, bytes: Bytes) -> Result<Bytes, NodeError> {
-    if BlockId::of(&bytes) == id {
-        return Ok(bytes);
-    }
-    match inflate_capped(&bytes) {
-        Some(inflated) if BlockId::of(&inflated) == id => Ok(Bytes::from(inflated)),
-        _ => Err(NodeError::HashMismatch(id)),
     }
 }

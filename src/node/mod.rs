@@ -647,16 +647,9 @@ impl Node {
     /// The block an upload carries: its bytes, or their zlib inflation, hashing to `id`.
     fn check_upload(&self, id: BlockId, upload: Upload) -> Result<Bytes, NodeError> {
         Metrics::add(&self.metrics.bytes_in, upload.bytes.len() as u64);
-        if upload.sha256 == id {
-            return Ok(upload.bytes);
-        }
-        match inflate_capped(&upload.bytes) {
-            Some(inflated) if BlockId::of(&inflated) == id => Ok(Bytes::from(inflated)),
-            _ => {
-                Metrics::add(&self.metrics.puts_rejected, 1);
-                Err(NodeError::HashMismatch(id))
-            }
-        }
+        as_block(id, upload.bytes, upload.sha256).inspect_err(|_| {
+            Metrics::add(&self.metrics.puts_rejected, 1);
+        })
     }
 
     /// Stores a checked block, records evictions (handing off the victims worth it), and
@@ -907,6 +900,19 @@ fn push_heat(hint: f32) -> f32 {
         (hint / 2.0).clamp(0.0, MAX_PUSH_HEAT)
     } else {
         0.0
+    }
+}
+
+/// The block `bytes` (whose SHA-256 is `sha256`) stand for as block `id`: themselves
+/// when they hash to it, else their zlib stream inflated when that hashes to it (a
+/// compressed upload), else `HashMismatch`.
+fn as_block(id: BlockId, bytes: Bytes, sha256: BlockId) -> Result<Bytes, NodeError> {
+    if sha256 == id {
+        return Ok(bytes);
+    }
+    match inflate_capped(&bytes) {
+        Some(inflated) if BlockId::of(&inflated) == id => Ok(Bytes::from(inflated)),
+        _ => Err(NodeError::HashMismatch(id)),
     }
 }
 
