@@ -10,8 +10,8 @@
 //! process can set back, so such a file is hashed again. A change time within
 //! `SETTLE` of the hash is not trusted, since the kernel keeps change times at a coarse
 //! tick and a write right after could leave the same one. What the stamp cannot see is
-//! rot on the medium itself; the background scrub looks for that, and within
-//! `TRUST_FOR` of a good hash such a file is still hashed again. Clients check every
+//! rot on the medium itself; the background scrub looks for that, and every file is
+//! hashed again at most `TRUST_FOR` after its last good hash. Clients check every
 //! block against its id in any case.
 
 use std::sync::{Mutex, PoisonError};
